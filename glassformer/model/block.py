@@ -1,0 +1,73 @@
+"""One transformer layer: attention (and, in an encoder-decoder's decoder, cross-attention), then an MLP,
+each wrapped in a residual connection with a norm placed as the config says.
+
+    Pre-LN  (norm_position="pre"):   x = x + Sublayer(Norm(x))
+    Post-LN (norm_position="post"):  x = Norm(x + Sublayer(x))      (the paper's Figure 1)
+
+Hook points, in forward order: resid_pre, ln1, attn.*, attn_out, resid_mid, [ln_cross, cross_attn.*,
+cross_attn_out, resid_mid_cross], ln2, mlp.pre, mlp.post, mlp_out, resid_post.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glassformer.model.attention import Attention
+from glassformer.model.config import ModelConfig
+from glassformer.model.hooks import HookPoint
+from glassformer.model.kv_cache import LayerCache
+from glassformer.model.mlp import make_mlp
+from glassformer.model.norms import RESIDUAL_RULES, make_norm
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, causal: bool, cross_attention: bool = False):
+        super().__init__()
+        self.residual = RESIDUAL_RULES[config.norm_position]  # pre_norm_residual or post_norm_residual
+        self.drop = nn.Dropout(config.dropout)
+        self.resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.ln1 = make_norm(config)
+        self.attn = Attention(config, causal=causal)
+        self.attn_out = HookPoint()
+        self.resid_mid = HookPoint()
+        if cross_attention:
+            self.ln_cross = make_norm(config)
+            self.cross_attn = Attention(config, causal=False, cross=True)
+            self.cross_attn_out = HookPoint()
+            self.resid_mid_cross = HookPoint()
+        else:
+            self.cross_attn = None
+        if not config.attn_only:
+            self.ln2 = make_norm(config)
+        self.mlp = make_mlp(config)
+        if self.mlp is not None:
+            self.mlp_out = HookPoint()
+        self.resid_post = HookPoint()
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [batch, pos, d_model]
+        *,
+        positions: torch.Tensor,  # [pos]
+        attention_mask: torch.Tensor | None = None,  # [batch, k_pos] 1 = real token
+        memory: torch.Tensor | None = None,  # [batch, src_pos, d_model] encoder output (cross-attention)
+        memory_mask: torch.Tensor | None = None,  # [batch, src_pos]
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        x = self.resid_pre(x)
+
+        def self_attention(h):
+            return self.attn_out(self.drop(self.attn(h, positions=positions, key_padding=attention_mask, cache=cache)))
+
+        x = self.resid_mid(self.residual(x, self.ln1, self_attention))
+        if self.cross_attn is not None:
+
+            def cross_attention(h):
+                out = self.cross_attn(h, memory, positions=positions, key_padding=memory_mask, cache=cache)
+                return self.cross_attn_out(self.drop(out))
+
+            x = self.resid_mid_cross(self.residual(x, self.ln_cross, cross_attention))
+        if self.mlp is not None:
+            x = self.residual(x, self.ln2, lambda h: self.mlp_out(self.drop(self.mlp(h))))
+        return self.resid_post(x)  # [batch, pos, d_model]

@@ -1,0 +1,198 @@
+"""`ModelConfig`: one validated description of every model glassformer can build.
+
+The three shapes of the 2017 family share one config:
+
+* ``arch="decoder"``         GPT: causal self-attention, next-token logits.
+* ``arch="encoder"``         BERT: bidirectional self-attention, masked-LM logits and an optional
+                             sequence-classification head (``n_classes > 0``).
+* ``arch="encoder-decoder"`` the original paper: an encoder stack, and a causal decoder stack whose
+                             blocks also cross-attend to the encoder's output.
+
+Every variant (norm type and placement, positional scheme, activation, ...) is a field whose allowed
+values are listed in ``CHOICES``; a bad value raises :class:`~glassformer.errors.ConfigError` naming the
+field and what it may be. Configs round-trip through JSON and TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from glassformer.errors import ConfigError
+
+# The allowed values of every categorical field. Variants register themselves by extending these tuples.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "arch": ("decoder", "encoder", "encoder-decoder"),
+    "norm": ("layernorm", "rmsnorm", "none"),
+    "norm_position": ("pre", "post"),
+    "positional": ("learned", "sinusoidal", "none", "rope", "alibi"),
+    "act": ("gelu", "gelu_tanh", "relu"),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a glassformer :class:`~glassformer.Transformer`.
+
+    Sizes follow the literature's names: the residual stream has width ``d_model``; each of the
+    ``n_heads`` attention heads works in ``d_head`` dimensions; the MLP's hidden layer has ``d_mlp``
+    units; the vocabulary has ``d_vocab`` tokens; sequences have at most ``n_ctx`` positions.
+    Fields left ``None`` are derived in ``__post_init__`` (shown in each comment).
+    """
+
+    arch: str = "decoder"
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_head: int | None = None  # -> d_model // n_heads
+    n_kv_heads: int | None = None  # -> n_heads (fewer: grouped-query attention; 1: multi-query)
+    d_mlp: int | None = None  # -> 4 * d_model
+    d_vocab: int = 64
+    d_vocab_out: int | None = None  # -> d_vocab (the unembedding's output size)
+    n_ctx: int = 256
+    n_decoder_layers: int | None = None  # encoder-decoder only: -> n_layers
+    norm: str = "layernorm"
+    norm_position: str = "pre"
+    final_norm: bool | None = None  # -> True for pre-norm, False for post-norm (its output is already normed)
+    norm_eps: float = 1e-5
+    positional: str = "learned"
+    rope_base: float = 10000.0
+    rope_fraction: float = 1.0  # RoPE rotates this fraction of each head's dimensions
+    act: str = "gelu"
+    attn_only: bool = False  # no MLPs: attention-only transformer
+    tie_embeddings: bool = False  # W_U = W_E^T
+    bias: bool = True
+    dropout: float = 0.0
+    attn_scale: float | None = None  # -> 1 / sqrt(d_head)
+    n_classes: int = 0  # encoder: size of the sequence-classification head (0 = none)
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {', '.join(map(repr, allowed))}")
+        for name in ("d_model", "n_layers", "n_heads", "d_vocab", "n_ctx"):
+            _require_positive_int(name, getattr(self, name))
+        if self.d_head is None:
+            if self.d_model % self.n_heads:
+                raise ConfigError(
+                    f"ModelConfig.d_model = {self.d_model} is not divisible by n_heads = {self.n_heads}; "
+                    "set d_head explicitly or choose sizes that divide"
+                )
+            self.d_head = self.d_model // self.n_heads
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_mlp is None:
+            self.d_mlp = 4 * self.d_model
+        if self.d_vocab_out is None:
+            self.d_vocab_out = self.d_vocab
+        if self.n_decoder_layers is None:
+            self.n_decoder_layers = self.n_layers
+        if self.final_norm is None:
+            self.final_norm = self.norm_position == "pre" and self.norm != "none"
+        for name in ("d_head", "n_kv_heads", "d_mlp", "d_vocab_out", "n_decoder_layers"):
+            _require_positive_int(name, getattr(self, name))
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"ModelConfig.n_heads = {self.n_heads} must be a multiple of n_kv_heads = {self.n_kv_heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"ModelConfig.dropout = {self.dropout!r} must be in [0, 1)")
+        if not 0.0 < self.rope_fraction <= 1.0:
+            raise ConfigError(f"ModelConfig.rope_fraction = {self.rope_fraction!r} must be in (0, 1]")
+        if self.positional == "rope" and int(self.d_head * self.rope_fraction) % 2:
+            raise ConfigError(
+                f"ModelConfig.rope_fraction * d_head = {self.d_head * self.rope_fraction:g} must be an even "
+                "number of dimensions (RoPE rotates pairs)"
+            )
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ConfigError(f"ModelConfig.d_model = {self.d_model} must be even for sinusoidal positions")
+        if self.n_classes < 0 or (self.n_classes and self.arch != "encoder"):
+            raise ConfigError(
+                f"ModelConfig.n_classes = {self.n_classes} is only allowed (> 0) with arch='encoder'"
+            )
+        if self.tie_embeddings and self.d_vocab_out != self.d_vocab:
+            raise ConfigError("ModelConfig.tie_embeddings needs d_vocab_out == d_vocab")
+        if self.attn_scale is not None and not (self.attn_scale > 0 and math.isfinite(self.attn_scale)):
+            raise ConfigError(f"ModelConfig.attn_scale = {self.attn_scale!r} must be a positive number")
+
+    # -- derived -------------------------------------------------------------------------------------
+
+    @property
+    def causal(self) -> bool:
+        """Whether the main stack's self-attention is causal (decoders) or bidirectional (encoders)."""
+        return self.arch != "encoder"
+
+    @property
+    def scale(self) -> float:
+        """The factor attention scores are multiplied by: ``attn_scale`` or 1/sqrt(d_head)."""
+        return self.attn_scale if self.attn_scale is not None else 1.0 / math.sqrt(self.d_head)
+
+    # -- (de)serialisation ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (derived fields are re-derived unless given)."""
+        return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def save_toml(self, path: str | Path) -> None:
+        lines = [f"{k} = {_toml_value(v)}" for k, v in self.to_dict().items() if v is not None]
+        Path(path).write_text("\n".join(lines) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        """Read a config from a ``.json`` or ``.toml`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+        try:
+            if path.suffix == ".toml":
+                data = _toml_loads(text)
+            else:
+                data = json.loads(text)
+        except ValueError as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+            raise ConfigError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a table of config fields, not {type(data).__name__}")
+        data = data.get("model", data)  # allow a [model] table
+        return cls.from_dict(data)
+
+
+def _require_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"ModelConfig.{name} = {value!r} must be a positive integer")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)

@@ -1,0 +1,94 @@
+"""Token embedding, additive positional embeddings, and the unembedding.
+
+    embed      = W_E[tokens]                       W_E   [d_vocab, d_model]
+    pos_embed  = W_pos[positions]                  W_pos [n_ctx, d_model]   (learned)
+               = sinusoid(positions)                                         (sinusoidal, fixed)
+    resid_0    = embed + pos_embed
+    logits     = x W_U + b_U                       W_U   [d_model, d_vocab_out]  (= W_E^T when tied)
+
+RoPE and ALiBi act inside attention instead (see ``positional.py``), so they add nothing here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from glassformer.model.config import ModelConfig
+from glassformer.model.hooks import HookPoint
+
+
+class Embed(nn.Module):
+    """embed = W_E[tokens]: row ``t`` of W_E is token ``t``'s vector in the residual stream."""
+
+    def __init__(self, d_vocab: int, d_model: int):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(d_vocab, d_model))
+        self.output = HookPoint()  # named "embed"
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.output(self.W_E[tokens])  # [batch, pos, d_model]
+
+
+class LearnedPositional(nn.Module):
+    """pos_embed = W_pos[positions]: one learned vector per position (GPT, BERT)."""
+
+    def __init__(self, n_ctx: int, d_model: int):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
+        self.output = HookPoint()  # named "pos_embed"
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.output(self.W_pos[positions])  # [pos, d_model]
+
+
+class SinusoidalPositional(nn.Module):
+    """The paper's fixed positions (section 3.5), for any position p and dimension pair i:
+
+        PE[p, 2i]   = sin(p / 10000^(2i / d_model))
+        PE[p, 2i+1] = cos(p / 10000^(2i / d_model))
+
+    Nothing is learned, and it is defined for positions beyond ``n_ctx``.
+    """
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2) / d_model)  # [d_model / 2]
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.output = HookPoint()  # named "pos_embed"
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.float()[:, None] * self.inv_freq[None, :]  # [pos, d_model / 2]
+        pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [pos, d_model]: sin, cos interleaved
+        return self.output(pe)
+
+
+def make_positional(config: ModelConfig) -> nn.Module | None:
+    """The additive positional embedding, or None for schemes that act inside attention (or none at all)."""
+    if config.positional == "learned":
+        return LearnedPositional(config.n_ctx, config.d_model)
+    if config.positional == "sinusoidal":
+        return SinusoidalPositional(config.d_model)
+    return None
+
+
+class Unembed(nn.Module):
+    """logits = x W_U + b_U: read each position's residual vector out as scores over the vocabulary."""
+
+    def __init__(self, d_model: int, d_vocab_out: int, bias: bool, tied_to: Embed | None = None):
+        super().__init__()
+        # Tied: W_U is W_E^T, read from the embedding at call time (one parameter, two uses).
+        self._tied_to = [tied_to] if tied_to is not None else None  # a list hides it from the module tree
+        self.W_U = None if tied_to is not None else nn.Parameter(torch.empty(d_model, d_vocab_out))
+        self.b_U = nn.Parameter(torch.zeros(d_vocab_out)) if bias else None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """W_U [d_model, d_vocab_out], whether tied or not."""
+        return self._tied_to[0].W_E.T if self._tied_to is not None else self.W_U
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = x @ self.weight  # [batch, pos, d_vocab_out]
+        return logits + self.b_U if self.b_U is not None else logits

@@ -1,0 +1,90 @@
+"""Normalisation layers, and where they sit in the residual block.
+
+Each norm is a module with two hook points: ``scale`` (the per-position divisor, [batch, pos, 1]) and its
+output (named after the norm, e.g. ``blocks.0.ln1``). Caching ``scale`` is what lets the lens apply the
+final norm to a decomposed residual stream linearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from glassformer.model.config import ModelConfig
+from glassformer.model.hooks import HookPoint
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm(x) = (x - mean(x)) / sqrt(var(x) + eps) * w + b   (Ba et al. 2016), over d_model."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model)) if bias else None
+        self.scale = HookPoint()  # [batch, pos, 1]
+        self.output = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.scale.active or self.output.active):  # fused kernel when nothing is watching
+            return nn.functional.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
+        x = x - x.mean(-1, keepdim=True)  # [batch, pos, d_model]
+        scale = self.scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
+        out = x / scale * self.w
+        return self.output(out + self.b if self.b is not None else out)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm(x) = x / sqrt(mean(x^2) + eps) * w   (Zhang & Sennrich 2019): LayerNorm without centring."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.scale = HookPoint()  # [batch, pos, 1]
+        self.output = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
+        return self.output(x / scale * self.w)
+
+
+class NoNorm(nn.Module):
+    """Identity, for models without normalisation (``norm="none"``, e.g. compiled RASP programs)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.output = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(x)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The norm module the config asks for."""
+    if config.norm == "layernorm":
+        return LayerNorm(config.d_model, config.norm_eps, config.bias)
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.d_model, config.norm_eps)
+    return NoNorm(config.d_model)
+
+
+# --- where the norm sits: the two residual rules -------------------------------------------------------
+Sublayer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def pre_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Sublayer) -> torch.Tensor:
+    """Pre-LN:  x + Sublayer(Norm(x)).  What the paper's released code (tensor2tensor), GPT-2 and most
+    modern models do; the residual stream itself is never normalised, so a final norm follows the stack."""
+    return x + sublayer(norm(x))
+
+
+def post_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Sublayer) -> torch.Tensor:
+    """Post-LN:  Norm(x + Sublayer(x)).  Exactly the paper's Figure 1 ("Add & Norm"); the residual stream
+    is normalised after every sublayer, which is why Post-LN needs learning-rate warm-up."""
+    return norm(x + sublayer(x))
+
+
+RESIDUAL_RULES = {"pre": pre_norm_residual, "post": post_norm_residual}

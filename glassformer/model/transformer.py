@@ -1,0 +1,201 @@
+"""`Transformer`: one class for the decoder (GPT), the encoder (BERT) and the encoder-decoder (2017 paper).
+
+    resid_0   = W_E[tokens] + W_pos[positions]           embed + pos_embed      [batch, pos, d_model]
+    resid_l+1 = Block_l(resid_l)                          l = 0 .. n_layers - 1
+    logits    = Norm_final(resid_L) W_U + b_U                                    [batch, pos, d_vocab_out]
+
+An encoder-decoder runs an encoder stack (bidirectional blocks) over the source first; its output
+(``memory``) is what every decoder block's cross-attention reads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glassformer.errors import InputError
+from glassformer.model.block import Block
+from glassformer.model.config import ModelConfig
+from glassformer.model.embed import Embed, Unembed, make_positional
+from glassformer.model.hooks import HookedMixin, HookPoint
+from glassformer.model.kv_cache import KVCache
+from glassformer.model.norms import NoNorm, make_norm
+
+
+class Encoder(nn.Module):
+    """The encoder stack of an encoder-decoder: its own embeddings, bidirectional blocks, a final norm."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed = Embed(config.d_vocab, config.d_model)
+        self.pos_embed = make_positional(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, causal=False) for _ in range(config.n_layers))
+        self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.drop(embed_tokens(self, tokens, positions))  # [batch, src_pos, d_model]
+        for block in self.blocks:
+            x = block(x, positions=positions, attention_mask=attention_mask)
+        return self.ln_final(x)  # memory: [batch, src_pos, d_model]
+
+
+def embed_tokens(stack: nn.Module, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """resid_0 = W_E[tokens] (+ W_pos[positions] for additive positional schemes)."""
+    x = stack.embed(tokens)  # [batch, pos, d_model]
+    return x + stack.pos_embed(positions) if stack.pos_embed is not None else x
+
+
+class Transformer(HookedMixin, nn.Module):
+    """A transformer built from a :class:`ModelConfig`; every intermediate has a named hook point."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        encoder_decoder = config.arch == "encoder-decoder"
+        self.encoder = Encoder(config) if encoder_decoder else None
+        self.embed = Embed(config.d_vocab, config.d_model)
+        self.pos_embed = make_positional(config)
+        self.drop = nn.Dropout(config.dropout)
+        n_blocks = config.n_decoder_layers if encoder_decoder else config.n_layers
+        self.blocks = nn.ModuleList(
+            Block(config, causal=config.causal, cross_attention=encoder_decoder) for _ in range(n_blocks)
+        )
+        self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
+        self.unembed = Unembed(config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None)
+        self.logits = HookPoint()  # [batch, pos, d_vocab_out]
+        self.classifier = SequenceClassifier(config) if config.n_classes else None
+        self.reset_parameters()
+        self.setup_hooks()
+
+    # -- initialisation ------------------------------------------------------------------------------
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation: weights ~ N(0, init_std), the matrices that write into the residual
+        stream (W_O, W_out) scaled by 1/sqrt(2 n_layers); biases 0, norm gains 1."""
+        std = self.config.init_std
+        n_residual_writes = 2 * len(self.blocks) + (2 * self.config.n_layers if self.encoder is not None else 0)
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith("b") or leaf == "w":  # biases b_*, norm gain w / bias b
+                nn.init.ones_(p) if leaf == "w" else nn.init.zeros_(p)
+            elif leaf in ("W_O", "W_out"):
+                nn.init.normal_(p, std=std / n_residual_writes**0.5)
+            else:
+                nn.init.normal_(p, std=std)
+
+    # -- forward -------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # [batch, pos] (decoder input for an encoder-decoder)
+        src: torch.Tensor | None = None,  # [batch, src_pos] encoder-decoder: the source
+        *,
+        attention_mask: torch.Tensor | None = None,  # [batch, pos] (all positions so far, with a cache)
+        src_attention_mask: torch.Tensor | None = None,  # [batch, src_pos]
+        memory: torch.Tensor | None = None,  # [batch, src_pos, d_model]: a precomputed encode(src)
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits over the (output) vocabulary at every position: [batch, pos, d_vocab_out]."""
+        x = self.residual_stream(
+            tokens, src, attention_mask=attention_mask, src_attention_mask=src_attention_mask, memory=memory, cache=cache
+        )
+        return self.logits(self.unembed(x))
+
+    def residual_stream(self, tokens, src=None, *, attention_mask=None, src_attention_mask=None, memory=None, cache=None):
+        """The final residual stream after ``ln_final``: [batch, pos, d_model]."""
+        tokens = self._check_tokens(tokens, "tokens", offset=cache.offset if cache is not None else 0)
+        if self.encoder is not None:
+            if memory is None:
+                if src is None:
+                    raise InputError("an encoder-decoder model needs the source sequence: model(tokens, src=...)")
+                memory = self.encode(src, src_attention_mask)
+        elif src is not None or memory is not None:
+            raise InputError(f"src/memory given, but a {self.config.arch!r} model has no encoder-decoder attention")
+        offset = cache.offset if cache is not None else 0
+        positions = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)  # [pos]
+        x = self.drop(embed_tokens(self, tokens, positions))  # [batch, pos, d_model]
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x,
+                positions=positions,
+                attention_mask=attention_mask,
+                memory=memory,
+                memory_mask=src_attention_mask,
+                cache=cache.layers[i] if cache is not None else None,
+            )
+        return self.ln_final(x)  # [batch, pos, d_model]
+
+    def encode(self, src: torch.Tensor, src_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder-decoder: run the encoder stack once; its output is the decoder's cross-attention memory."""
+        if self.encoder is None:
+            raise InputError(f"encode() needs an encoder-decoder model, this one is {self.config.arch!r}")
+        return self.encoder(self._check_tokens(src, "src"), src_attention_mask)  # [batch, src_pos, d_model]
+
+    def classify(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder sequence classification from position 0's final residual: [batch, n_classes]."""
+        if self.classifier is None:
+            raise InputError("classify() needs an encoder model built with n_classes > 0")
+        return self.classifier(self.residual_stream(tokens, attention_mask=attention_mask))
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for incremental decoding (``model(new_tokens, cache=cache)``)."""
+        if not self.config.causal:
+            raise InputError("a KV cache needs a causal model (decoder or encoder-decoder)")
+        return KVCache(len(self.blocks))
+
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """Sample a continuation; see :func:`glassformer.model.generate.generate` for the options."""
+        from glassformer.model.generate import generate
+
+        return generate(self, tokens, max_new_tokens, **kwargs)
+
+    def beam_search(self, src: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Encoder-decoder beam search; see :func:`glassformer.model.generate.beam_search`."""
+        from glassformer.model.generate import beam_search
+
+        return beam_search(self, src, **kwargs)
+
+    # -- input checks --------------------------------------------------------------------------------
+
+    def _check_tokens(self, tokens: torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
+        """Reject what would otherwise fail deep inside torch: wrong type or rank, ids out of vocabulary,
+        a sequence longer than learned positions cover. A 1-D sequence gets a batch dimension."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise InputError(f"{what} must be an integer tensor of token ids, got {getattr(tokens, 'dtype', type(tokens).__name__)}")
+        if tokens.dim() == 1:
+            tokens = tokens[None]
+        if tokens.dim() != 2 or tokens.shape[1] == 0:
+            raise InputError(f"{what} must have shape [batch, pos] with pos >= 1, got {tuple(tokens.shape)}")
+        lo, hi = torch.aminmax(tokens)
+        if lo < 0 or hi >= self.config.d_vocab:
+            bad = int(hi) if hi >= self.config.d_vocab else int(lo)
+            raise InputError(f"{what} contains token id {bad}, outside the vocabulary [0, {self.config.d_vocab})")
+        if self.config.positional == "learned" and offset + tokens.shape[1] > self.config.n_ctx:
+            raise InputError(
+                f"{what} has {offset + tokens.shape[1]} positions but the model's context is n_ctx = {self.config.n_ctx}"
+            )
+        return tokens.long()
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not include_embeddings:
+            n -= self.embed.W_E.numel() + (self.pos_embed.W_pos.numel() if hasattr(self.pos_embed, "W_pos") else 0)
+        return n
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"arch={c.arch!r}, d_model={c.d_model}, n_layers={c.n_layers}, n_heads={c.n_heads}, params={self.num_params():,}"
+
+
+class SequenceClassifier(nn.Module):
+    """class_logits = resid_final[:, 0] W + b: BERT's [CLS]-position classifier (without its pooler)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(config.d_model, config.n_classes))
+        self.b = nn.Parameter(torch.zeros(config.n_classes))
+
+    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+        return resid[:, 0] @ self.W + self.b  # [batch, n_classes]
