@@ -1,0 +1,244 @@
+"""Sampling and beam search: turning next-token logits into sequences.
+
+At each step the model gives logits l over the vocabulary for the next token; then
+
+    greedy:       next = argmax_i l_i
+    temperature:  p = softmax(l / T)              (T < 1 sharpens, T > 1 flattens)
+    top-k:        keep the k largest l_i, set the rest to -inf, then sample
+    top-p:        keep the smallest set of tokens whose probability sums to >= p ("nucleus"), then sample
+
+With the KV cache (``use_cache=True``) the prompt is run once and every later step feeds only the
+newest token, reusing the keys and values of earlier positions; the logits are the same as
+re-running the whole prefix (a test checks this), only cheaper.
+
+Beam search keeps the ``beam_size`` highest-scoring partial outputs, score = sum of token
+log-probabilities, and returns the best finished one after dividing by length ** length_penalty.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from glassformer.errors import InputError
+
+
+def _check_tokens(model, tokens: torch.Tensor, name: str = "tokens") -> None:
+    if not torch.is_tensor(tokens) or tokens.dtype != torch.long or tokens.ndim != 2:
+        raise InputError(f"{name} must be a LongTensor [batch, pos], got {getattr(tokens, 'shape', type(tokens))}")
+    if tokens.shape[1] == 0:
+        raise InputError(f"{name} must hold at least one token per row (a prompt or a start token)")
+
+
+class _Stepper:
+    """Runs a model one step at a time, with or without the KV cache, and returns the last logits.
+
+    Without the cache every call re-runs the whole (cropped to ``n_ctx``) sequence. With it, the
+    first call runs the prompt and later calls only the new token; once the sequence reaches
+    ``n_ctx`` positions it falls back to the uncached, cropped computation.
+    """
+
+    def __init__(self, model, use_cache: bool, src=None, src_attention_mask=None):
+        self.model, self.use_cache = model, use_cache
+        self.n_ctx = model.config.n_ctx
+        self.encoder_decoder = model.config.arch == "encoder-decoder"
+        self.src_attention_mask = src_attention_mask
+        self.memory = None
+        if self.encoder_decoder:
+            if src is None:
+                raise InputError("an encoder-decoder model needs src= (the encoder input) to generate")
+            _check_tokens(model, src, "src")
+            self.memory = model.encode(src, src_attention_mask)  # [batch, src_pos, d_model]
+        self.cache = model.new_cache() if use_cache else None
+        self.fed = 0  # how many tokens of the sequence the cache holds
+
+    def _run(self, tokens: torch.Tensor, cache) -> torch.Tensor:
+        if self.encoder_decoder:
+            return self.model(tokens, memory=self.memory, src_attention_mask=self.src_attention_mask, cache=cache)
+        return self.model(tokens, cache=cache)
+
+    def __call__(self, sequence: torch.Tensor) -> torch.Tensor:
+        """Logits for the token after ``sequence`` [batch, pos]: [batch, d_vocab_out] (float32)."""
+        if self.cache is not None and sequence.shape[1] <= self.n_ctx:
+            logits = self._run(sequence[:, self.fed :], self.cache)  # [batch, new, d_vocab_out]
+            self.fed = sequence.shape[1]
+        else:
+            logits = self._run(sequence[:, -self.n_ctx :], None)  # [batch, pos, d_vocab_out]
+        return logits[:, -1, :].float()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Follow the rows ``index`` (beam search)."""
+        if self.cache is not None:
+            self.cache.reorder(index)
+        if self.memory is not None:
+            self.memory = self.memory.index_select(0, index)
+            if self.src_attention_mask is not None:
+                self.src_attention_mask = self.src_attention_mask.index_select(0, index)
+
+
+def filter_logits(logits: torch.Tensor, *, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set every logit outside the top-k and outside the top-p nucleus to -inf.  [batch, vocab]"""
+    if top_k is not None:
+        if top_k < 1:
+            raise InputError(f"top_k must be >= 1, got {top_k}")
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # [batch, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        if not 0.0 < top_p <= 1.0:
+            raise InputError(f"top_p must be in (0, 1], got {top_p}")
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [batch, vocab]
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # drop a token if the tokens before it already reach top_p (the first token is always kept)
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_token(
+    logits: torch.Tensor,
+    *,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick the next token of each row from logits [batch, vocab] -> [batch]."""
+    if greedy or temperature == 0:
+        return logits.argmax(dim=-1)
+    if temperature < 0:
+        raise InputError(f"temperature must be >= 0, got {temperature}")
+    logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
+    probs = torch.softmax(logits, dim=-1)  # [batch, vocab]
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokens: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    src: torch.Tensor | None = None,
+    src_attention_mask: torch.Tensor | None = None,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_tokens: int | list[int] | tuple[int, ...] | None = None,
+    pad_token: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Extend ``tokens`` [batch, pos] by up to ``max_new_tokens`` tokens -> [batch, pos + new].
+
+    Decoders continue the prompt ``tokens``. Encoder-decoders read ``src`` [batch, src_pos] with the
+    encoder and continue the decoder prefix ``tokens`` (e.g. a start token). A row that emits one of
+    ``stop_tokens`` is finished: later positions get ``pad_token`` (default: the first stop token);
+    generation ends early once every row is finished. ``generator`` makes sampling reproducible.
+    """
+    _check_tokens(model, tokens)
+    if max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    stops = _as_token_list(stop_tokens)
+    pad = pad_token if pad_token is not None else (stops[0] if stops else 0)
+    was_training = model.training
+    model.eval()
+    try:
+        step = _Stepper(model, use_cache, src, src_attention_mask)
+        finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)  # [batch]
+        for _ in range(max_new_tokens):
+            logits = step(tokens)  # [batch, d_vocab_out]
+            new = next_token(logits, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            new = torch.where(finished, torch.full_like(new, pad), new)  # [batch]
+            tokens = torch.cat([tokens, new[:, None]], dim=1)  # [batch, pos + 1]
+            if stops:
+                finished |= torch.isin(new, torch.tensor(stops, device=new.device))
+                if bool(finished.all()):
+                    break
+    finally:
+        model.train(was_training)
+    return tokens
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    src: torch.Tensor | None,
+    tokens: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    beam_size: int = 4,
+    stop_tokens: int | list[int] | tuple[int, ...] | None = None,
+    pad_token: int | None = None,
+    length_penalty: float = 1.0,
+    src_attention_mask: torch.Tensor | None = None,
+    use_cache: bool = True,
+    return_scores: bool = False,
+):
+    """The most probable continuation of ``tokens`` [batch, pos] that beam search finds.
+
+    For an encoder-decoder, ``src`` [batch, src_pos] is the encoder input and ``tokens`` the decoder
+    prefix; for a decoder pass ``src=None``. Each row keeps ``beam_size`` hypotheses; a hypothesis
+    that emits a stop token is finished and keeps its score. The winner maximises
+    ``sum(log p) / n_new ** length_penalty``. Returns [batch, pos + new] (finished rows padded with
+    ``pad_token``), and the winners' scores [batch] if ``return_scores``.
+    """
+    _check_tokens(model, tokens)
+    if beam_size < 1:
+        raise InputError(f"beam_size must be >= 1, got {beam_size}")
+    stops = _as_token_list(stop_tokens)
+    pad = pad_token if pad_token is not None else (stops[0] if stops else 0)
+    batch, device = tokens.shape[0], tokens.device
+    rows = torch.arange(batch, device=device).repeat_interleave(beam_size)  # [batch * beam]
+    was_training = model.training
+    model.eval()
+    try:
+        step = _Stepper(
+            model,
+            use_cache,
+            None if src is None else src[rows],
+            None if src_attention_mask is None else src_attention_mask[rows],
+        )
+        sequences = tokens[rows]  # [batch * beam, pos]
+        scores = torch.full((batch, beam_size), float("-inf"), device=device)  # [batch, beam]
+        scores[:, 0] = 0.0  # all beams start identical: keep one so the first step yields distinct ones
+        finished = torch.zeros(batch, beam_size, dtype=torch.bool, device=device)
+        lengths = torch.zeros(batch, beam_size, device=device)  # new tokens up to and including the stop
+        for _ in range(max_new_tokens):
+            log_probs = torch.log_softmax(step(sequences), dim=-1)  # [batch * beam, vocab]
+            vocab = log_probs.shape[-1]
+            log_probs = log_probs.view(batch, beam_size, vocab)
+            # a finished hypothesis can only continue with pad, at no cost
+            pad_only = torch.full((vocab,), float("-inf"), device=device)
+            pad_only[pad] = 0.0
+            log_probs = torch.where(finished[..., None], pad_only, log_probs)
+            candidates = (scores[..., None] + log_probs).view(batch, beam_size * vocab)
+            scores, flat = torch.topk(candidates, beam_size, dim=-1)  # [batch, beam]
+            beam, token = flat // vocab, flat % vocab  # [batch, beam]
+            index = (torch.arange(batch, device=device)[:, None] * beam_size + beam).view(-1)  # [batch * beam]
+            step.reorder(index)
+            sequences = torch.cat([sequences[index], token.view(-1, 1)], dim=1)
+            finished, lengths = finished.gather(1, beam), lengths.gather(1, beam)
+            lengths = lengths + (~finished).float()
+            if stops:
+                finished = finished | torch.isin(token, torch.tensor(stops, device=device))
+                if bool(finished.all()):
+                    break
+        normalised = scores / lengths.clamp(min=1.0) ** length_penalty  # [batch, beam]
+        best = normalised.argmax(dim=-1)  # [batch]
+        winners = sequences.view(batch, beam_size, -1)[torch.arange(batch, device=device), best]
+    finally:
+        model.train(was_training)
+    if return_scores:
+        return winners, scores[torch.arange(batch, device=device), best]
+    return winners
+
+
+def _as_token_list(stop_tokens) -> list[int]:
+    if stop_tokens is None:
+        return []
+    if isinstance(stop_tokens, int):
+        return [stop_tokens]
+    return [int(t) for t in stop_tokens]
