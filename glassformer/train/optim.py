@@ -7,8 +7,9 @@ Weight decay shrinks a parameter towards zero every step,
 which is a sensible prior for the big matrices (W_Q, W_K, W_V, W_O, W_in, W_out, W_U) but not for
 gains and biases of norms, for biases, or for embeddings, whose rows are looked up rather than
 multiplied and would be pulled to zero whenever their token is rare. So parameters are split into
-two groups: ``decay`` (matrices) and ``no_decay`` (everything with fewer than two dimensions, and
-the token and positional embeddings unless ``decay_embeddings=True``).
+two groups: ``decay`` (weight matrices) and ``no_decay`` (biases ``b``/``b_*``, norm gains, anything
+with fewer than two dimensions, and the token and positional embeddings unless
+``decay_embeddings=True``).
 
 The schedule is a linear warm-up followed by a cosine decay (Loshchilov & Hutter 2017):
 
@@ -34,13 +35,20 @@ def is_embedding(name: str) -> bool:
     return name.rsplit(".", 1)[-1] in EMBEDDING_NAMES
 
 
+def is_bias(name: str) -> bool:
+    """Biases are named ``b`` or ``b_*`` (``b_Q`` is [n_heads, d_head]: 2-d, but still a bias)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf == "b" or leaf.startswith("b_")
+
+
 def param_groups(
     model: nn.Module, weight_decay: float, *, decay_embeddings: bool = False
 ) -> list[dict]:
     """Split ``model``'s trainable parameters into a decayed and a non-decayed group.
 
-    Decayed: parameters with two or more dimensions that are not embeddings (embeddings too when
-    ``decay_embeddings``). Not decayed: norm gains and biases, all biases, embeddings. Each group
+    Decayed: weight matrices, i.e. parameters with two or more dimensions that are not biases and
+    not embeddings (embeddings too when ``decay_embeddings``). Not decayed: norm gains and biases,
+    all biases (``b_Q`` is 2-d but a bias), embeddings. Each group
     carries a ``names`` list so the split can be inspected (``torch.optim`` ignores extra keys).
     Tied parameters (e.g. ``W_U`` tied to ``W_E``) appear once, under their first name.
     """
@@ -50,7 +58,7 @@ def param_groups(
     for name, param in model.named_parameters():  # named_parameters() skips tied duplicates
         if not param.requires_grad:
             continue
-        decays = param.ndim >= 2 and (decay_embeddings or not is_embedding(name))
+        decays = param.ndim >= 2 and not is_bias(name) and (decay_embeddings or not is_embedding(name))
         group = decay if decays else no_decay
         group["names"].append(name)
         group["params"].append(param)
