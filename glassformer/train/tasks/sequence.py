@@ -1,0 +1,81 @@
+"""Sequence -> sequence tasks on random letters: copy, reverse, sort, histogram.
+
+Problems are ``length`` letters drawn uniformly (with replacement) from the first ``vocab_size``
+letters of the alphabet; letter ``i`` is token ``i``, so sorting letters sorts ids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from glassformer.train.tasks.base import LETTERS, Task, check_int, randint
+from glassformer.train.tokenizers import CharTokenizer
+
+
+class _LetterSequenceTask(Task):
+    """``length`` random letters in, ``length`` tokens out."""
+
+    def __init__(self, length: int = 8, vocab_size: int = 8, seed: int = 0):
+        super().__init__(seed)
+        self.length = check_int(self.name, "length", length, 1)
+        self.vocab_size = check_int(self.name, "vocab_size", vocab_size, 2, len(LETTERS))  # letters used
+        self.problem_len = self.answer_len = self.length
+        self.tokenizer = CharTokenizer(LETTERS[:vocab_size] + self.extra_chars() + self.sep)
+
+    def extra_chars(self) -> str:
+        return ""
+
+    def answer(self, problems: torch.Tensor) -> torch.Tensor:
+        """``[batch, length]`` answer ids of ``[batch, length]`` problem ids."""
+        raise NotImplementedError
+
+    def sample(self, batch_size, generator):
+        problems = randint(self.vocab_size, (batch_size, self.length), generator)  # [batch, length]
+        return problems, self.answer(problems)
+
+
+class Copy(_LetterSequenceTask):
+    name = "copy"
+    description = "repeat the letters: abcd>abcd"
+
+    def answer(self, problems):
+        return problems.clone()
+
+
+class Reverse(_LetterSequenceTask):
+    name = "reverse"
+    description = "reverse the letters: abcd>dcba"
+
+    def answer(self, problems):
+        return problems.flip(1)
+
+
+class Sort(_LetterSequenceTask):
+    name = "sort"
+    description = "sort the letters: dbca>abcd"
+
+    def answer(self, problems):
+        return problems.sort(dim=1).values
+
+
+# Counts are written as one base-36 digit: 1..9, then A (10) .. Z (35). Letters in problems are lowercase.
+COUNT_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class Histogram(_LetterSequenceTask):
+    name = "histogram"
+    description = "for each letter, how often it occurs in the sequence: abca>2112"
+
+    def __init__(self, length: int = 8, vocab_size: int = 6, seed: int = 0):
+        check_int(self.name, "length", length, 1, len(COUNT_DIGITS) - 1)
+        super().__init__(length, vocab_size, seed)
+
+    def extra_chars(self) -> str:
+        return COUNT_DIGITS[1 : self.length + 1]  # counts 1..length
+
+    def answer(self, problems):
+        counts = (problems[:, :, None] == problems[:, None, :]).sum(-1)  # [batch, length]: count of token i
+        return counts - 1 + self.vocab_size  # token id of the count's digit
+
+
+__all__ = ["COUNT_DIGITS", "Copy", "Histogram", "Reverse", "Sort"]
