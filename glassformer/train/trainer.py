@@ -32,8 +32,10 @@ from glassformer.errors import CheckpointError, ConfigError, GlassformerError
 from glassformer.model import ModelConfig, Transformer
 from glassformer.train import distributed as D
 from glassformer.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from glassformer.train.data import TextTask
 from glassformer.train.metrics import accuracy_counts, loss_fn
 from glassformer.train.optim import lr_at, make_optimizer, set_lr
+from glassformer.train.tasks import get_task
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own seeded stream
 
@@ -129,13 +131,22 @@ def model_for_task(task, arch: str = "decoder", **sizes: Any) -> Transformer:
 
 
 def task_spec(task) -> dict:
-    """The JSON description a checkpoint keeps so ``eval``/``sample`` can rebuild the task."""
-    spec = getattr(task, "spec", None)
-    if callable(spec):
-        spec = spec()
-    if isinstance(spec, dict):
-        return spec
-    return {"name": task.name, "options": dict(getattr(task, "options", {}) or {})}
+    """The JSON description a checkpoint keeps so ``eval``/``sample`` can rebuild the task:
+    ``{"name": ..., "options": {...}}`` (a text file's path made absolute)."""
+    options = dict(getattr(task, "options", {}) or {})
+    if task.name == TextTask.name:
+        options["path"] = str(Path(options["path"]).resolve())
+    return {"name": task.name, "options": options}
+
+
+def task_from_spec(spec: dict | None, tokenizer=None):
+    """Rebuild a task from :func:`task_spec` output (a text task reuses the checkpoint's tokenizer)."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(f"the checkpoint has no task spec to rebuild its task from (got {spec!r})")
+    options = dict(spec.get("options", {}))
+    if spec["name"] == TextTask.name:
+        return TextTask(**options, tokenizer=tokenizer)
+    return get_task(spec["name"], **options)
 
 
 class _TaskForward(nn.Module):
@@ -347,8 +358,10 @@ class Trainer:
             if stop_after is not None and self.step < cfg.steps and not reached:
                 self.save()
                 return {"steps": self.step, "interrupted": True}
-            final = self.last_eval = self.evaluate()
-            self._log(metrics, {"step": self.step, **{f"eval_{k}": v for k, v in final.items()}})
+            if not reached:  # (when stopping early, the evaluation that reached the target is the final one)
+                self.last_eval = self.evaluate()
+                self._log(metrics, {"step": self.step, **{f"eval_{k}": v for k, v in self.last_eval.items()}})
+            final = self.last_eval
             self.wall_seconds = seconds_before + (time.perf_counter() - started)
             summary = {
                 **final,
@@ -471,9 +484,7 @@ class Trainer:
             raise CheckpointError(f"{checkpoint.path} has no training state: it cannot be resumed")
         config = TrainConfig.from_dict({**checkpoint.trainer_state["train_config"], **overrides})
         if task is None:
-            from glassformer.train.tasks import task_from_spec
-
-            task, eval_task = task_from_spec(checkpoint.task, tokenizer=checkpoint.tokenizer)
+            task = task_from_spec(checkpoint.task, tokenizer=checkpoint.tokenizer)
         trainer = cls(checkpoint.model, task, config, eval_task=eval_task, tokenizer=checkpoint.tokenizer, spec=checkpoint.task)
         trainer.load_training_state(checkpoint)
         return trainer
