@@ -65,6 +65,8 @@ class ModelConfig:
     act: str = "gelu"
     attn_only: bool = False  # no MLPs: attention-only transformer
     tie_embeddings: bool = False  # W_U = W_E^T
+    embed_norm: bool = False  # resid_0 = Norm(embed + pos_embed): BERT's embedding LayerNorm
+    unembed_transform: bool = False  # logits = Norm(act(x W_T + b_T)) W_U + b_U: BERT's MLM-head transform
     bias: bool = True
     dropout: float = 0.0
     attn_scale: float | None = None  # -> 1 / sqrt(d_head)
@@ -118,6 +120,10 @@ class ModelConfig:
             )
         if self.tie_embeddings and self.d_vocab_out != self.d_vocab:
             raise ConfigError("ModelConfig.tie_embeddings needs d_vocab_out == d_vocab")
+        if self.embed_norm and self.norm == "none":
+            raise ConfigError("ModelConfig.embed_norm needs norm = 'layernorm' or 'rmsnorm' (it uses the same norm type)")
+        if self.unembed_transform and self.act in ("swiglu", "geglu"):
+            raise ConfigError(f"ModelConfig.unembed_transform needs a plain (not gated) act, got act = {self.act!r}")
         if self.attn_scale is not None and not (self.attn_scale > 0 and math.isfinite(self.attn_scale)):
             raise ConfigError(f"ModelConfig.attn_scale = {self.attn_scale!r} must be a positive number")
 

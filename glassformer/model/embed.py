@@ -18,6 +18,8 @@ from torch import nn
 
 from glassformer.model.config import ModelConfig
 from glassformer.model.hooks import HookPoint
+from glassformer.model.mlp import ACTIVATIONS
+from glassformer.model.norms import make_norm
 
 
 class Embed(nn.Module):
@@ -92,3 +94,27 @@ class Unembed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = x @ self.weight  # [batch, pos, d_vocab_out]
         return logits + self.b_U if self.b_U is not None else logits
+
+
+class UnembedTransform(nn.Module):
+    """BERT's MLM-head transform (``unembed_transform=True``), between the final residual stream and W_U:
+
+        h      = Norm(act(x W_T + b_T))        W_T [d_model, d_model]       [batch, pos, d_model]
+        logits = h W_U + b_U
+
+    Hook points: ``unembed_transform.pre`` (x W_T + b_T), ``unembed_transform.ln`` and the output
+    ``unembed_transform``.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.W_T = nn.Parameter(torch.empty(config.d_model, config.d_model))
+        self.b_T = nn.Parameter(torch.zeros(config.d_model)) if config.bias else None
+        self.act = ACTIVATIONS[config.act]
+        self.pre = HookPoint()  # [batch, pos, d_model]
+        self.ln = make_norm(config)
+        self.output = HookPoint()  # named "unembed_transform"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre(nn.functional.linear(x, self.W_T.T, self.b_T))  # [batch, pos, d_model]
+        return self.output(self.ln(self.act(pre)))  # [batch, pos, d_model]

@@ -16,7 +16,7 @@ from torch import nn
 from glassformer.errors import InputError
 from glassformer.model.block import Block
 from glassformer.model.config import ModelConfig
-from glassformer.model.embed import Embed, Unembed, make_positional
+from glassformer.model.embed import Embed, Unembed, UnembedTransform, make_positional
 from glassformer.model.hooks import HookedMixin, HookPoint
 from glassformer.model.kv_cache import KVCache
 from glassformer.model.norms import NoNorm, make_norm
@@ -29,6 +29,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.embed = Embed(config.d_vocab, config.d_model)
         self.pos_embed = make_positional(config)
+        self.ln_embed = make_norm(config) if config.embed_norm else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, causal=False) for _ in range(config.n_layers))
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
@@ -42,9 +43,11 @@ class Encoder(nn.Module):
 
 
 def embed_tokens(stack: nn.Module, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """resid_0 = W_E[tokens] (+ W_pos[positions] for additive positional schemes)."""
+    """resid_0 = W_E[tokens] (+ W_pos[positions] for additive positional schemes),
+    then Norm_embed(resid_0) when ``embed_norm`` is set (BERT's embedding LayerNorm)."""
     x = stack.embed(tokens)  # [batch, pos, d_model]
-    return x + stack.pos_embed(positions) if stack.pos_embed is not None else x
+    x = x + stack.pos_embed(positions) if stack.pos_embed is not None else x
+    return stack.ln_embed(x) if stack.ln_embed is not None else x  # [batch, pos, d_model]
 
 
 class Transformer(HookedMixin, nn.Module):
@@ -57,12 +60,14 @@ class Transformer(HookedMixin, nn.Module):
         self.encoder = Encoder(config) if encoder_decoder else None
         self.embed = Embed(config.d_vocab, config.d_model)
         self.pos_embed = make_positional(config)
+        self.ln_embed = make_norm(config) if config.embed_norm else None
         self.drop = nn.Dropout(config.dropout)
         n_blocks = config.n_decoder_layers if encoder_decoder else config.n_layers
         self.blocks = nn.ModuleList(
             Block(config, causal=config.causal, cross_attention=encoder_decoder) for _ in range(n_blocks)
         )
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
+        self.unembed_transform = UnembedTransform(config) if config.unembed_transform else None
         self.unembed = Unembed(config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None)
         self.logits = HookPoint()  # [batch, pos, d_vocab_out]
         self.classifier = SequenceClassifier(config) if config.n_classes else None
@@ -101,6 +106,8 @@ class Transformer(HookedMixin, nn.Module):
         x = self.residual_stream(
             tokens, src, attention_mask=attention_mask, src_attention_mask=src_attention_mask, memory=memory, cache=cache
         )
+        if self.unembed_transform is not None:
+            x = self.unembed_transform(x)  # BERT's MLM head: Norm(act(x W_T + b_T))
         return self.logits(self.unembed(x))
 
     def residual_stream(self, tokens, src=None, *, attention_mask=None, src_attention_mask=None, memory=None, cache=None):
