@@ -1,0 +1,181 @@
+"""Backpropagation by hand: the gradients of attention, the MLP, LayerNorm and the loss, derived with the
+chain rule and written in NumPy (float64). ``tests/explain/test_gradients.py`` checks each against autograd.
+
+Notation: for a scalar loss L, ``dX`` is dL/dX and has X's shape. For Y = X W, the two rules everything
+below is built from are
+
+    dX = dY W^T          dW = X^T dY          (and for Y = X + b:  db = sum of dY over rows)
+
+The derivations (the guide, section "Backward", walks through them):
+
+* Softmax, row by row: P = softmax(S) has Jacobian dP_j/dS_k = P_j (delta_jk - P_k), so
+      dS = P * (dP - sum_k(dP * P))                       (* is element-wise; the sum is over the row)
+  Masked entries have P = 0, so no gradient flows into them.
+* Attention, head h, queries from x [q_pos, d_model], keys/values from y [k_pos, d_model]:
+      Q = x W_Q + b_Q,  K = y W_K + b_K,  V = y W_V + b_V,  S = c Q K^T (+ mask),  P = softmax(S),
+      Z = P V,  out = sum_h Z_h W_O[h] + b_O
+  backwards:  dW_O[h] = Z_h^T d_out,  dZ_h = d_out W_O[h]^T,  dP = dZ V^T,  dV = P^T dZ,  dS = softmax',
+      dQ = c dS K,  dK = c dS^T Q,  dW_Q = x^T dQ,  dx = dQ W_Q^T (+ dK W_K^T + dV W_V^T for self-attention).
+* MLP:  pre = x W_in + b_in,  post = act(pre),  out = post W_out + b_out
+      dW_out = post^T d_out,  d_post = d_out W_out^T,  d_pre = d_post * act'(pre),  dW_in = x^T d_pre,
+      dx = d_pre W_in^T,   with  relu' = [pre > 0],  gelu' = Phi(x) + x phi(x).
+* LayerNorm:  x_hat = (x - mu) / sigma,  y = x_hat w + b
+      dw = sum(dy * x_hat),  db = sum(dy),  g = dy * w,  dx = (g - mean(g) - x_hat mean(g * x_hat)) / sigma
+* Cross-entropy of softmax(logits) against target t:  d_logits = (softmax(logits) - onehot(t)) / N.
+
+Everything is batched over a leading ``batch`` axis; parameter gradients sum over it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from glassformer.errors import InputError
+from glassformer.explain import reference as ref
+
+# -- softmax and the loss ---------------------------------------------------------------------------------
+
+
+def softmax_backward(P: np.ndarray, dP: np.ndarray) -> np.ndarray:
+    """dS = P * (dP - sum_k dP_k P_k), row by row (the last axis)."""
+    return P * (dP - (dP * P).sum(-1, keepdims=True))
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """(L, d_logits) for L = mean_n -log softmax(logits_n)[t_n];  d_logits = (softmax - onehot) / N.
+    logits [N, vocab], targets [N]."""
+    P = ref.softmax(logits)  # [N, vocab]
+    n = len(targets)
+    loss = -np.log(P[np.arange(n), targets]).mean()
+    onehot = np.zeros_like(P)
+    onehot[np.arange(n), targets] = 1.0
+    return float(loss), (P - onehot) / n
+
+
+# -- attention --------------------------------------------------------------------------------------------
+
+
+def attention_forward(params: dict, x: np.ndarray, y: np.ndarray | None = None, *, scale: float, causal: bool) -> tuple[np.ndarray, dict]:
+    """out = sum_h softmax(c (x W_Q[h] + b_Q[h]) (y W_K[h] + b_K[h])^T + mask) (y W_V[h] + b_V[h]) W_O[h] + b_O.
+
+    ``params`` holds W_Q, W_K, W_V [heads, d_model, d_head], W_O [heads, d_head, d_model] and optionally
+    b_Q, b_K, b_V [heads, d_head], b_O [d_model]; x [batch, q_pos, d_model], y (keys/values; default x)
+    [batch, k_pos, d_model]. Returns (out [batch, q_pos, d_model], tape for :func:`attention_backward`).
+    """
+    _check_heads(params)
+    y = x if y is None else y
+    Q = ref.project(x, params["W_Q"], params.get("b_Q"))  # [batch, q_pos, heads, d_head]
+    K = ref.project(y, params["W_K"], params.get("b_K"))  # [batch, k_pos, heads, d_head]
+    V = ref.project(y, params["W_V"], params.get("b_V"))
+    S = ref.attention_scores(Q, K, scale)  # [batch, heads, q_pos, k_pos]
+    allowed = ref.allowed_keys(np.arange(x.shape[1]), np.arange(y.shape[1]), causal, None)
+    P = ref.softmax(ref.mask(S, allowed))  # [batch, heads, q_pos, k_pos]
+    Z = ref.attend(P, V)  # [batch, q_pos, heads, d_head]
+    out = ref.combine_heads(Z, params["W_O"], params.get("b_O"))  # [batch, q_pos, d_model]
+    tape = dict(x=x, y=y, Q=Q, K=K, V=V, P=P, Z=Z, scale=scale, self_attention=y is x)
+    return out, tape
+
+
+def attention_backward(params: dict, tape: dict, d_out: np.ndarray) -> dict[str, np.ndarray]:
+    """The gradients of every attention parameter and input, given d_out = dL/d(out) [batch, q_pos, d_model].
+
+    Returns W_Q, W_K, W_V, W_O (and b_* when present), x, and y (cross-attention only; for self-attention
+    the key/value path is already added into x)."""
+    x, y, Q, K, V, P, Z, c = (tape[k] for k in ("x", "y", "Q", "K", "V", "P", "Z", "scale"))
+    grads = {}
+    grads["W_O"] = np.einsum("bqhe,bqd->hed", Z, d_out)  # Z_h^T d_out     [heads, d_head, d_model]
+    if params.get("b_O") is not None:
+        grads["b_O"] = d_out.sum((0, 1))  # [d_model]
+    dZ = np.einsum("bqd,hed->bqhe", d_out, params["W_O"])  # d_out W_O[h]^T  [batch, q_pos, heads, d_head]
+    dP = np.einsum("bqhe,bkhe->bhqk", dZ, V)  # dZ V^T           [batch, heads, q_pos, k_pos]
+    dV = np.einsum("bhqk,bqhe->bkhe", P, dZ)  # P^T dZ           [batch, k_pos, heads, d_head]
+    dS = softmax_backward(P, dP)  # [batch, heads, q_pos, k_pos]
+    dQ = c * np.einsum("bhqk,bkhe->bqhe", dS, K)  # c dS K          [batch, q_pos, heads, d_head]
+    dK = c * np.einsum("bhqk,bqhe->bkhe", dS, Q)  # c dS^T Q        [batch, k_pos, heads, d_head]
+    for name, inp, d in (("Q", x, dQ), ("K", y, dK), ("V", y, dV)):
+        grads[f"W_{name}"] = np.einsum("bpd,bphe->hde", inp, d)  # input^T d   [heads, d_model, d_head]
+        if params.get(f"b_{name}") is not None:
+            grads[f"b_{name}"] = d.sum((0, 1))  # [heads, d_head]
+    dx = np.einsum("bqhe,hde->bqd", dQ, params["W_Q"])  # dQ W_Q^T  [batch, q_pos, d_model]
+    dy = np.einsum("bkhe,hde->bkd", dK, params["W_K"]) + np.einsum("bkhe,hde->bkd", dV, params["W_V"])
+    if tape["self_attention"]:
+        grads["x"] = dx + dy
+    else:
+        grads["x"], grads["y"] = dx, dy
+    return grads
+
+
+# -- MLP --------------------------------------------------------------------------------------------------
+
+
+def _std_normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + ref._erf(x / math.sqrt(2.0)))
+
+
+def activation_derivative(act: str, pre: np.ndarray) -> np.ndarray:
+    """act'(pre): relu' = [pre > 0];  gelu' = Phi(x) + x phi(x);  gelu_tanh' by the product rule."""
+    if act == "relu":
+        return (pre > 0).astype(pre.dtype)
+    if act == "gelu":
+        return _std_normal_cdf(pre) + pre * np.exp(-0.5 * pre**2) / math.sqrt(2.0 * math.pi)
+    if act == "gelu_tanh":
+        k = math.sqrt(2.0 / math.pi)
+        t = np.tanh(k * (pre + 0.044715 * pre**3))
+        return 0.5 * (1.0 + t) + 0.5 * pre * (1.0 - t**2) * k * (1.0 + 3 * 0.044715 * pre**2)
+    raise InputError(f"unknown activation {act!r}; known: relu, gelu, gelu_tanh")
+
+
+def mlp_forward(params: dict, x: np.ndarray, act: str = "gelu") -> tuple[np.ndarray, dict]:
+    """out = act(x W_in + b_in) W_out + b_out.  x [batch, pos, d_model] -> (out [batch, pos, d_model], tape)."""
+    if act not in ref.ACTIVATIONS:
+        raise InputError(f"unknown activation {act!r}; known: {', '.join(ref.ACTIVATIONS)}")
+    pre = ref.linear(x, params["W_in"], params.get("b_in"))  # [batch, pos, d_mlp]
+    post = ref.ACTIVATIONS[act](pre)
+    out = ref.linear(post, params["W_out"], params.get("b_out"))  # [batch, pos, d_model]
+    return out, dict(x=x, pre=pre, post=post, act=act)
+
+
+def mlp_backward(params: dict, tape: dict, d_out: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of W_in, b_in, W_out, b_out and x given d_out [batch, pos, d_model]."""
+    x, pre, post = tape["x"], tape["pre"], tape["post"]
+    grads = {"W_out": np.einsum("bpm,bpd->md", post, d_out)}  # post^T d_out   [d_mlp, d_model]
+    if params.get("b_out") is not None:
+        grads["b_out"] = d_out.sum((0, 1))
+    d_post = d_out @ params["W_out"].T  # [batch, pos, d_mlp]
+    d_pre = d_post * activation_derivative(tape["act"], pre)  # [batch, pos, d_mlp]
+    grads["W_in"] = np.einsum("bpd,bpm->dm", x, d_pre)  # x^T d_pre   [d_model, d_mlp]
+    if params.get("b_in") is not None:
+        grads["b_in"] = d_pre.sum((0, 1))
+    grads["x"] = d_pre @ params["W_in"].T  # [batch, pos, d_model]
+    return grads
+
+
+# -- LayerNorm --------------------------------------------------------------------------------------------
+
+
+def layer_norm_forward(params: dict, x: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, dict]:
+    """y = (x - mu) / sigma * w + b."""
+    y, sigma = ref.layer_norm(x, params["w"], params.get("b"), eps)
+    x_hat = (x - x.mean(-1, keepdims=True)) / sigma  # [batch, pos, d_model]
+    return y, dict(x_hat=x_hat, sigma=sigma)
+
+
+def layer_norm_backward(params: dict, tape: dict, dy: np.ndarray) -> dict[str, np.ndarray]:
+    """dw = sum(dy x_hat),  db = sum(dy),  dx = (g - mean(g) - x_hat mean(g x_hat)) / sigma  with g = dy w."""
+    x_hat, sigma = tape["x_hat"], tape["sigma"]
+    grads = {"w": (dy * x_hat).sum((0, 1))}
+    if params.get("b") is not None:
+        grads["b"] = dy.sum((0, 1))
+    g = dy * params["w"]  # [batch, pos, d_model]
+    grads["x"] = (g - g.mean(-1, keepdims=True) - x_hat * (g * x_hat).mean(-1, keepdims=True)) / sigma
+    return grads
+
+
+def _check_heads(params: dict) -> None:
+    missing = [k for k in ("W_Q", "W_K", "W_V", "W_O") if k not in params]
+    if missing:
+        raise InputError(f"attention parameters missing: {', '.join(missing)}")
+    if params["W_K"].shape[0] != params["W_Q"].shape[0]:
+        raise InputError("attention_forward expects one key/value head per query head (no grouped-query attention)")
