@@ -30,7 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("layernorm", "rmsnorm", "none"),
     "norm_position": ("pre", "post"),
     "positional": ("learned", "sinusoidal", "none", "rope", "alibi"),
-    "act": ("gelu", "gelu_tanh", "relu"),
+    "act": ("gelu", "gelu_tanh", "relu", "relu2", "swiglu", "geglu"),  # swiglu/geglu: gated MLP (mlp.py)
 }
 
 
@@ -63,6 +63,7 @@ class ModelConfig:
     rope_base: float = 10000.0
     rope_fraction: float = 1.0  # RoPE rotates this fraction of each head's dimensions
     act: str = "gelu"
+    qk_norm: bool = False  # normalise each head's queries and keys (over d_head) before the dot product
     attn_only: bool = False  # no MLPs: attention-only transformer
     tie_embeddings: bool = False  # W_U = W_E^T
     embed_norm: bool = False  # resid_0 = Norm(embed + pos_embed): BERT's embedding LayerNorm
@@ -124,6 +125,8 @@ class ModelConfig:
             raise ConfigError("ModelConfig.embed_norm needs norm = 'layernorm' or 'rmsnorm' (it uses the same norm type)")
         if self.unembed_transform and self.act in ("swiglu", "geglu"):
             raise ConfigError(f"ModelConfig.unembed_transform needs a plain (not gated) act, got act = {self.act!r}")
+        if self.qk_norm and self.norm == "none":
+            raise ConfigError("ModelConfig.qk_norm needs norm = 'layernorm' or 'rmsnorm' (QK-norm uses the same norm type)")
         if self.attn_scale is not None and not (self.attn_scale > 0 and math.isfinite(self.attn_scale)):
             raise ConfigError(f"ModelConfig.attn_scale = {self.attn_scale!r} must be a positive number")
 
