@@ -200,6 +200,15 @@ def test_yes_no_tasks_are_balanced_and_negatives_are_hard(name):
         assert 0.7 < one < 0.9
 
 
+def test_dyck_positives_are_uniform_over_balanced_sequences():
+    task = get_task("dyck", length=8)
+    batch = task.batch(6000, "encoder")
+    positives = Counter(task.tokenizer.decode(row[1:]) for row in batch.inputs[batch.targets == 1])
+    assert len(positives) == 14  # the Catalan number C_4: every balanced sequence of length 8
+    expected = sum(positives.values()) / 14
+    assert all(0.7 * expected < n < 1.3 * expected for n in positives.values())
+
+
 def test_dyck_with_several_bracket_types_has_type_mismatch_negatives():
     task = get_task("dyck", length=8, n_types=2)
     batch = task.batch(2000, "encoder")

@@ -36,17 +36,21 @@ def is_balanced(ids: torch.Tensor) -> torch.Tensor:
     is_open = ids % 2 == 0  # [batch, length]
     depth = torch.where(is_open, 1, -1).cumsum(1)  # [batch, length]
     structure_ok = (depth >= 0).all(1) & (depth[:, -1] == 0)  # [batch]
-    partner = matching_opener(is_open)  # [batch, length]
-    kind = ids // 2  # [batch, length] bracket type
-    types_ok = is_open | (kind.gather(1, partner.clamp(min=0)) == kind)  # [batch, length]
-    return structure_ok & types_ok.all(1)
+    rows = structure_ok.nonzero().flatten()  # only these need their types checked
+    if int(ids.max()) < 2 or len(rows) == 0:  # one bracket type: the structure is all there is
+        return structure_ok
+    partner = matching_opener(is_open[rows])  # [rows, length]
+    kind = ids[rows] // 2  # [rows, length] bracket type
+    types_ok = is_open[rows] | (kind.gather(1, partner.clamp(min=0)) == kind)  # [rows, length]
+    balanced = structure_ok.clone()
+    balanced[rows] = types_ok.all(1)
+    return balanced
 
 
 class Dyck(ClassificationTask):
     """Is the bracket sequence balanced? ``n_types`` bracket kinds from ``()``, ``[]``, ``{}``.
 
-    Positives are uniform over balanced sequences of ``length`` (a random shuffle of equal numbers of
-    openers and closers, kept when balanced, then random types). Negatives, in equal shares: a
+    Positives are uniform over balanced sequences of ``length`` (see :meth:`_positives`). Negatives, in equal shares: a
     uniformly random unbalanced string; a shuffle with equal numbers of openers and closers in a wrong
     order (so counting is not enough); and, with ``n_types > 1``, a balanced sequence with one
     closer's type changed.
@@ -66,14 +70,18 @@ class Dyck(ClassificationTask):
         self.problem_len = length
         self.tokenizer = CharTokenizer(BRACKETS[: 2 * n_types] + self.class_chars + self.sep + CLS)
 
-    def _shuffled_structure(self, n: int, generator) -> torch.Tensor:
-        """``[n, length]`` bool: equal numbers of openers (True) and closers in random order."""
-        ranks = torch.rand(n, self.length, generator=generator).argsort(1)  # [n, length] a random permutation
+    def _shuffled_structure(self, n: int, generator, extra_closer: bool = False) -> torch.Tensor:
+        """``[n, length]`` bool: equal numbers of openers (True) and closers in random order (one more
+        closer, ``[n, length + 1]``, with ``extra_closer``)."""
+        size = self.length + extra_closer
+        ranks = torch.rand(n, size, generator=generator).argsort(1)  # [n, size] a random permutation
         return ranks < self.length // 2
 
     def _with_types(self, is_open: torch.Tensor, generator, match: bool) -> torch.Tensor:
         """Bracket ids for a structure: random opener types; closers take their opener's type when
         ``match`` (and the structure is balanced), else random types."""
+        if self.n_types == 1:
+            return (~is_open).long()
         kind = randint(self.n_types, is_open.shape, generator)  # [n, length]
         if match:
             partner = matching_opener(is_open)  # [n, length]
@@ -81,12 +89,17 @@ class Dyck(ClassificationTask):
         return 2 * kind + (~is_open).long()
 
     def _positives(self, n, generator):
-        def draw(m, g):
-            is_open = self._shuffled_structure(m, g)  # [m, length]
-            ids = self._with_types(is_open, g, match=True)
-            return ids, is_balanced(ids)
-
-        return rejection_sample(n, draw, generator)
+        """Uniform balanced sequences by the cycle lemma: of the ``length + 1`` rotations of a random
+        arrangement of ``length/2`` openers and ``length/2 + 1`` closers, exactly one keeps every
+        prefix's depth >= 0 until its last closer -- the one starting just after the first position
+        where the depth reaches its minimum. Dropping that last closer leaves a balanced sequence,
+        and each balanced sequence arises from equally many arrangements."""
+        is_open = self._shuffled_structure(n, generator, extra_closer=True)  # [n, length + 1]
+        depth = torch.where(is_open, 1, -1).cumsum(1)  # [n, length + 1]
+        start = depth.argmin(1) + 1  # [n] first minimum (argmin returns the first)
+        idx = (start[:, None] + torch.arange(self.length + 1)) % (self.length + 1)  # [n, length + 1]
+        structure = is_open.gather(1, idx)[:, :-1]  # [n, length] balanced
+        return self._with_types(structure, generator, match=True)
 
     def _negatives(self, n, generator):
         def random_strings(m, g):
