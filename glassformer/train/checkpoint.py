@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model as _save_weights
@@ -241,6 +243,47 @@ def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> 
             group["betas"] = tuple(group["betas"])
         groups.append(group)
     return {"state": state, "param_groups": groups}
+
+
+# -- random number generators -------------------------------------------------------------------
+
+
+def capture_rng(generator: torch.Generator, device: torch.device | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Every RNG a training step may draw from, as (JSON, tensors): Python's ``random``, NumPy's
+    global generator, torch's CPU (and this CUDA device's) generator, and the task's ``generator``."""
+    np_state = np.random.get_state()  # ("MT19937", keys [624] uint32, pos, has_gauss, cached_gaussian)
+    as_json = {
+        "python": _lists(random.getstate()),
+        "numpy": {"pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+    }
+    tensors = {
+        "rng.torch": torch.get_rng_state(),
+        "rng.task": generator.get_state(),
+        "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+    }
+    if device is not None and device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return as_json, tensors
+
+
+def restore_rng(as_json: dict, tensors: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device | None = None) -> None:
+    """Put back the RNG states :func:`capture_rng` returned."""
+    random.setstate(_tuples(as_json["python"]))
+    numpy = as_json["numpy"]
+    keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.task"])
+    if "rng.cuda" in tensors and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+
+
+def _lists(value):
+    return [_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 # -- loading --------------------------------------------------------------------------------------

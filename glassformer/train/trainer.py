@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import signal
 import threading
 import time
@@ -24,14 +23,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from glassformer.errors import CheckpointError, ConfigError, GlassformerError
 from glassformer.model import ModelConfig, Transformer
 from glassformer.train import distributed as D
-from glassformer.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from glassformer.train.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from glassformer.train.data import TextTask
 from glassformer.train.metrics import accuracy_counts, loss_fn
 from glassformer.train.optim import lr_at, make_optimizer, set_lr
@@ -175,6 +173,32 @@ def _call(forward: nn.Module, batch) -> torch.Tensor:
     )
 
 
+@torch.no_grad()
+def evaluate(model: Transformer, task, *, n_batches: int = 4, batch_size: int = 64, seed: int = 0,
+             dist: D.DistInfo | None = None, autocast=nullcontext) -> dict[str, float]:
+    """Mean loss, token accuracy and sequence accuracy of ``model`` on ``n_batches`` batches of
+    ``task`` drawn from a generator seeded with ``seed``. Under DDP (``dist``) each process scores
+    an equal share of every batch and the counts are summed over processes."""
+    dist = dist or D.DistInfo()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(5, dtype=torch.float64)  # summed loss, token hits, targets, sequence hits, sequences
+    for _ in range(max(n_batches, 1)):
+        batch = task.batch(batch_size, model.config.arch, generator=generator)
+        batch = batch[D.shard_rows(batch_size, dist)].to(device)
+        with autocast():
+            logits = _call(_TaskForward(model), batch).float()
+        token_hits, n, seq_hits, rows = accuracy_counts(logits, batch)
+        totals += torch.tensor([float(loss_fn(logits, batch, reduction="sum")), token_hits, n, seq_hits, rows], dtype=torch.float64)
+    model.train(was_training)
+    if dist.enabled:
+        totals = D.all_reduce_sum(totals.to(device)).cpu()
+    loss, token_hits, n, seq_hits, rows = totals.tolist()
+    return {"loss": loss / n, "token_accuracy": token_hits / n, "sequence_accuracy": seq_hits / rows}
+
+
 class Trainer:
     """Trains ``model`` on ``task`` (anything with ``.batch(batch_size, arch, generator)``).
 
@@ -287,31 +311,19 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, n_batches: int | None = None, seed: int | None = None) -> dict[str, float]:
-        """Mean loss, token accuracy and sequence accuracy on ``n_batches`` fresh batches.
-
-        The batches come from a generator seeded with ``seed`` (default ``config.seed + 1000003``),
-        so repeated evaluations of one run see the same examples. Under DDP each process scores an
-        equal share of each batch and the totals are summed.
-        """
+        """:func:`evaluate` on ``eval_task``; seed default ``config.seed + 1000003``, so repeated
+        evaluations of one run see the same examples."""
         cfg = self.config
-        n_batches = cfg.eval_batches if n_batches is None else n_batches
-        generator = torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET if seed is None else seed)
-        was_training = self.model.training
-        self.model.eval()
-        totals = torch.zeros(5, dtype=torch.float64)  # loss * n, token hits, n targets, sequence hits, rows
-        for _ in range(max(n_batches, 1)):
-            batch = self.eval_task.batch(cfg.eval_batch_size, self.arch, generator=generator)
-            batch = batch[D.shard_rows(cfg.eval_batch_size, self.dist)].to(self.device)
-            with self._autocast():
-                logits = _call(_TaskForward(self.model), batch).float()
-            token_hits, n, seq_hits, rows = accuracy_counts(logits, batch)
-            totals += torch.tensor([float(loss_fn(logits, batch, reduction="sum")), token_hits, n, seq_hits, rows], dtype=torch.float64)
-        self.model.train(was_training)
-        totals = D.all_reduce_sum(totals.to(self.device)).cpu() if self.dist.enabled else totals
-        loss, token_hits, n, seq_hits, rows = totals.tolist()
-        return {"loss": loss / n, "token_accuracy": token_hits / n, "sequence_accuracy": seq_hits / rows}
+        return evaluate(
+            self.model,
+            self.eval_task,
+            n_batches=cfg.eval_batches if n_batches is None else n_batches,
+            batch_size=cfg.eval_batch_size,
+            seed=cfg.seed + EVAL_SEED_OFFSET if seed is None else seed,
+            dist=self.dist,
+            autocast=self._autocast,
+        )
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -433,7 +445,7 @@ class Trainer:
         return Path(dir)
 
     def _training_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        np_state = np.random.get_state()
+        rng_json, rng_tensors = capture_rng(self.generator, self.device)
         state = {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
@@ -442,32 +454,18 @@ class Trainer:
             "arch": self.arch,
             "train_config": self.config.to_dict(),
             "last_eval": self.last_eval,
-            "python_random": _jsonable(random.getstate()),
-            "numpy_random_pos": [int(x) for x in np_state[2:4]] + [float(np_state[4])],
+            "rng": rng_json,
         }
-        tensors = {
-            "rng.torch": torch.get_rng_state(),
-            "rng.task": self.generator.get_state(),
-            "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-        }
-        if torch.cuda.is_available() and self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        return state, tensors
+        return state, rng_tensors
 
     def load_training_state(self, checkpoint: Checkpoint) -> None:
         """Restore optimizer, counters and every RNG from a checkpoint written by :meth:`save`."""
         if not checkpoint.resumable:
             raise CheckpointError(f"{checkpoint.path} has no optimizer/training state: it cannot be resumed")
-        state, tensors = checkpoint.trainer_state, checkpoint.trainer_tensors
+        state = checkpoint.trainer_state
         try:
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
-            self.generator.set_state(tensors["rng.task"])
-            torch.set_rng_state(tensors["rng.torch"])
-            if "rng.cuda" in tensors and self.device.type == "cuda":
-                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-            random.setstate(_tuplify(state["python_random"]))
-            pos, has_gauss, cached = state["numpy_random_pos"]
-            np.random.set_state(("MT19937", tensors["rng.numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+            restore_rng(state["rng"], checkpoint.trainer_tensors, self.generator, self.device)
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
             self.train_seconds, self.wall_seconds = float(state["train_seconds"]), float(state["wall_seconds"])
             self.last_eval = state.get("last_eval")
@@ -501,11 +499,3 @@ def _record_step(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 0
-
-
-def _jsonable(value):
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _tuplify(value):
-    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value

@@ -46,7 +46,7 @@ def plot_attention(
         )
     layer_names = list(layer_names) if layer_names is not None else [f"layer {l}" for l in range(n_layers)]
 
-    fig = Figure(figsize=(panel_size * n_heads + 0.8, panel_size * n_layers + (0.6 if title else 0.2)))
+    fig = Figure(figsize=(panel_size * n_heads + 0.8, panel_size * n_layers + (0.6 if title else 0.2)), layout="constrained")
     axes = fig.subplots(n_layers, n_heads, squeeze=False)
     image = None
     for l in range(n_layers):
@@ -62,7 +62,7 @@ def plot_attention(
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention")
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        fig.savefig(path, dpi=120)
     return fig
 
 

@@ -1,0 +1,397 @@
+"""Command-line commands for training: ``demo``, ``train``, ``sample``, ``eval``, ``tasks``.
+
+``glassformer/cli.py`` calls :func:`register` to add them to the ``glassformer`` command.
+Distributed: ``torchrun --nproc_per_node N -m glassformer train ...`` (only rank 0 prints and writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glassformer.errors import ConfigError, InputError
+from glassformer.model import CHOICES, ModelConfig, Transformer
+from glassformer.train import distributed as D
+from glassformer.train.checkpoint import load_checkpoint
+from glassformer.train.data import TextTask
+from glassformer.train.tasks import TASKS, get_task, list_tasks
+from glassformer.train.trainer import TrainConfig, Trainer, evaluate, task_from_spec
+
+# Defaults that differ between generated tasks and text (nanoGPT's shakespeare-char CPU recipe).
+TASK_DEFAULTS = dict(d_model=64, n_layers=2, n_heads=4, steps=2000, batch_size=64, lr=3e-3, warmup_steps=100,
+                     eval_every=200, eval_batches=4, beta2=0.95)
+TEXT_DEFAULTS = dict(d_model=128, n_layers=4, n_heads=4, steps=2000, batch_size=12, lr=1e-3, warmup_steps=100,
+                     eval_every=250, eval_batches=20, beta2=0.99, block_size=64)
+DEMO = dict(task="reverse", length=8, d_model=64, n_layers=2, n_heads=4, steps=1500, batch_size=64, lr=3e-3,
+            warmup_steps=50, eval_every=50, eval_batches=8, target=1.0, n_examples=6)
+MODEL_FLAGS = ("d_model", "n_layers", "n_heads", "d_head", "n_kv_heads", "d_mlp", "n_decoder_layers", "norm",
+               "norm_position", "positional", "act", "attn_only", "tie_embeddings", "bias", "dropout")
+
+
+def register(subparsers) -> None:
+    """Add the training commands to the ``glassformer`` parser's subparsers."""
+    _add_demo(subparsers)
+    _add_train(subparsers)
+    _add_sample(subparsers)
+    _add_eval(subparsers)
+    p = subparsers.add_parser("tasks", help="list the generated tasks", description="List the generated tasks, their architectures and options.")
+    p.set_defaults(func=cmd_tasks)
+
+
+# -- arguments ------------------------------------------------------------------------------------
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (flags override --config; vocabulary and context come from the task)")
+    g.add_argument("--config", metavar="FILE", help="model config file (.json or .toml) with ModelConfig fields")
+    g.add_argument("--arch", choices=CHOICES["arch"], help="architecture (default: decoder, or the task's first)")
+    g.add_argument("--d-model", type=int, help="residual stream width (default: 64 for tasks, 128 for text)")
+    g.add_argument("--n-layers", type=int, help="transformer blocks (default: 2 for tasks, 4 for text)")
+    g.add_argument("--n-heads", type=int, help="attention heads per block (default: 4)")
+    g.add_argument("--d-head", type=int, help="dimensions per head (default: d_model / n_heads)")
+    g.add_argument("--n-kv-heads", type=int, help="key/value heads, fewer than n_heads for grouped-query attention")
+    g.add_argument("--d-mlp", type=int, help="MLP hidden units (default: 4 * d_model)")
+    g.add_argument("--n-decoder-layers", type=int, help="encoder-decoder: decoder blocks (default: n_layers)")
+    g.add_argument("--norm", choices=CHOICES["norm"], help="normalisation (default: layernorm)")
+    g.add_argument("--norm-position", choices=CHOICES["norm_position"], help="pre-LN or post-LN (default: pre)")
+    g.add_argument("--positional", choices=CHOICES["positional"], help="positional scheme (default: learned)")
+    g.add_argument("--act", choices=CHOICES["act"], help="MLP activation (default: gelu)")
+    g.add_argument("--attn-only", action="store_true", default=None, help="attention-only model (no MLPs)")
+    g.add_argument("--tie-embeddings", action="store_true", default=None, help="tie W_U to W_E")
+    g.add_argument("--no-bias", dest="bias", action="store_false", default=None, help="no bias terms")
+    g.add_argument("--dropout", type=float, help="dropout probability (default: 0)")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, help="optimizer steps (default: 2000)")
+    g.add_argument("--batch-size", type=int, help="global batch size in sequences (default: 64 for tasks, 12 for text)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 for tasks, 1e-3 for text)")
+    g.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay (default: lr / 10)")
+    g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: 100)")
+    g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default: 0.1)")
+    g.add_argument("--decay-embeddings", action="store_true", help="apply weight decay to embeddings too")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0: off; default: 1)")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (gradient accumulation; default: 1)")
+    g.add_argument("--eval-every", type=int, help="steps between evaluations (0: only at the end)")
+    g.add_argument("--eval-batches", type=int, help="batches per evaluation")
+    g.add_argument("--save-every", type=int, help="steps between checkpoints (default: eval-every; 0: only at the end)")
+    g.add_argument("--stop-at-accuracy", type=float, help="stop once an evaluation reaches this sequence accuracy")
+    g.add_argument("--log-every", type=int, default=10, help="steps between records in metrics.jsonl (default: 10)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the data stream (default: 0)")
+    g.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto = the best available)")
+    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="autocast dtype (default: auto = bfloat16 on CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (optional, never required)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="train a small transformer on a task in about a minute on CPU and show what it learned",
+        description="Train a 2-layer transformer to reverse 8 letters (>= 99%% sequence accuracy in well under two "
+        "minutes on 2 CPU cores), print examples, save an attention map and the checkpoint.",
+    )
+    p.add_argument("--task", default=DEMO["task"], choices=sorted(TASKS), help="task to learn (default: reverse)")
+    p.add_argument("--steps", type=int, default=DEMO["steps"], help="at most this many steps (default: %(default)s)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model on a task or a text file",
+        description="Train a transformer on a generated task (--task) or character-level on a text file (--text). "
+        "Writes OUT/metrics.jsonl, OUT/summary.json and the checkpoint OUT/checkpoint. "
+        "Multi-GPU / multi-node: torchrun --nproc_per_node N -m glassformer train ...",
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--task", choices=sorted(TASKS), help="a generated task (see `glassformer tasks`)")
+    what.add_argument("--text", metavar="FILE", help="a UTF-8 text file for character-level language modelling")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. --option length=12 (repeatable)")
+    p.add_argument("--block-size", type=int, help="text: context length in characters (default: 64)")
+    p.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (--steps may extend it)")
+    _add_model_flags(p)
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+
+def _add_sample(subparsers) -> None:
+    p = subparsers.add_parser("sample", help="generate from a checkpoint", description="Continue a prompt with a trained model.")
+    p.add_argument("dir", metavar="DIR", help="checkpoint folder or training run folder")
+    p.add_argument("--prompt", required=True, help="prompt text (for tasks, e.g. 'abcdefgh>'; encoder-decoder: the source)")
+    p.add_argument("--max-new-tokens", type=int, help="tokens to generate (default: the task's answer length, 200 for text)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (default for task checkpoints)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability >= p")
+    p.add_argument("--beam", type=int, metavar="N", help="beam search with N beams (encoder-decoder or decoder)")
+    p.add_argument("--num-samples", type=int, default=1, help="how many continuations (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix every step (no KV cache)")
+    p.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+    p.set_defaults(func=cmd_sample)
+
+
+def _add_eval(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint on fresh batches", description="Print loss and accuracies of a checkpoint on fresh batches of its task's held-out split.")
+    p.add_argument("dir", metavar="DIR", help="checkpoint folder or training run folder")
+    p.add_argument("--batches", type=int, default=16, help="batches to evaluate (default: 16)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per batch (default: 64)")
+    p.add_argument("--seed", type=int, default=2024, help="seed of the evaluation batches (default: 2024, unlike training's)")
+    p.add_argument("--device", default="auto", help="device (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+
+# -- building a run -------------------------------------------------------------------------------
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["length=12", "reverse_answer=true"]`` -> ``{"length": 12, "reverse_answer": True}`` (JSON values, else strings)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r} must look like KEY=VALUE")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def model_config(args, task, arch: str) -> ModelConfig:
+    """--config file, then the size flags, then the task's vocabulary, context and classes."""
+    fields: dict[str, Any] = _config_file_fields(Path(args.config)) if args.config else {}
+    defaults = TEXT_DEFAULTS if isinstance(task, TextTask) else TASK_DEFAULTS
+    for name in ("d_model", "n_layers", "n_heads"):
+        fields.setdefault(name, defaults[name])
+    for name in MODEL_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = value
+    fields.update(arch=arch, d_vocab=task.tokenizer.vocab_size, n_ctx=task.n_ctx(arch),
+                  n_classes=task.n_classes if arch == "encoder" else 0, d_vocab_out=None)
+    return ModelConfig.from_dict(fields)
+
+
+def _config_file_fields(path: Path) -> dict[str, Any]:
+    """The fields a config file sets (derived ones it leaves out are derived again after the flags)."""
+    ModelConfig.load(path)  # validates, with errors that name the file and the field
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        data = tomllib.loads(path.read_text())
+    else:
+        data = json.loads(path.read_text())
+    return dict(data.get("model", data))
+
+
+def train_config(args, task, out: str) -> TrainConfig:
+    defaults = TEXT_DEFAULTS if isinstance(task, TextTask) else TASK_DEFAULTS
+    pick = lambda name: getattr(args, name) if getattr(args, name, None) is not None else defaults[name]
+    return TrainConfig(
+        steps=pick("steps"), batch_size=pick("batch_size"), lr=pick("lr"), min_lr=args.min_lr,
+        warmup_steps=pick("warmup_steps"), weight_decay=args.weight_decay, decay_embeddings=args.decay_embeddings,
+        beta2=defaults["beta2"], grad_clip=args.grad_clip, grad_accum=args.grad_accum, eval_every=pick("eval_every"),
+        eval_batches=pick("eval_batches"), save_every=args.save_every, stop_at_accuracy=args.stop_at_accuracy,
+        log_every=args.log_every, seed=args.seed, device=args.device, dtype=args.dtype, compile=args.compile,
+        out_dir=out, quiet=args.quiet,
+    )
+
+
+def make_task(args):
+    if args.text:
+        block_size = args.block_size or TEXT_DEFAULTS["block_size"]
+        return TextTask(args.text, block_size=block_size, **parse_options(args.option))
+    if not args.task:
+        raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`) or --text FILE")
+    return get_task(args.task, **parse_options(args.option))
+
+
+def _say(*lines: str) -> None:
+    if D.dist_info_from_env().is_main:
+        print(*lines, sep="\n", flush=True)
+
+
+def _describe(model: Transformer, task) -> str:
+    c = model.config
+    what = f"{task.name!r} ({', '.join(f'{k}={v}' for k, v in task.options.items() if k not in ('seed', 'path', 'split'))})"
+    return f"{c.n_layers}-layer {c.arch} (d_model {c.d_model}, {c.n_heads} heads, {model.num_params():,} parameters) on {what}"
+
+
+def _report(summary: dict, out: Path) -> None:
+    _say(
+        f"done: {summary['steps']} steps in {summary['seconds']:.1f} s ({summary['tokens_per_second']:,.0f} tokens/s); "
+        f"eval loss {summary['loss']:.4f}, token accuracy {summary['token_accuracy']:.2%}, "
+        f"sequence accuracy {summary['sequence_accuracy']:.2%}",
+        f"checkpoint: {out / 'checkpoint'}",
+        f"metrics:    {out / 'metrics.jsonl'}, {out / 'summary.json'}",
+    )
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    out = Path(args.out)
+    try:
+        if args.resume:
+            overrides = {k: getattr(args, k) for k in ("steps", "device", "quiet") if getattr(args, k) not in (None, False)}
+            trainer = Trainer.from_checkpoint(out, **overrides)
+            _say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
+        else:
+            task = make_task(args)
+            arch = args.arch or ("decoder" if "decoder" in task.archs else task.archs[0])
+            torch.manual_seed(args.seed)
+            model = Transformer(model_config(args, task, arch))
+            trainer = Trainer(model, task, train_config(args, task, str(out)))
+            _say(f"training a {_describe(model, task)} on {trainer.device} for {trainer.config.steps} steps")
+        summary = trainer.train()
+        _report(summary, out)
+    finally:
+        D.cleanup()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from glassformer.viz.attention import plot_attention
+
+    out = Path(args.out)
+    task = get_task(args.task, **({"length": DEMO["length"]} if args.task in ("reverse", "copy", "sort") else {}))
+    arch = "decoder"
+    torch.manual_seed(args.seed)
+    model = Transformer(ModelConfig(arch=arch, d_model=DEMO["d_model"], n_layers=DEMO["n_layers"], n_heads=DEMO["n_heads"],
+                                    d_vocab=task.tokenizer.vocab_size, n_ctx=task.n_ctx(arch)))
+    config = TrainConfig(steps=args.steps, batch_size=DEMO["batch_size"], lr=DEMO["lr"], warmup_steps=DEMO["warmup_steps"],
+                         eval_every=DEMO["eval_every"], eval_batches=DEMO["eval_batches"], stop_at_accuracy=DEMO["target"],
+                         seed=args.seed, device=args.device, out_dir=str(out), quiet=args.quiet)
+    trainer = Trainer(model, task, config)
+    _say(f"glassformer demo: training a {_describe(model, task)} on {trainer.device}")
+    summary = trainer.train()
+    _say(
+        f"trained {summary['steps']} steps in {summary['seconds']:.1f} s: sequence accuracy {summary['sequence_accuracy']:.1%}, "
+        f"token accuracy {summary['token_accuracy']:.1%} on {config.eval_batches * config.eval_batch_size} fresh examples",
+        "", "what it learned (prompt -> model output):",
+    )
+    generator = torch.Generator().manual_seed(args.seed + 7)
+    model.eval()
+    for _ in range(DEMO["n_examples"]):
+        prompt, answer = task.example(generator)
+        output = _complete(model, task.tokenizer, prompt, len(answer))
+        mark = "correct" if output == answer else f"wrong (expected {answer})"
+        _say(f"  {prompt} -> {output}   {mark}")
+    prompt, answer = task.example(generator)
+    tokens = torch.tensor([task.tokenizer.encode(prompt + answer)[:-1]], device=trainer.device)  # [1, pos]
+    _, cache = model.run_with_cache(tokens, names=lambda name: name.endswith("attn.pattern"))
+    patterns = torch.stack([cache[f"blocks.{l}.attn.pattern"][0] for l in range(model.config.n_layers)])  # [layers, heads, q, k]
+    labels = list(prompt + answer)[:-1]
+    picture = out / "attention.png"
+    plot_attention(patterns, labels, title=f"{task.name}: attention on {prompt}{answer}", path=picture)
+    _say(
+        "",
+        f"attention map: {picture}   (rows = query positions, columns = the keys they attend to)",
+        f"checkpoint:    {out / 'checkpoint'}   (try: glassformer sample {out} --prompt {prompt!r})",
+        f"metrics:       {out / 'metrics.jsonl'}, {out / 'summary.json'}",
+    )
+    if summary["sequence_accuracy"] < 0.99:
+        _say(f"the demo did not reach 99% sequence accuracy in {summary['steps']} steps (try --steps or another --seed)")
+        return 1
+    return 0
+
+
+def _complete(model: Transformer, tokenizer, prompt: str, n_new: int) -> str:
+    tokens = torch.tensor([tokenizer.encode(prompt)], device=next(model.parameters()).device)  # [1, pos]
+    out = model.generate(tokens, n_new, greedy=True)  # [1, pos + n_new]
+    return tokenizer.decode(out[0, tokens.shape[1]:])
+
+
+def cmd_sample(args) -> int:
+    checkpoint = load_checkpoint(args.dir, device=args.device)
+    model, tokenizer, config = checkpoint.model, checkpoint.tokenizer, checkpoint.config
+    if tokenizer is None:
+        raise InputError(f"{checkpoint.path} has no tokenizer, so text prompts cannot be encoded")
+    task = _task_or_none(checkpoint)
+    device = next(model.parameters()).device
+    ids = torch.tensor([tokenizer.encode(args.prompt)], device=device)  # [1, pos]
+    if config.arch == "encoder":
+        return _classify(model, task, ids, args.prompt)
+    answer_len = getattr(task, "answer_len", None)
+    n_new = args.max_new_tokens if args.max_new_tokens is not None else (answer_len or 200)
+    greedy = args.greedy or (task is not None and not isinstance(task, TextTask) and args.temperature is None and args.top_k is None and args.top_p is None)
+    src = None
+    if config.arch == "encoder-decoder":
+        if task is None or not getattr(task, "sep", ""):
+            raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
+        src, ids = ids, torch.tensor([tokenizer.encode(task.sep)], device=device)  # the prompt is the source
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    for _ in range(args.num_samples):
+        if args.beam:
+            out = model.beam_search(src, tokens=ids, max_new_tokens=n_new, beam_size=args.beam, use_cache=not args.no_cache)
+        else:
+            out = model.generate(ids, n_new, src=src, greedy=greedy, temperature=args.temperature or 1.0, top_k=args.top_k,
+                                 top_p=args.top_p, use_cache=not args.no_cache, generator=generator)
+        completion = tokenizer.decode(out[0, ids.shape[1]:])
+        print(f"{args.prompt} -> {completion}" if task is not None and not isinstance(task, TextTask) else args.prompt + completion)
+    return 0
+
+
+def _classify(model: Transformer, task, ids: torch.Tensor, prompt: str) -> int:
+    if model.config.n_classes == 0:
+        raise InputError("this encoder has no classification head (n_classes = 0): nothing to sample")
+    from glassformer.train.tasks.base import CLS
+
+    if task is not None and CLS in task.tokenizer.stoi and not prompt.startswith(CLS):
+        ids = torch.cat([torch.tensor([[task.tokenizer.stoi[CLS]]], device=ids.device), ids], dim=1)  # the classifier reads position 0
+    with torch.no_grad():
+        probs = torch.softmax(model.classify(ids)[0].float(), dim=-1)  # [n_classes]
+    names = getattr(task, "class_chars", None) or [str(i) for i in range(len(probs))]
+    for i in probs.argsort(descending=True).tolist():
+        print(f"class {names[i]}: {probs[i]:.3f}")
+    return 0
+
+
+def _task_or_none(checkpoint):
+    if checkpoint.task is None:
+        return None
+    try:
+        return task_from_spec(checkpoint.task, tokenizer=checkpoint.tokenizer)
+    except (InputError, ConfigError) as e:
+        print(f"glassformer: note: the checkpoint's task could not be rebuilt ({e})", file=sys.stderr)
+        return None
+
+
+def cmd_eval(args) -> int:
+    checkpoint = load_checkpoint(args.dir, device=args.device)
+    if checkpoint.task is None:
+        raise InputError(f"{checkpoint.path} records no task, so there is nothing to evaluate it on")
+    task = task_from_spec(checkpoint.task, tokenizer=checkpoint.tokenizer)
+    held_out = task.with_split("val") if hasattr(task, "with_split") else task
+    metrics = evaluate(checkpoint.model, held_out, n_batches=args.batches, batch_size=args.batch_size, seed=args.seed)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{checkpoint.path}: {checkpoint.task['name']} on {args.batches} x {args.batch_size} fresh examples (seed {args.seed})")
+        print(f"loss {metrics['loss']:.4f}   token accuracy {metrics['token_accuracy']:.2%}   sequence accuracy {metrics['sequence_accuracy']:.2%}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    rows = [(name, ", ".join(TASKS[name].archs), description) for name, description in list_tasks()]
+    rows.append((TextTask.name, ", ".join(TextTask.archs), TextTask.description + " (glassformer train --text FILE)"))
+    width = max(len(r[0]) for r in rows)
+    arch_width = max(len(r[1]) for r in rows)
+    for name, archs, description in rows:
+        print(f"{name:<{width}}  {archs:<{arch_width}}  {description}")
+    return 0
