@@ -1,0 +1,542 @@
+"""RASP, the Restricted Access Sequence Processing language (Weiss, Goldberg & Yahav 2021), in Python.
+
+A RASP program describes, position by position, what a transformer computes. Its values are
+
+* **SOps** (sequence operations): one value per position.  The primitives are ``tokens`` (the input),
+  ``indices`` (0, 1, ..., n-1) and ``length`` (n everywhere); ``Full(c)`` is a constant.  Element-wise
+  functions ``Map(f, x)`` and ``SequenceMap(f, x, y)`` are what an MLP computes.
+* **Selectors**: a boolean matrix ``S[q, k]`` saying which key positions k each query position q
+  attends to.  ``Select(keys, queries, predicate)`` sets ``S[q, k] = predicate(keys[k], queries[q])``;
+  selectors combine with ``&``, ``|`` and ``~``.  A selector is what an attention pattern computes.
+* ``Aggregate(selector, sop)`` is an attention head: each query position reads the selected values of
+  ``sop``; ``SelectorWidth(selector)`` counts them; ``Maximum`` / ``Minimum`` take their extreme.
+
+Every SOp declares an **encoding**: ``categorical`` (a finite set of labels, stored one-hot in the
+residual stream) or ``numerical`` (a number, stored in a single residual dimension).  A categorical
+Aggregate returns the one value its selected positions share; a numerical one returns their mean.
+
+**No value.**  ``None`` is RASP's "no value": a categorical Aggregate that selects nothing returns its
+``default`` (None unless given), and it is stored as the all-zero vector.  Like SQL's NULL, None never
+satisfies a comparison (nor its negation; only the always-true selector selects it), and a Map or
+SequenceMap whose input is None returns None without calling its function (0 if its output is
+numerical, since a numerical dimension reads "no value" as 0).
+
+Everything here is plain Python: build a program, run it with :func:`glassformer.rasp.evaluate`,
+print it with :func:`glassformer.rasp.to_code`, compile it with :func:`glassformer.rasp.compile`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import keyword
+import math
+import operator
+import re
+from numbers import Real
+from typing import Any, Callable, Sequence
+
+from glassformer.rasp.errors import RaspProgramError
+
+CATEGORICAL = "categorical"
+NUMERICAL = "numerical"
+ENCODINGS = (CATEGORICAL, NUMERICAL)
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# -- expressions ----------------------------------------------------------------------------------
+
+
+class RASPExpr:
+    """A node of a RASP program.  ``name`` is its label (unique in a program once compiled);
+    ``children`` are the expressions it reads; ``id`` is unique per Python object."""
+
+    _ids = itertools.count()
+    kind = "expr"  # the prefix of default names
+
+    def __init__(self, name: str | None = None):
+        self.id = next(RASPExpr._ids)
+        self._name = _check_name(name, self) if name is not None else None
+
+    @property
+    def name(self) -> str:
+        return self._name if self._name is not None else f"{self.kind}_{self.id}"
+
+    @property
+    def children(self) -> tuple[RASPExpr, ...]:
+        return ()
+
+    def named(self, name: str) -> RASPExpr:
+        """A copy of this expression with the label ``name`` (a Python identifier)."""
+        new = copy.copy(self)
+        new.id = next(RASPExpr._ids)
+        new._name = _check_name(name, self)
+        return new
+
+    def __repr__(self) -> str:
+        from glassformer.rasp.printing import expr_to_string
+
+        return expr_to_string(self)
+
+
+def _check_name(name: Any, expr: RASPExpr) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
+        raise RaspProgramError(f"{type(expr).__name__}: name {name!r} must be a Python identifier such as 'reverse'")
+    return name
+
+
+class SOp(RASPExpr):
+    """A sequence operation: one value per position, ``categorical`` or ``numerical``."""
+
+    kind = "sop"
+
+    def __init__(self, encoding: str = CATEGORICAL, name: str | None = None):
+        super().__init__(name)
+        if encoding not in ENCODINGS:
+            raise RaspProgramError(f"{type(self).__name__} {self.name}: encoding {encoding!r} is not one of {ENCODINGS}")
+        self.encoding = encoding
+
+    @property
+    def is_numerical(self) -> bool:
+        return self.encoding == NUMERICAL
+
+    # Arithmetic builds Maps (with a constant) and SequenceMaps (with another SOp).  The result is
+    # numerical when every SOp operand is numerical, categorical otherwise.
+    def _binary(self, other: Any, fn: Callable, symbol: str, reflected: bool = False) -> SOp:
+        if isinstance(other, SOp):
+            a, b = (other, self) if reflected else (self, other)
+            enc = NUMERICAL if a.is_numerical and b.is_numerical else CATEGORICAL
+            return SequenceMap(_Op2(fn, symbol), a, b, encoding=enc)
+        if isinstance(other, RASPExpr):
+            raise RaspProgramError(f"cannot combine SOp {self.name} with {type(other).__name__} {other.name} using {symbol}")
+        return Map(_Op1(fn, symbol, other, reflected), self, encoding=self.encoding)
+
+    def __add__(self, other): return self._binary(other, operator.add, "+")
+    def __radd__(self, other): return self._binary(other, operator.add, "+", reflected=True)
+    def __sub__(self, other): return self._binary(other, operator.sub, "-")
+    def __rsub__(self, other): return self._binary(other, operator.sub, "-", reflected=True)
+    def __mul__(self, other): return self._binary(other, operator.mul, "*")
+    def __rmul__(self, other): return self._binary(other, operator.mul, "*", reflected=True)
+    def __truediv__(self, other): return self._binary(other, operator.truediv, "/")
+    def __rtruediv__(self, other): return self._binary(other, operator.truediv, "/", reflected=True)
+    def __floordiv__(self, other): return self._binary(other, operator.floordiv, "//")
+    def __mod__(self, other): return self._binary(other, operator.mod, "%")
+    def __and__(self, other): return self._binary(other, _logical_and, "and")
+    def __rand__(self, other): return self._binary(other, _logical_and, "and", reflected=True)
+    def __or__(self, other): return self._binary(other, _logical_or, "or")
+    def __ror__(self, other): return self._binary(other, _logical_or, "or", reflected=True)
+    def __neg__(self): return Map(_Op1(operator.neg, "-", None, unary=True), self, encoding=self.encoding)
+
+    def __invert__(self):
+        return Map(_Op1(_logical_not, "not", None, unary=True), self, encoding=self.encoding)
+
+    # Equality stays Python's identity (SOps are dict keys); compare values with a Map.
+    __hash__ = object.__hash__
+
+
+def _logical_and(x, y):
+    return bool(x) and bool(y)
+
+
+def _logical_or(x, y):
+    return bool(x) or bool(y)
+
+
+def _logical_not(x):
+    return not x
+
+
+class _Op1:
+    """``x <op> c`` (or ``c <op> x``, or ``<op> x``) as a named callable, so programs print readably."""
+
+    def __init__(self, fn, symbol, constant, reflected=False, unary=False):
+        self.fn, self.symbol, self.constant, self.reflected, self.unary = fn, symbol, constant, reflected, unary
+
+    def __call__(self, x):
+        if self.unary:
+            return self.fn(x)
+        return self.fn(self.constant, x) if self.reflected else self.fn(x, self.constant)
+
+    @property
+    def source(self) -> str:
+        if self.unary:
+            return f"lambda x: {self.symbol} x" if self.symbol == "not" else f"lambda x: {self.symbol}x"
+        return f"lambda x: {self.constant!r} {self.symbol} x" if self.reflected else f"lambda x: x {self.symbol} {self.constant!r}"
+
+
+class _Op2:
+    def __init__(self, fn, symbol):
+        self.fn, self.symbol = fn, symbol
+
+    def __call__(self, x, y):
+        return self.fn(x, y)
+
+    @property
+    def source(self) -> str:
+        return f"lambda x, y: x {self.symbol} y"
+
+
+# -- primitives -----------------------------------------------------------------------------------
+
+
+class Tokens(SOp):
+    """The input sequence itself: ``tokens[i]`` is the i-th input token."""
+
+    kind = "tokens"
+
+    def __init__(self, encoding: str = CATEGORICAL, name: str = "tokens"):
+        super().__init__(encoding, name)
+
+
+class Indices(SOp):
+    """Positions 0, 1, ..., n-1."""
+
+    kind = "indices"
+
+    def __init__(self, encoding: str = CATEGORICAL, name: str = "indices"):
+        super().__init__(encoding, name)
+
+
+class Length(SOp):
+    """The sequence length n at every position (a transformer computes it by attending to everything)."""
+
+    kind = "length"
+
+    def __init__(self, encoding: str = CATEGORICAL, name: str = "length"):
+        super().__init__(encoding, name)
+
+
+class Full(SOp):
+    """The constant ``value`` at every position."""
+
+    kind = "full"
+
+    def __init__(self, value: Any, encoding: str = CATEGORICAL, name: str | None = None):
+        super().__init__(encoding, name)
+        if encoding == NUMERICAL:
+            value = _check_number(value, f"Full {self.name}")
+        self.value = value
+
+
+tokens = Tokens()
+indices = Indices()
+length = Length()
+
+
+# -- element-wise operations (MLPs) ---------------------------------------------------------------
+
+
+class Map(SOp):
+    """``Map(f, x)[i] = f(x[i])``: a function applied at every position (an MLP computes it)."""
+
+    kind = "map"
+
+    def __init__(self, f: Callable[[Any], Any], inner: SOp, encoding: str = CATEGORICAL, name: str | None = None):
+        super().__init__(encoding, name)
+        self.f = _check_callable(f, self, 1)
+        self.inner = _check_sop(inner, self, "input")
+
+    @property
+    def children(self):
+        return (self.inner,)
+
+
+class SequenceMap(SOp):
+    """``SequenceMap(f, x, y)[i] = f(x[i], y[i])``: a function of two SOps, position by position."""
+
+    kind = "sequence_map"
+
+    def __init__(self, f: Callable[[Any, Any], Any], fst: SOp, snd: SOp, encoding: str = CATEGORICAL,
+                 name: str | None = None):
+        super().__init__(encoding, name)
+        self.f = _check_callable(f, self, 2)
+        self.fst = _check_sop(fst, self, "first input")
+        self.snd = _check_sop(snd, self, "second input")
+
+    @property
+    def children(self):
+        return (self.fst, self.snd)
+
+
+# -- selectors (attention patterns) ---------------------------------------------------------------
+
+
+class Predicate:
+    """A comparison ``predicate(key, query) -> bool`` with a name and a printable symbol."""
+
+    def __init__(self, name: str, fn: Callable[[Any, Any], bool], symbol: str | None = None):
+        self.name, self.fn, self.symbol = name, fn, symbol
+
+    def __call__(self, key: Any, query: Any) -> bool:
+        return bool(self.fn(key, query))
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Comparison:
+    """The built-in predicates, read as ``key <op> query`` (Tracr's convention): ``Select(indices,
+    indices, LT)`` selects, for query position q, every key position k < q."""
+
+    EQ = Predicate("EQ", lambda k, q: k == q, "==")
+    NE = Predicate("NE", lambda k, q: k != q, "!=")
+    LT = Predicate("LT", lambda k, q: k < q, "<")
+    LEQ = Predicate("LEQ", lambda k, q: k <= q, "<=")
+    GT = Predicate("GT", lambda k, q: k > q, ">")
+    GEQ = Predicate("GEQ", lambda k, q: k >= q, ">=")
+    TRUE = Predicate("TRUE", lambda k, q: True, "True")
+    FALSE = Predicate("FALSE", lambda k, q: False, "False")
+
+
+EQ, NE, LT, LEQ, GT, GEQ, TRUE, FALSE = (Comparison.EQ, Comparison.NE, Comparison.LT, Comparison.LEQ,
+                                         Comparison.GT, Comparison.GEQ, Comparison.TRUE, Comparison.FALSE)
+NEQ = NE
+CONSTANT_PREDICATES = (TRUE, FALSE)
+
+
+class Selector(RASPExpr):
+    """A boolean matrix S[query, key]; combine with ``&``, ``|`` and ``~``."""
+
+    kind = "selector"
+
+    def __and__(self, other: Selector) -> Selector:
+        return SelectorAnd(self, other)
+
+    def __or__(self, other: Selector) -> Selector:
+        return SelectorOr(self, other)
+
+    def __invert__(self) -> Selector:
+        return SelectorNot(self)
+
+
+class Select(Selector):
+    """``Select(keys, queries, predicate)[q, k] = predicate(keys[k], queries[q])``.
+
+    ``predicate`` is one of EQ, NE, LT, LEQ, GT, GEQ, TRUE, FALSE or any function ``(key, query) -> bool``.
+    """
+
+    kind = "select"
+
+    def __init__(self, keys: SOp, queries: SOp, predicate: Predicate | Callable[[Any, Any], bool],
+                 name: str | None = None):
+        super().__init__(name)
+        self.keys = _check_sop(keys, self, "keys")
+        self.queries = _check_sop(queries, self, "queries")
+        if not isinstance(predicate, Predicate):
+            fn = _check_callable(predicate, self, 2, what="predicate")
+            predicate = Predicate(getattr(fn, "__name__", "predicate"), fn)
+        self.predicate = predicate
+
+    @property
+    def children(self):
+        return (self.keys, self.queries)
+
+
+class SelectorAnd(Selector):
+    """Both selectors select (k, q)."""
+
+    kind = "select_and"
+
+    def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
+        super().__init__(name)
+        self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
+
+    @property
+    def children(self):
+        return (self.fst, self.snd)
+
+
+class SelectorOr(Selector):
+    """Either selector selects (k, q)."""
+
+    kind = "select_or"
+
+    def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
+        super().__init__(name)
+        self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
+
+    @property
+    def children(self):
+        return (self.fst, self.snd)
+
+
+class SelectorNot(Selector):
+    """The negated comparison: ``~Select(k, q, LT)`` is ``Select(k, q, not LT)``.  A None key or query
+    satisfies neither a comparison nor its negation (see the module docstring)."""
+
+    kind = "select_not"
+
+    def __init__(self, inner: Selector, name: str | None = None):
+        super().__init__(name)
+        self.inner = _check_selector(inner, self, "inner")
+
+    @property
+    def children(self):
+        return (self.inner,)
+
+
+# -- attention operations -------------------------------------------------------------------------
+
+
+class Aggregate(SOp):
+    """An attention head reading ``sop`` at the positions ``selector`` selects.
+
+    * categorical ``sop``: the value the selected positions share (an error if they disagree),
+      ``default`` where nothing is selected;
+    * numerical ``sop``: the mean of the selected values, ``default`` (0 unless given) where nothing is.
+    """
+
+    kind = "aggregate"
+
+    def __init__(self, selector: Selector, sop: SOp, default: Any = None, encoding: str | None = None,
+                 name: str | None = None):
+        sop_ = _check_sop(sop, self, "value", name=name)
+        super().__init__(encoding or sop_.encoding, name)
+        self.selector = _check_selector(selector, self, "selector")
+        self.sop = sop_
+        if self.encoding != sop_.encoding:
+            what = "take the mean of" if self.is_numerical else "take a single value of"
+            raise RaspProgramError(
+                f"Aggregate {self.name}: cannot {what} {sop_.encoding} SOp {sop_.name}; a numerical Aggregate "
+                f"averages a numerical SOp, a categorical one copies a categorical SOp"
+            )
+        if self.is_numerical:
+            default = _check_number(0 if default is None else default, f"Aggregate {self.name} default")
+        self.default = default
+
+    @property
+    def children(self):
+        return (self.selector, self.sop)
+
+
+class SelectorWidth(SOp):
+    """How many key positions the selector selects, at each query position (0 ... n)."""
+
+    kind = "selector_width"
+
+    def __init__(self, selector: Selector, encoding: str = CATEGORICAL, name: str | None = None):
+        super().__init__(encoding, name)
+        self.selector = _check_selector(selector, self, "selector")
+
+    @property
+    def children(self):
+        return (self.selector,)
+
+
+class Maximum(SOp):
+    """The largest value of ``sop`` among the selected positions (``default`` where none is selected)."""
+
+    kind = "maximum"
+    reduce = staticmethod(max)
+
+    def __init__(self, selector: Selector, sop: SOp, default: Any = None, name: str | None = None):
+        sop_ = _check_sop(sop, self, "value", name=name)
+        super().__init__(sop_.encoding, name)
+        self.selector = _check_selector(selector, self, "selector")
+        self.sop = sop_
+        if self.is_numerical:
+            default = _check_number(0 if default is None else default, f"{type(self).__name__} {self.name} default")
+        self.default = default
+
+    @property
+    def children(self):
+        return (self.selector, self.sop)
+
+
+class Minimum(Maximum):
+    """The smallest value of ``sop`` among the selected positions (``default`` where none is selected)."""
+
+    kind = "minimum"
+    reduce = staticmethod(min)
+
+
+# -- annotations ----------------------------------------------------------------------------------
+
+
+def numerical(sop: SOp) -> SOp:
+    """A copy of ``sop`` whose values are stored as one number (e.g. ``numerical(Map(f, tokens))``)."""
+    return _with_encoding(sop, NUMERICAL)
+
+
+def categorical(sop: SOp) -> SOp:
+    """A copy of ``sop`` whose values are stored one-hot."""
+    return _with_encoding(sop, CATEGORICAL)
+
+
+def _with_encoding(sop: SOp, encoding: str) -> SOp:
+    _check_sop(sop, None, "argument")
+    if isinstance(sop, (Aggregate, Maximum)) and sop.sop.encoding != encoding:
+        raise RaspProgramError(
+            f"{type(sop).__name__} {sop.name}: its encoding follows its value SOp {sop.sop.name} ({sop.sop.encoding}); "
+            f"make {sop.sop.name} {encoding} instead"
+        )
+    new = copy.copy(sop)
+    new.id = next(RASPExpr._ids)
+    new.encoding = encoding
+    if isinstance(new, (Full, Aggregate, Maximum)) and encoding == NUMERICAL:
+        attr = "value" if isinstance(new, Full) else "default"
+        value = getattr(new, attr)
+        setattr(new, attr, _check_number(0 if value is None else value, f"{type(sop).__name__} {sop.name} {attr}"))
+    return new
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+def _check_sop(x: Any, op: RASPExpr | None, role: str, name: str | None = None) -> SOp:
+    if not isinstance(x, SOp):
+        owner = f"{type(op).__name__} {name or (op.name if op is not None and hasattr(op, 'id') else '')}".strip() if op is not None else "argument"
+        got = f"{type(x).__name__} {x.name}" if isinstance(x, RASPExpr) else type(x).__name__
+        raise RaspProgramError(f"{owner}: {role} must be a SOp (tokens, indices, a Map, ...), got {got}")
+    return x
+
+
+def _check_selector(x: Any, op: RASPExpr, role: str) -> Selector:
+    if not isinstance(x, Selector):
+        got = f"{type(x).__name__} {x.name}" if isinstance(x, RASPExpr) else type(x).__name__
+        raise RaspProgramError(f"{type(op).__name__} {op.name}: {role} argument must be a Selector (Select(...)), got {got}")
+    return x
+
+
+def _check_callable(f: Any, op: RASPExpr, n_args: int, what: str = "function") -> Callable:
+    if not callable(f) or isinstance(f, RASPExpr):
+        raise RaspProgramError(f"{type(op).__name__} {op.name}: {what} must be a callable of {n_args} argument(s), got {type(f).__name__}")
+    return f
+
+
+def _check_number(value: Any, where: str) -> int | float:
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise RaspProgramError(f"{where}: a numerical value must be a finite number, got {value!r}")
+    return value
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, Real) and math.isfinite(float(value))
+
+
+def walk(program: RASPExpr) -> list[RASPExpr]:
+    """Every expression ``program`` depends on, each once, children before parents (topological order)."""
+    order: list[RASPExpr] = []
+    seen: set[int] = set()
+    stack: list[tuple[RASPExpr, bool]] = [(program, False)]
+    while stack:
+        expr, expanded = stack.pop()
+        if expanded:
+            order.append(expr)
+            continue
+        if expr.id in seen:
+            continue
+        seen.add(expr.id)
+        stack.append((expr, True))
+        for child in reversed(expr.children):
+            if child.id not in seen:
+                stack.append((child, False))
+    return order
+
+
+def sequence(value: Sequence | str) -> list:
+    """An input as a list of tokens (a string is its characters)."""
+    return list(value)
