@@ -12,7 +12,14 @@ self-attention, y = the encoder output for cross-attention):
     out       = sum_h z_h W_O[h] + b_O         [pos_q, d_model]   (= Concat(z_h) W^O in the paper)
 
 With grouped-query attention several query heads share one key/value head (``n_kv_heads < n_heads``).
-When no hook asks for ``scores`` or ``pattern``, the same equations run as one fused kernel
+With QK-norm, q_h and k_h are normalised over d_head first (``norms.make_qk_norm``); RoPE then rotates
+them; ALiBi and T5 add a bias to the scores (``positional.py``).
+
+This class is full softmax attention. The other attention patterns (sliding window, sparse, linear,
+Linformer; ``glassformer/model/patterns/``) subclass it and replace one method, :meth:`Attention.attend`
+(q, k, v -> z), so the projections, the hooks and the parameter names are the same for all of them.
+
+When no hook asks for ``scores`` or ``pattern``, full attention runs as one fused kernel
 (``F.scaled_dot_product_attention``); a test checks the two paths agree.
 """
 
@@ -25,7 +32,8 @@ from torch import nn
 from glassformer.model.config import ModelConfig
 from glassformer.model.hooks import HookPoint
 from glassformer.model.kv_cache import LayerCache
-from glassformer.model.positional import ALiBi, Rotary
+from glassformer.model.norms import make_qk_norm
+from glassformer.model.positional import ALiBi, Rotary, T5RelativeBias
 
 
 def attention_mask(
@@ -46,8 +54,32 @@ def attention_mask(
     return mask
 
 
+def align_padding(key_padding: torch.Tensor | None, n_keys: int) -> torch.Tensor | None:
+    """The padding mask [batch, n_keys] of the last ``n_keys`` key positions.
+
+    ``attention_mask`` columns are the most recent positions, ending at the last query (with a KV cache:
+    all positions so far). Keys older than its first column (a Transformer-XL memory) count as real;
+    columns older than the oldest key (a sliding-window cache forgot them) are dropped.
+    """
+    if key_padding is None:
+        return None
+    have = key_padding.shape[1]
+    if have >= n_keys:
+        return key_padding[:, have - n_keys :]
+    return F.pad(key_padding, (n_keys - have, 0), value=1)
+
+
+def make_score_bias(config: ModelConfig, causal: bool) -> nn.Module | None:
+    """The additive score bias of the positional scheme (ALiBi, T5), or None."""
+    if config.positional == "alibi":
+        return ALiBi(config.n_heads)
+    if config.positional == "t5":
+        return T5RelativeBias(config.n_heads, not causal, config.t5_buckets, config.t5_max_distance)
+    return None
+
+
 class Attention(nn.Module):
-    """Multi-head (or grouped-query) attention with per-head weights and a hook on every intermediate."""
+    """Multi-head (or grouped-query) softmax attention with per-head weights and a hook on every intermediate."""
 
     def __init__(self, config: ModelConfig, causal: bool, cross: bool = False):
         super().__init__()
@@ -65,10 +97,12 @@ class Attention(nn.Module):
             self.b_O = nn.Parameter(torch.zeros(d))
         else:
             self.b_Q = self.b_K = self.b_V = self.b_O = None
-        self.rotary = Rotary(e, config.rope_fraction, config.rope_base) if config.positional == "rope" and not cross else None
-        self.alibi = ALiBi(h) if config.positional == "alibi" and not cross else None
-        self.dropout = config.dropout
         self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # [batch, pos, heads, d_head]
+        self.q_norm = make_qk_norm(config) if config.qk_norm else None  # hooks: attn.q_norm, attn.q_norm.scale
+        self.k_norm = make_qk_norm(config) if config.qk_norm else None
+        self.rotary = Rotary(e, config.rope_fraction, config.rope_base) if config.positional == "rope" and not cross else None
+        self.score_bias = None if cross else make_score_bias(config, causal)  # ALiBi / T5: [heads, q_pos, k_pos]
+        self.dropout = config.dropout
         self.scores, self.pattern = HookPoint(), HookPoint()  # [batch, heads, q_pos, k_pos]
         self.z = HookPoint()  # [batch, q_pos, heads, d_head]
 
@@ -86,40 +120,80 @@ class Attention(nn.Module):
         positions: torch.Tensor,  # [q_pos] absolute positions of the queries
         key_padding: torch.Tensor | None = None,  # [batch, k_pos] 1 = real
         cache: LayerCache | None = None,
+        prefix: torch.Tensor | None = None,  # [batch, mem_pos, d_model] Transformer-XL memory: extra keys/values
     ) -> torch.Tensor:
         q = self.q(self._project(x, self.W_Q, self.b_Q))  # [batch, q_pos, heads, d_head]
-        k, v = self._keys_values(x if memory is None else memory, cache)  # [batch, k_pos, kv_heads, d_head]
-        k_positions = torch.arange(k.shape[1], device=x.device)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
         if self.rotary is not None:
-            q = self.rotary(q, positions)  # keys were rotated (by their own positions) in _keys_values
-        bias = self.alibi(positions, k_positions) if self.alibi is not None else None  # [heads, q_pos, k_pos]
-        mask = attention_mask(positions, k_positions, self.causal and not self.cross, key_padding)
-        if self.n_kv_heads != self.n_heads:  # grouped-query: each kv head serves n_heads / n_kv_heads queries
-            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=2)
-            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=2)
-        if self.scores.active or self.pattern.active:
-            z = self._explicit(q, k, v, bias, mask)
+            q = self.rotary(q, positions)
+        if self.cross:
+            z = self._cross_attend(q, memory, positions, key_padding, cache)
         else:
-            plain_causal = self.causal and not self.cross and key_padding is None and q.shape[1] == k.shape[1]
-            z = self._fused(q, k, v, bias, mask, plain_causal)
+            y = x if prefix is None else torch.cat([prefix, x], dim=1)  # [batch, k_pos, d_model]
+            last = int(positions[-1]) + 1
+            k_positions = torch.arange(last - y.shape[1], last, device=x.device)  # the new keys end at the last query
+            k, v = self._keys_values(y, k_positions)  # [batch, k_pos, kv_heads, d_head]
+            z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
         z = self.z(z)  # [batch, q_pos, heads, d_head]
         out = torch.einsum("bqhe,hed->bqd", z, self.W_O)  # [batch, q_pos, d_model]
         return out + self.b_O if self.b_O is not None else out
 
-    def _keys_values(self, y: torch.Tensor, cache: LayerCache | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cross and cache is not None and cache.cross_k is not None:
-            return cache.cross_k, cache.cross_v  # the encoder output does not change while decoding
-        k = self.k(self._project(y, self.W_K, self.b_K))  # [batch, pos, kv_heads, d_head]
+    def _keys_values(self, y: torch.Tensor, k_positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """k_h = y W_K[h] + b_K[h], v_h = y W_V[h] + b_V[h], then QK-norm and RoPE on k: [batch, k_pos, kv_heads, d_head]."""
+        k = self.k(self._project(y, self.W_K, self.b_K))  # [batch, k_pos, kv_heads, d_head]
         v = self.v(self._project(y, self.W_V, self.b_V))
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         if self.rotary is not None:
-            offset = cache.k.shape[1] if cache is not None and cache.k is not None else 0
-            k = self.rotary(k, torch.arange(offset, offset + k.shape[1], device=k.device))
-        if cache is None:
-            return k, v
-        if self.cross:
-            cache.cross_k, cache.cross_v = k, v
-            return k, v
-        return cache.append(k, v)
+            k = self.rotary(k, k_positions)
+        return k, v
+
+    def expand_kv(self, t: torch.Tensor) -> torch.Tensor:
+        """Grouped-query attention: kv head g serves query heads g*r .. g*r + r - 1 (r = n_heads / n_kv_heads).
+        [batch, pos, kv_heads, d_head] -> [batch, pos, heads, d_head]."""
+        if self.n_kv_heads == self.n_heads:
+            return t
+        return t.repeat_interleave(self.n_heads // self.n_kv_heads, dim=2)
+
+    # -- q, k, v -> z: the part an attention pattern replaces ------------------------------------------
+
+    def attend(
+        self,
+        q: torch.Tensor,  # [batch, q_pos, heads, d_head]
+        k: torch.Tensor,  # [batch, new_k_pos, kv_heads, d_head] keys of this call (memory prefix included)
+        v: torch.Tensor,  # [batch, new_k_pos, kv_heads, d_head]
+        *,
+        q_positions: torch.Tensor,  # [q_pos]
+        k_positions: torch.Tensor,  # [new_k_pos]
+        key_padding: torch.Tensor | None,  # [batch, >= some k_pos] 1 = real (see align_padding)
+        cache: LayerCache | None,
+    ) -> torch.Tensor:
+        """Full softmax attention over every allowed key: z [batch, q_pos, heads, d_head]."""
+        if cache is not None:
+            k, v, first = cache.append(k, v)  # every key so far
+            k_positions = torch.arange(first, cache.seen, device=q.device)
+        key_padding = align_padding(key_padding, k.shape[1])
+        bias = self.score_bias(q_positions, k_positions) if self.score_bias is not None else None  # [heads, q, k]
+        mask = attention_mask(q_positions, k_positions, self.causal, key_padding)
+        plain_causal = self.causal and key_padding is None and q.shape[1] == k.shape[1]
+        return self.softmax_attention(q, self.expand_kv(k), self.expand_kv(v), bias, mask, plain_causal)
+
+    def _cross_attend(self, q, memory, positions, key_padding, cache) -> torch.Tensor:
+        if cache is not None and cache.cross_k is not None:
+            k, v = cache.cross_k, cache.cross_v  # the encoder output does not change while decoding
+        else:
+            k, v = self._keys_values(memory, None)  # [batch, src_pos, kv_heads, d_head]
+            if cache is not None:
+                cache.cross_k, cache.cross_v = k, v
+        mask = attention_mask(positions, torch.arange(k.shape[1], device=q.device), False, key_padding)
+        return self.softmax_attention(q, self.expand_kv(k), self.expand_kv(v), None, mask, plain_causal=False)
+
+    def softmax_attention(self, q, k, v, bias, mask, plain_causal: bool) -> torch.Tensor:
+        """softmax(scale q k^T + bias, masked) v, explicitly when a hook watches scores/pattern, else fused."""
+        if self.scores.active or self.pattern.active:
+            return self._explicit(q, k, v, bias, mask)
+        return self._fused(q, k, v, bias, mask, plain_causal)
 
     def _explicit(self, q, k, v, bias, mask) -> torch.Tensor:
         """The equations one by one, with hooks on scores and pattern."""

@@ -4,6 +4,10 @@ each wrapped in a residual connection with a norm placed as the config says.
     Pre-LN  (norm_position="pre"):   x = x + Sublayer(Norm(x))
     Post-LN (norm_position="post"):  x = Norm(x + Sublayer(x))      (the paper's Figure 1)
 
+The self-attention is the pattern ``config.attention`` asks for (``patterns/``). With a Transformer-XL
+memory (``segment_memory.py``) the self-attention also reads the memory's states as extra keys/values,
+then stores this segment's attention input in it.
+
 Hook points, in forward order: resid_pre, ln1, attn.*, attn_out, resid_mid, [ln_cross, cross_attn.*,
 cross_attn_out, resid_mid_cross], ln2, mlp.pre, mlp.post, mlp_out, resid_post.
 """
@@ -19,6 +23,8 @@ from glassformer.model.hooks import HookPoint
 from glassformer.model.kv_cache import LayerCache
 from glassformer.model.mlp import make_mlp
 from glassformer.model.norms import RESIDUAL_RULES, make_norm
+from glassformer.model.patterns import make_attention
+from glassformer.model.segment_memory import LayerMemory
 
 
 class Block(nn.Module):
@@ -28,7 +34,7 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.resid_pre = HookPoint()  # [batch, pos, d_model]
         self.ln1 = make_norm(config)
-        self.attn = Attention(config, causal=causal)
+        self.attn = make_attention(config, causal=causal)
         self.attn_out = HookPoint()
         self.resid_mid = HookPoint()
         if cross_attention:
@@ -54,11 +60,17 @@ class Block(nn.Module):
         memory: torch.Tensor | None = None,  # [batch, src_pos, d_model] encoder output (cross-attention)
         memory_mask: torch.Tensor | None = None,  # [batch, src_pos]
         cache: LayerCache | None = None,
+        segment: LayerMemory | None = None,  # Transformer-XL: this layer's memory (updated here)
+        read_segment: bool = True,  # False once a KV cache already holds the memory's keys
     ) -> torch.Tensor:
         x = self.resid_pre(x)
 
         def self_attention(h):
-            return self.attn_out(self.drop(self.attn(h, positions=positions, key_padding=attention_mask, cache=cache)))
+            prefix = segment.states if segment is not None and read_segment else None  # [batch, mem, d_model]
+            out = self.attn(h, positions=positions, key_padding=attention_mask, cache=cache, prefix=prefix)
+            if segment is not None:
+                segment.update(h)
+            return self.attn_out(self.drop(out))
 
         x = self.resid_mid(self.residual(x, self.ln1, self_attention))
         if self.cross_attn is not None:

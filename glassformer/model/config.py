@@ -29,9 +29,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("decoder", "encoder", "encoder-decoder"),
     "norm": ("layernorm", "rmsnorm", "none"),
     "norm_position": ("pre", "post"),
-    "positional": ("learned", "sinusoidal", "none", "rope", "alibi"),
+    "positional": ("learned", "sinusoidal", "none", "rope", "alibi", "t5"),
     "act": ("gelu", "gelu_tanh", "relu", "relu2", "swiglu", "geglu"),  # swiglu/geglu: gated MLP (mlp.py)
+    "attention": ("full", "sliding", "sparse", "linear", "linformer"),  # patterns/: what each query sees
+    "sparse_pattern": ("strided", "fixed"),  # the Sparse Transformer's two factorisations
+    "input": ("tokens", "patches"),  # patches: a vision transformer reading images (vision.py)
 }
+RELATIVE_POSITIONALS = ("rope", "alibi", "t5", "none")  # schemes that only see offsets i - j
 
 
 @dataclass
@@ -73,6 +77,20 @@ class ModelConfig:
     attn_scale: float | None = None  # -> 1 / sqrt(d_head)
     n_classes: int = 0  # encoder: size of the sequence-classification head (0 = none)
     init_std: float = 0.02
+    # -- variants (docs/variants.md) --
+    t5_buckets: int = 32  # positional="t5": number of relative-offset buckets
+    t5_max_distance: int = 128  # positional="t5": offsets beyond this share the last bucket
+    attention: str = "full"
+    window: int | None = None  # attention="sliding": each query sees the `window` latest keys (itself included)
+    stride: int | None = None  # attention="sparse": block length l -> round(sqrt(n_ctx))
+    sparse_pattern: str = "strided"  # attention="sparse": "strided" or "fixed"
+    sparse_summary: int = 1  # attention="sparse", "fixed": the last c positions of each block summarise it
+    linformer_k: int | None = None  # attention="linformer": keys/values are projected to this many slots
+    memory_len: int = 0  # Transformer-XL: attend to this many cached states of the previous segment(s)
+    input: str = "tokens"
+    image_size: int | None = None  # input="patches": images are image_size x image_size pixels
+    patch_size: int | None = None  # input="patches": cut into patch_size x patch_size patches
+    n_channels: int = 1  # input="patches": colour channels
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -129,6 +147,7 @@ class ModelConfig:
             raise ConfigError("ModelConfig.qk_norm needs norm = 'layernorm' or 'rmsnorm' (QK-norm uses the same norm type)")
         if self.attn_scale is not None and not (self.attn_scale > 0 and math.isfinite(self.attn_scale)):
             raise ConfigError(f"ModelConfig.attn_scale = {self.attn_scale!r} must be a positive number")
+        _check_variants(self)
 
     # -- derived -------------------------------------------------------------------------------------
 
@@ -141,6 +160,11 @@ class ModelConfig:
     def scale(self) -> float:
         """The factor attention scores are multiplied by: ``attn_scale`` or 1/sqrt(d_head)."""
         return self.attn_scale if self.attn_scale is not None else 1.0 / math.sqrt(self.d_head)
+
+    @property
+    def n_patches(self) -> int:
+        """input="patches": how many patches an image is cut into, (image_size / patch_size)^2."""
+        return (self.image_size // self.patch_size) ** 2 if self.input == "patches" else 0
 
     # -- (de)serialisation ---------------------------------------------------------------------------
 
@@ -184,6 +208,69 @@ class ModelConfig:
             raise ConfigError(f"{path} must hold a table of config fields, not {type(data).__name__}")
         data = data.get("model", data)  # allow a [model] table
         return cls.from_dict(data)
+
+
+def _check_variants(c: ModelConfig) -> None:
+    """Validate (and derive) the variant fields: attention patterns, T5 bias, Transformer-XL memory, patches."""
+    if c.positional == "t5":
+        _require_positive_int("t5_buckets", c.t5_buckets)
+        _require_positive_int("t5_max_distance", c.t5_max_distance)
+        if c.t5_buckets < 4 or c.t5_max_distance <= c.t5_buckets // (2 if c.causal else 4):
+            raise ConfigError(
+                f"ModelConfig.t5_buckets = {c.t5_buckets} must be >= 4 and t5_max_distance = {c.t5_max_distance} "
+                "larger than the exact-offset buckets (t5_buckets / 2, or / 4 for encoders)"
+            )
+    uses = {"window": "sliding", "linformer_k": "linformer", "stride": "sparse"}
+    for name, attention in uses.items():
+        if getattr(c, name) is not None and c.attention != attention:
+            raise ConfigError(f"ModelConfig.{name} is only used with attention={attention!r}, not {c.attention!r}")
+    if c.attention == "sliding":
+        if c.window is None:
+            raise ConfigError("ModelConfig.attention='sliding' needs window (how many latest keys each query sees)")
+        _require_positive_int("window", c.window)
+    if c.attention == "sparse":
+        if c.stride is None:
+            c.stride = max(1, round(math.sqrt(c.n_ctx)))  # l ~ sqrt(n): O(n sqrt(n)) (Child et al. 2019)
+        _require_positive_int("stride", c.stride)
+        if not isinstance(c.sparse_summary, int) or not 1 <= c.sparse_summary <= c.stride:
+            raise ConfigError(f"ModelConfig.sparse_summary = {c.sparse_summary!r} must be an int in 1..stride = {c.stride}")
+    if c.attention == "linformer":
+        if c.arch != "encoder":
+            raise ConfigError(
+                "ModelConfig.attention='linformer' projects keys along the whole sequence, which would let a "
+                f"query see the future: it needs arch='encoder', not {c.arch!r}"
+            )
+        if c.linformer_k is None:
+            raise ConfigError("ModelConfig.attention='linformer' needs linformer_k (the projected sequence length)")
+        _require_positive_int("linformer_k", c.linformer_k)
+    if c.attention in ("linear", "linformer") and c.positional in ("alibi", "t5"):
+        raise ConfigError(
+            f"ModelConfig.positional = {c.positional!r} adds a bias to a score matrix, which attention = "
+            f"{c.attention!r} never forms; use rope, learned, sinusoidal or none"
+        )
+    if not isinstance(c.memory_len, int) or isinstance(c.memory_len, bool) or c.memory_len < 0:
+        raise ConfigError(f"ModelConfig.memory_len = {c.memory_len!r} must be an integer >= 0")
+    if c.memory_len:
+        if c.arch != "decoder":
+            raise ConfigError(f"ModelConfig.memory_len (Transformer-XL) needs arch='decoder', not {c.arch!r}")
+        if c.positional not in RELATIVE_POSITIONALS:
+            raise ConfigError(
+                f"ModelConfig.memory_len needs relative positions (one of {', '.join(map(repr, RELATIVE_POSITIONALS))}): "
+                f"positional = {c.positional!r} would restart at 0 in every segment"
+            )
+    if c.input == "patches":
+        for name in ("image_size", "patch_size", "n_channels"):
+            _require_positive_int(name, getattr(c, name))
+        if c.image_size % c.patch_size:
+            raise ConfigError(f"ModelConfig.image_size = {c.image_size} is not divisible by patch_size = {c.patch_size}")
+        if c.arch != "encoder" or c.n_classes < 1:
+            raise ConfigError("ModelConfig.input='patches' (vision transformer) needs arch='encoder' and n_classes > 0")
+        if c.n_ctx < c.n_patches + 1:
+            raise ConfigError(
+                f"ModelConfig.n_ctx = {c.n_ctx} is too small for {c.n_patches} patches plus the class token"
+            )
+    elif c.image_size is not None or c.patch_size is not None:
+        raise ConfigError("ModelConfig.image_size / patch_size are only used with input='patches'")
 
 
 def _require_positive_int(name: str, value: Any) -> None:

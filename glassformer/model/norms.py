@@ -71,6 +71,21 @@ def make_norm(config: ModelConfig) -> nn.Module:
     return NoNorm(config.d_model)
 
 
+def make_qk_norm(config: ModelConfig) -> nn.Module:
+    """QK-norm (Henry et al. 2020; Dehghani et al. 2023, ViT-22B; OLMo 2, Qwen3): normalise each head's
+    query and key over d_head, with a gain shared by all heads, before RoPE and the dot product:
+
+        q_h <- Norm(q_h),  k_h <- Norm(k_h),  scores_h = scale * q_h k_h^T
+
+    The norm is the model's own type (LayerNorm or RMSNorm) of size d_head. With w = 1, RMSNorm makes
+    |q_h| = |k_h| = sqrt(d_head), so |scores| <= scale * d_head whatever the size of W_Q and W_K: the
+    logits cannot blow up, which is what stabilises training at large learning rates.
+    """
+    if config.norm == "layernorm":
+        return LayerNorm(config.d_head, config.norm_eps, config.bias)
+    return RMSNorm(config.d_head, config.norm_eps)
+
+
 # --- where the norm sits: the two residual rules -------------------------------------------------------
 Sublayer = Callable[[torch.Tensor], torch.Tensor]
 

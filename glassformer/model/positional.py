@@ -4,9 +4,17 @@
   proportional to the position, so that q_i . k_j depends on positions only through i - j.
 * ALiBi (Press et al. 2022, "Train Short, Test Long"): add -m_h * |i - j| to head h's scores, with a
   fixed geometric slope m_h per head; no position enters the residual stream at all.
+* T5's relative position bias (Raffel et al. 2020): add a learned b[h, bucket(j - i)] to head h's
+  scores, with offsets grouped into log-spaced buckets.
+
+The score biases (ALiBi, T5) take query and key positions of any broadcastable shape
+(``[..., q_pos]`` and ``[..., k_pos]``) so that block-sparse attention can ask for the bias of its
+blocks only: ``bias(q_positions, k_positions) -> [heads, ..., q_pos, k_pos]``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -57,6 +65,11 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor(slopes)
 
 
+def relative_offsets(q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+    """offset[..., i, j] = k_positions[..., j] - q_positions[..., i]  (negative: the key is in the past)."""
+    return k_positions[..., None, :] - q_positions[..., :, None]  # [..., q_pos, k_pos]
+
+
 class ALiBi(nn.Module):
     """bias[h, i, j] = -m_h * |i - j|, added to head h's attention scores before the softmax."""
 
@@ -65,5 +78,47 @@ class ALiBi(nn.Module):
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)  # [heads]
 
     def forward(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
-        distance = (q_positions[:, None] - k_positions[None, :]).abs().float()  # [q_pos, k_pos]
-        return -self.slopes[:, None, None] * distance[None]  # [heads, q_pos, k_pos]
+        distance = relative_offsets(q_positions, k_positions).abs().float()  # [..., q_pos, k_pos]
+        slopes = self.slopes.view(-1, *[1] * distance.dim())  # [heads, 1, ..., 1]
+        return -slopes * distance  # [heads, ..., q_pos, k_pos]
+
+
+def t5_bucket(offset: torch.Tensor, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """T5's bucket of a relative offset ``j - i`` (Raffel et al. 2020, section 2.1; HF's
+    ``_relative_position_bucket``). With n = n_buckets (halved when bidirectional: one half for keys after
+    the query, one for keys before it; a causal model only sees d = i - j >= 0):
+
+        bucket(d) = d                                                        if d < n/2   (one per offset)
+                  = n/2 + floor(log(d / (n/2)) / log(max_distance / (n/2)) * (n - n/2))   capped at n - 1
+
+    so near offsets are told apart exactly and far ones share logarithmically wider buckets; every
+    offset beyond ``max_distance`` lands in the last bucket.
+    """
+    buckets = torch.zeros_like(offset)
+    if bidirectional:
+        n_buckets //= 2
+        buckets = buckets + (offset > 0).long() * n_buckets  # keys after the query use the upper half
+        distance = offset.abs()
+    else:
+        distance = (-offset).clamp(min=0)  # keys in the past: d = i - j
+    max_exact = n_buckets // 2
+    is_small = distance < max_exact
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (n_buckets - max_exact)).long()).clamp(max=n_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
+
+
+class T5RelativeBias(nn.Module):
+    """bias[h, i, j] = W_bias[bucket(j - i), h]: one learned scalar per (offset bucket, head), added to
+    head h's scores. T5 learns one table per stack and shares it across layers; here each layer has its
+    own (a shared table is the special case of equal tables)."""
+
+    def __init__(self, n_heads: int, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128):
+        super().__init__()
+        self.bidirectional, self.n_buckets, self.max_distance = bidirectional, n_buckets, max_distance
+        self.W_bias = nn.Parameter(torch.zeros(n_buckets, n_heads))
+
+    def forward(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        offset = relative_offsets(q_positions, k_positions)  # [..., q_pos, k_pos]
+        bucket = t5_bucket(offset, self.bidirectional, self.n_buckets, self.max_distance)
+        return self.W_bias[bucket].movedim(-1, 0)  # [heads, ..., q_pos, k_pos]

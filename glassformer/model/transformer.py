@@ -6,6 +6,10 @@
 
 An encoder-decoder runs an encoder stack (bidirectional blocks) over the source first; its output
 (``memory``) is what every decoder block's cross-attention reads.
+
+Variants (docs/variants.md): a vision transformer (``input="patches"``) replaces W_E by a patch
+embedding and a class token (``vision.py``) and returns class logits; a Transformer-XL decoder
+(``memory_len > 0``) takes a ``segment_memory`` (``segment_memory.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from glassformer.model.embed import Embed, Unembed, UnembedTransform, make_posit
 from glassformer.model.hooks import HookedMixin, HookPoint
 from glassformer.model.kv_cache import KVCache
 from glassformer.model.norms import NoNorm, make_norm
+from glassformer.model.segment_memory import SegmentMemory
+from glassformer.model.vision import PatchEmbed
 
 
 class Encoder(nn.Module):
@@ -58,7 +64,8 @@ class Transformer(HookedMixin, nn.Module):
         self.config = config
         encoder_decoder = config.arch == "encoder-decoder"
         self.encoder = Encoder(config) if encoder_decoder else None
-        self.embed = Embed(config.d_vocab, config.d_model)
+        vision = config.input == "patches"
+        self.embed = PatchEmbed(config) if vision else Embed(config.d_vocab, config.d_model)
         self.pos_embed = make_positional(config)
         self.ln_embed = make_norm(config) if config.embed_norm else None
         self.drop = nn.Dropout(config.dropout)
@@ -68,7 +75,9 @@ class Transformer(HookedMixin, nn.Module):
         )
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
         self.unembed_transform = UnembedTransform(config) if config.unembed_transform else None
-        self.unembed = Unembed(config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None)
+        self.unembed = None if vision else Unembed(
+            config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None
+        )
         self.logits = HookPoint()  # [batch, pos, d_vocab_out]
         self.classifier = SequenceClassifier(config) if config.n_classes else None
         self.reset_parameters()
@@ -89,6 +98,9 @@ class Transformer(HookedMixin, nn.Module):
                 nn.init.normal_(p, std=std / n_residual_writes**0.5)
             else:
                 nn.init.normal_(p, std=std)
+        for module in self.modules():  # components with their own rule (Linformer's E, F)
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
     # -- forward -------------------------------------------------------------------------------------
 
@@ -101,18 +113,28 @@ class Transformer(HookedMixin, nn.Module):
         src_attention_mask: torch.Tensor | None = None,  # [batch, src_pos]
         memory: torch.Tensor | None = None,  # [batch, src_pos, d_model]: a precomputed encode(src)
         cache: KVCache | None = None,
+        segment_memory: SegmentMemory | None = None,  # Transformer-XL: read, then updated
     ) -> torch.Tensor:
-        """Logits over the (output) vocabulary at every position: [batch, pos, d_vocab_out]."""
+        """Logits over the (output) vocabulary at every position: [batch, pos, d_vocab_out].
+        A vision model (``input="patches"``) takes images and returns class logits [batch, n_classes]."""
         x = self.residual_stream(
-            tokens, src, attention_mask=attention_mask, src_attention_mask=src_attention_mask, memory=memory, cache=cache
+            tokens, src, attention_mask=attention_mask, src_attention_mask=src_attention_mask, memory=memory,
+            cache=cache, segment_memory=segment_memory,
         )
+        if self.unembed is None:  # vision: no vocabulary; the class token's residual is classified
+            return self.logits(self.classifier(x))  # [batch, n_classes]
         if self.unembed_transform is not None:
             x = self.unembed_transform(x)  # BERT's MLM head: Norm(act(x W_T + b_T))
         return self.logits(self.unembed(x))
 
-    def residual_stream(self, tokens, src=None, *, attention_mask=None, src_attention_mask=None, memory=None, cache=None):
+    def residual_stream(
+        self, tokens, src=None, *, attention_mask=None, src_attention_mask=None, memory=None, cache=None, segment_memory=None
+    ):
         """The final residual stream after ``ln_final``: [batch, pos, d_model]."""
-        tokens = self._check_tokens(tokens, "tokens", offset=cache.offset if cache is not None else 0)
+        if self.config.input == "patches":
+            tokens = self.embed.check_images(tokens)  # [batch, channels, H, W]
+        else:
+            tokens = self._check_tokens(tokens, "tokens", offset=cache.offset if cache is not None else 0)
         if self.encoder is not None:
             if memory is None:
                 if src is None:
@@ -121,7 +143,14 @@ class Transformer(HookedMixin, nn.Module):
         elif src is not None or memory is not None:
             raise InputError(f"src/memory given, but a {self.config.arch!r} model has no encoder-decoder attention")
         offset = cache.offset if cache is not None else 0
-        positions = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)  # [pos]
+        read_segment = segment_memory is not None and offset == 0  # after that, the cache holds the memory's keys
+        if segment_memory is not None:
+            if not self.config.memory_len:
+                raise InputError("segment_memory given, but the model has memory_len = 0 (not a Transformer-XL)")
+            segment_memory.check_batch(tokens.shape[0])
+            offset += segment_memory.length if read_segment else 0  # the memory sits before the segment
+        n_pos = self.config.n_patches + 1 if self.config.input == "patches" else tokens.shape[1]
+        positions = torch.arange(offset, offset + n_pos, device=tokens.device)  # [pos]
         x = self.drop(embed_tokens(self, tokens, positions))  # [batch, pos, d_model]
         for i, block in enumerate(self.blocks):
             x = block(
@@ -131,6 +160,8 @@ class Transformer(HookedMixin, nn.Module):
                 memory=memory,
                 memory_mask=src_attention_mask,
                 cache=cache.layers[i] if cache is not None else None,
+                segment=segment_memory.layers[i] if segment_memory is not None else None,
+                read_segment=read_segment,
             )
         return self.ln_final(x)  # [batch, pos, d_model]
 
@@ -151,6 +182,12 @@ class Transformer(HookedMixin, nn.Module):
         if not self.config.causal:
             raise InputError("a KV cache needs a causal model (decoder or encoder-decoder)")
         return KVCache(len(self.blocks))
+
+    def new_segment_memory(self) -> SegmentMemory:
+        """An empty Transformer-XL memory: ``model(segment, segment_memory=mem)`` reads and updates it."""
+        if not self.config.memory_len:
+            raise InputError("new_segment_memory() needs a decoder built with memory_len > 0 (Transformer-XL)")
+        return SegmentMemory(len(self.blocks), self.config.memory_len)
 
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
         """Sample a continuation; see :func:`glassformer.model.generate.generate` for the options."""
@@ -188,7 +225,8 @@ class Transformer(HookedMixin, nn.Module):
     def num_params(self, include_embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         if not include_embeddings:
-            n -= self.embed.W_E.numel() + (self.pos_embed.W_pos.numel() if hasattr(self.pos_embed, "W_pos") else 0)
+            n -= sum(p.numel() for p in self.embed.parameters())  # W_E (or the patch embedding)
+            n -= self.pos_embed.W_pos.numel() if hasattr(self.pos_embed, "W_pos") else 0
         return n
 
     def extra_repr(self) -> str:
