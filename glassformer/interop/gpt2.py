@@ -31,7 +31,13 @@ from glassformer.model import ModelConfig, Transformer
 
 # HF activation_function -> glassformer act ("gelu_new", "gelu_fast" and "gelu_pytorch_tanh" are all the
 # tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), written three ways).
-ACT_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+ACT_FROM_HF = {
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu": "gelu",
+    "relu": "relu",
+}
 ACT_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 
 # Fields that do not change the function a model computes, so export ignores them.
@@ -83,7 +89,8 @@ def convert(source: HFSource) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
         "unembed.b_U": torch.zeros(cfg.d_vocab),  # GPT-2's lm_head has no bias
     }
     if not cfg.tie_embeddings:
-        p["unembed.W_U"] = source.weights.take("lm_head.weight", cfg.d_vocab, d).T  # nn.Linear [out, in] -> [d_model, d_vocab]
+        # nn.Linear [d_vocab, d_model] -> W_U [d_model, d_vocab]
+        p["unembed.W_U"] = source.weights.take("lm_head.weight", cfg.d_vocab, d).T
     for i in range(cfg.n_layers):
         hf, gf = f"h.{i}.", f"blocks.{i}."
         for hf_ln, gf_ln in (("ln_1", "ln1"), ("ln_2", "ln2")):

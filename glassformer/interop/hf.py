@@ -27,6 +27,8 @@ Converter = Callable[[HFSource], "tuple[ModelConfig, dict[str, torch.Tensor]]"]
 CONVERTERS: dict[str, Converter] = {
     "gpt2": gpt2.convert,
     "llama": llama.convert,
+    "mistral": llama.convert,
+    "qwen2": llama.convert,
     "bert": bert.convert,
 }
 

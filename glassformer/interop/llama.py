@@ -1,4 +1,4 @@
-"""Llama (Touvron et al. 2023) -> glassformer.
+"""Llama (Touvron et al. 2023) and its family (Mistral, Qwen2) -> glassformer.
 
 A Llama block is GPT-2's pre-norm block with four substitutions, each a glassformer config field:
 
@@ -31,6 +31,10 @@ Conventions checked against Hugging Face's code (and held to 1e-4 by the tests):
     layers.{i}.mlp.down_proj                blocks.{i}.mlp.W_out            [d_mlp, d_model]
     norm.weight                             ln_final.w
     lm_head.weight                          unembed.W_U (transposed), or tied to W_E
+
+Mistral and Qwen2 store the same tensors under the same names; they differ in which projections carry
+biases (``BIASES``) and in sliding-window attention (Mistral's ``sliding_window``), which maps to
+glassformer's ``attention="sliding"``: both let query i see keys j with 0 <= i - j < window.
 """
 
 from __future__ import annotations
@@ -41,9 +45,46 @@ from glassformer.errors import CheckpointError
 from glassformer.interop.layout import bias_heads, heads_from_linear, out_heads_from_linear
 from glassformer.interop.source import HFSource, config_value
 from glassformer.model import ModelConfig
+from glassformer.model.config import CHOICES
 
 # HF hidden_act of the gate -> glassformer's gated MLP
 ACT_FROM_HF = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu"}
+
+# model_type -> which projections have biases: fn(config) -> {"q", "k", "v", "o", "mlp"} -> bool
+BIASES = {
+    "llama": lambda c: {
+        **dict.fromkeys("qkvo", bool(c.get("attention_bias"))), "mlp": bool(c.get("mlp_bias"))
+    },
+    "mistral": lambda c: {**dict.fromkeys("qkvo", False), "mlp": False},
+    "qwen2": lambda c: {**dict.fromkeys("qkv", True), "o": False, "mlp": False},
+}
+
+
+def sliding_window(source: HFSource) -> int | None:
+    """The attention window (query i sees keys i - window < j <= i), or None for full causal attention.
+    Mistral: ``sliding_window``; Qwen2: only when every layer uses it (``layer_types`` / ``use_sliding_window``);
+    a mix of sliding and full layers has no single glassformer config and is refused."""
+    c = source.config
+    if source.model_type == "mistral":
+        return c.get("sliding_window")
+    if source.model_type == "qwen2":
+        kinds = set(c.get("layer_types") or ["sliding_attention" if c.get("use_sliding_window") else "full_attention"])
+        if kinds == {"full_attention"}:
+            return None
+        if kinds != {"sliding_attention"}:
+            raise CheckpointError(f"{source.name}: a mix of sliding-window and full-attention layers is not supported")
+        return config_value(source, "sliding_window")
+    return None
+
+
+def attention_fields(source: HFSource) -> dict:
+    """The glassformer config fields for the model's attention pattern."""
+    window = sliding_window(source)
+    if window is None:
+        return {}
+    if "sliding" not in CHOICES.get("attention", ()):
+        raise CheckpointError(f"{source.name}: sliding_window={window} needs glassformer's sliding-window attention")
+    return {"attention": "sliding", "window": window}
 
 
 def rope_theta(source: HFSource) -> float:
@@ -64,7 +105,9 @@ def config_from_hf(source: HFSource, has_lm_head: bool = True) -> ModelConfig:
     c = source.config
     act = config_value(source, "hidden_act", "silu")
     if act not in ACT_FROM_HF:
-        raise CheckpointError(f"{source.name}: Llama hidden_act {act!r} is not supported (one of {', '.join(ACT_FROM_HF)})")
+        raise CheckpointError(
+            f"{source.name}: {source.model_type} hidden_act {act!r} is not supported (one of {', '.join(ACT_FROM_HF)})"
+        )
     n_heads = config_value(source, "num_attention_heads")
     d_model = config_value(source, "hidden_size")
     return ModelConfig(
@@ -84,23 +127,23 @@ def config_from_hf(source: HFSource, has_lm_head: bool = True) -> ModelConfig:
         rope_base=rope_theta(source),
         act=ACT_FROM_HF[act],
         tie_embeddings=bool(c.get("tie_word_embeddings", False)) or not has_lm_head,
-        # glassformer has one bias switch; with either HF flag on, the other layers' biases are loaded as 0
-        bias=bool(c.get("attention_bias", False) or c.get("mlp_bias", False)),
+        # glassformer has one bias switch; when any HF projection has a bias, the others' are loaded as 0
+        bias=any(BIASES[source.model_type](c).values()),
+        **attention_fields(source),
     )
 
 
 def convert(source: HFSource) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """HF Llama (LlamaForCausalLM or LlamaModel) -> (config, glassformer parameters)."""
+    """HF Llama / Mistral / Qwen2 (*ForCausalLM or the bare *Model) -> (config, glassformer parameters)."""
     cfg = config_from_hf(source, has_lm_head="lm_head.weight" in source.weights)
-    c = source.config
     w = source.weights.with_prefixes("model.", "")
     d, h, kv, e, m = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp
-    attention_bias, mlp_bias = bool(c.get("attention_bias")), bool(c.get("mlp_bias"))
+    has_bias = BIASES[source.model_type](source.config)
 
     def bias(name: str, *shape: int) -> torch.Tensor:
         """A bias HF has (read it) or lacks (zero, since glassformer's bias switch covers every layer)."""
-        has = attention_bias if ".self_attn." in name else mlp_bias
-        return w.take(name, *shape) if has else torch.zeros(shape)
+        which = name.split(".")[-2].removesuffix("_proj")  # q, k, v, o, or gate/up/down -> the MLP
+        return w.take(name, *shape) if has_bias.get(which, has_bias["mlp"]) else torch.zeros(shape)
 
     p: dict[str, torch.Tensor] = {
         "embed.W_E": w.take("embed_tokens.weight", cfg.d_vocab, d),
@@ -119,7 +162,8 @@ def convert(source: HFSource) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
             p[gf + f"attn.W_{name}"] = heads_from_linear(W, n)  # [n, d_model, d_head]
             if cfg.bias:
                 p[gf + f"attn.b_{name}"] = bias_heads(bias(hf + f"self_attn.{proj}.bias", n * e), n)  # [n, d_head]
-        p[gf + "attn.W_O"] = out_heads_from_linear(w.take(hf + "self_attn.o_proj.weight", d, h * e), h)  # [h, d_head, d_model]
+        W_o = w.take(hf + "self_attn.o_proj.weight", d, h * e)  # nn.Linear [d_model, n_heads * d_head]
+        p[gf + "attn.W_O"] = out_heads_from_linear(W_o, h)  # [n_heads, d_head, d_model]
         p[gf + "mlp.W_gate"] = w.take(hf + "mlp.gate_proj.weight", m, d).T  # [d_model, d_mlp]
         p[gf + "mlp.W_in"] = w.take(hf + "mlp.up_proj.weight", m, d).T  # [d_model, d_mlp]
         p[gf + "mlp.W_out"] = w.take(hf + "mlp.down_proj.weight", d, m).T  # [d_mlp, d_model]

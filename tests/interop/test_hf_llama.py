@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from hf_models import assert_logits_match, incremental_logits, llama, tokens
+from hf_models import assert_logits_match, incremental_logits, llama, randomize, tokens
 
 from glassformer.errors import CheckpointError
 from glassformer.interop import from_hf
@@ -104,3 +104,54 @@ def test_float16_source_is_imported_in_float32():
     ref = llama()  # same seed, float32: the float16 weights are its rounding
     x = tokens()
     torch.testing.assert_close(model(x), ref(x).logits, atol=0.05, rtol=0)
+
+
+def _family(kind: str, **overrides):
+    config_class, model_class = {
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+    }[kind]
+    kwargs = dict(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rope_theta=500.0, bos_token_id=0, eos_token_id=0,
+    )
+    return randomize(model_class(config_class(**{**kwargs, **overrides})))
+
+
+def test_qwen2_qkv_biases_match_hf():
+    """Qwen2 = Llama with biases on q/k/v only (o_proj and the MLP have none: loaded as zeros)."""
+    hf = _family("qwen2")
+    model = from_hf(hf)
+    assert model.config.bias
+    assert model.blocks[0].attn.b_Q.abs().sum() > 0 and model.blocks[0].attn.b_O.abs().sum() == 0
+    x = tokens(pos=16)
+    assert_logits_match(model(x), hf(x).logits)
+    assert_logits_match(incremental_logits(model, x), hf(x).logits)
+
+
+def test_qwen2_mixed_sliding_and_full_layers_is_refused():
+    hf = _family("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    with pytest.raises(CheckpointError, match="mix of sliding-window and full-attention layers"):
+        from_hf(hf)
+
+
+def test_mistral_full_attention_matches_hf():
+    hf = _family("mistral", sliding_window=None)
+    x = tokens(pos=16)
+    assert_logits_match(from_hf(hf)(x), hf(x).logits)
+
+
+def test_mistral_sliding_window_matches_hf():
+    from glassformer.model.config import CHOICES
+
+    if "sliding" not in CHOICES.get("attention", ()):
+        pytest.skip("glassformer's sliding-window attention is not available")
+    hf = _family("mistral", sliding_window=4)
+    model = from_hf(hf)
+    assert (model.config.attention, model.config.window) == ("sliding", 4)
+    x = tokens(pos=16)
+    assert_logits_match(model(x), hf(x).logits)
+    assert_logits_match(incremental_logits(model, x), hf(x).logits)
+    # the window matters: the same weights with full attention give other logits
+    full = from_hf(_family("mistral", sliding_window=None))
+    assert not torch.allclose(full(x), hf(x).logits, atol=1e-2)
