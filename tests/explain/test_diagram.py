@@ -1,0 +1,103 @@
+"""Architecture diagrams: valid SVG whose structure follows the config."""
+
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from glassformer import ModelConfig
+from glassformer.explain.diagram import diagram, save_diagram
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def parse(svg: str):
+    root = ET.fromstring(svg)
+    groups = [g for g in root.iter(f"{SVG}g")]
+    boxes = [g for g in groups if g.get("data-role")]
+    return root, boxes
+
+
+def role(boxes, name):
+    return [b for b in boxes if b.get("data-role") == name]
+
+
+def box_y(group) -> float:
+    """Vertical centre of a box or ⊕ (SVG y grows downwards)."""
+    rect = group.find(f"{SVG}rect")
+    if rect is not None:
+        return float(rect.get("y")) + float(rect.get("height")) / 2
+    return float(group.find(f"{SVG}circle").get("cy"))
+
+
+def cfg(**kw):
+    return ModelConfig(**{**dict(d_model=64, n_layers=2, n_heads=4, d_vocab=50, n_ctx=64), **kw})
+
+
+@pytest.mark.parametrize("position", ["pre", "post"])
+def test_norm_placement_differs_between_pre_and_post_ln(position):
+    root, boxes = parse(diagram(cfg(norm_position=position), expanded=True))
+    norms = [b for b in role(boxes, "norm") if ".blocks." in "." + b.get("data-name")]
+    assert len(norms) == 4  # ln1 and ln2 of two blocks
+    assert {b.get("data-on") for b in norms} == {"branch" if position == "pre" else "trunk"}
+    ln1 = next(b for b in norms if b.get("data-name") == "blocks.0.ln1")
+    adds = sorted(role(boxes, "add"), key=box_y, reverse=True)  # lowest on the page first
+    first_block_add = adds[1] if role(boxes, "positional") else adds[0]  # skip the embedding's ⊕
+    attn = next(b for b in role(boxes, "W_O") if b.get("data-name") == "blocks.0.attn")
+    if position == "pre":  # norm, then attention, then ⊕ (reading upwards: larger SVG y first)
+        assert box_y(ln1) > box_y(attn) > box_y(first_block_add)
+    else:  # attention, ⊕, then the norm on the trunk
+        assert box_y(attn) > box_y(first_block_add) > box_y(ln1)
+    final = [b for b in role(boxes, "norm") if b.get("data-name") == "ln_final"]
+    assert len(final) == (1 if position == "pre" else 0)  # Post-LN needs no final norm
+
+
+def test_compact_and_expanded_views():
+    c = cfg(n_layers=3, n_heads=4, d_mlp=100)
+    compact, expanded = diagram(c), diagram(c, expanded=True)
+    _, cb = parse(compact)
+    _, eb = parse(expanded)
+    assert len(role(cb, "head")) == 0 and len(role(cb, "attn")) == 1 and "× 3" in compact
+    assert len(role(eb, "head")) == 3 * 4 and len(role(eb, "W_O")) == 3
+    assert len(role(eb, "W_in")) == 3 and len(role(eb, "act")) == 3
+    for shape in ("[pos, d_model=64]", "[pos, d_vocab_out=50]", "[pos]"):
+        assert shape in compact and shape in expanded
+    assert "[pos, d_mlp=100]" in expanded
+
+
+def test_encoder_decoder_has_cross_attention_fed_by_the_memory():
+    c = cfg(arch="encoder-decoder", n_layers=2, n_decoder_layers=3)
+    for expanded, n_cross in ((False, 1), (True, 3)):
+        root, boxes = parse(diagram(c, expanded=expanded))
+        cross = [b for b in boxes if b.get("data-name", "").endswith("cross_attn") and b.get("data-role") in ("cross", "W_O")]
+        assert len(cross) == n_cross
+        memory_arrows = [p for p in root.iter(f"{SVG}polyline") if p.get("data-role") == "memory" and p.get("marker-end")]
+        assert len(memory_arrows) == n_cross
+        assert len(role(boxes, "memory")) == 1
+        assert any(b.get("data-name", "").startswith("encoder.blocks.") for b in boxes)
+
+
+def test_positional_schemes_are_drawn_where_they_act():
+    _, learned = parse(diagram(cfg(positional="learned")))
+    assert [b.get("data-scheme") for b in role(learned, "positional")] == ["learned"]
+    _, sinus = parse(diagram(cfg(positional="sinusoidal")))
+    assert [b.get("data-scheme") for b in role(sinus, "positional")] == ["sinusoidal"]
+    for scheme, label in (("rope", "RoPE"), ("alibi", "ALiBi")):
+        svg = diagram(cfg(positional=scheme))
+        assert not role(parse(svg)[1], "positional") and f"Masked self-attention + {label}" in svg
+
+
+def test_encoder_classifier_tied_unembedding_and_no_norm():
+    svg = diagram(cfg(arch="encoder", n_classes=3, tie_embeddings=True, norm="none"))
+    _, boxes = parse(svg)
+    assert len(role(boxes, "classifier")) == 1 and "n_classes=3" in svg
+    assert "W_Eᵀ (tied)" in svg and not role(boxes, "norm")
+    assert "Self-attention" in svg and "Masked" not in svg
+
+
+def test_many_heads_are_elided_and_the_file_is_written(tmp_path):
+    path = save_diagram(cfg(n_heads=16, n_layers=1), tmp_path / "a.svg", expanded=True)
+    _, boxes = parse(path.read_text())
+    assert len(role(boxes, "head")) == 10 and "…" in path.read_text()
+    width = float(re.search(r'width="(\d+)"', path.read_text()).group(1))
+    assert 300 < width < 2000
