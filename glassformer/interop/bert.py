@@ -112,5 +112,6 @@ def convert(source: HFSource) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     p["unembed_transform.ln.w"], p["unembed_transform.ln.b"] = _layer_norm(head, "transform.LayerNorm", d)
     if not cfg.tie_embeddings:
         p["unembed.W_U"] = head.take("decoder.weight", cfg.d_vocab, d).T  # [d_model, d_vocab]
-    p["unembed.b_U"] = head.take("bias", cfg.d_vocab) if "bias" in head else head.take("decoder.bias", cfg.d_vocab)
+    # the decoder's bias is what HF's forward adds; tied checkpoints store it once, as cls.predictions.bias
+    p["unembed.b_U"] = head.take("decoder.bias" if "decoder.bias" in head else "bias", cfg.d_vocab)
     return cfg, p

@@ -71,3 +71,16 @@ def test_bert_old_gamma_beta_layernorm_names(tmp_path):
 def test_bare_bert_model_has_no_mlm_head():
     with pytest.raises(CheckpointError, match="masked-LM head"):
         from_hf(bert().bert)
+
+
+def test_bert_untied_decoder_with_its_own_bias(tmp_path):
+    """Untied, the decoder has its own weight and bias (not cls.predictions.bias): HF's forward adds the
+    decoder's, so that is the one imported."""
+    hf = bert(tie_word_embeddings=False)
+    assert not torch.equal(hf.cls.predictions.decoder.bias, hf.cls.predictions.bias)
+    x = tokens()
+    assert_logits_match(from_hf(hf)(x), hf(x).logits)
+    hf.save_pretrained(tmp_path)
+    model = from_hf(tmp_path)
+    assert not model.config.tie_embeddings
+    assert_logits_match(model(x), hf(x).logits)
