@@ -1,0 +1,164 @@
+import itertools
+
+import pytest
+import torch
+
+from glassformer import InputError, ModelConfig, Transformer
+from glassformer.model.generate import _Stepper, beam_search, filter_logits, generate, next_token
+
+V = 7
+
+
+def make(arch="decoder", seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = dict(arch=arch, d_model=32, n_layers=2, n_heads=4, d_vocab=V, n_ctx=16)
+    return Transformer(ModelConfig(**{**config, **overrides})).eval()
+
+
+PROMPT = torch.tensor([[1, 2, 3], [4, 5, 6]])
+SRC = torch.tensor([[1, 2, 3, 4, 5], [6, 5, 4, 3, 2]])
+
+
+@pytest.mark.parametrize("arch,positional", [("decoder", "learned"), ("decoder", "rope"), ("decoder", "alibi"), ("encoder-decoder", "sinusoidal")])
+def test_cached_step_logits_equal_the_uncached_forward(arch, positional):
+    model = make(arch, positional=positional)
+    src = SRC if arch == "encoder-decoder" else None
+    cached, uncached = _Stepper(model, True, src), _Stepper(model, False, src)
+    sequence = PROMPT
+    with torch.no_grad():
+        for step in range(8):
+            a, b = cached(sequence), uncached(sequence)  # [batch, vocab]
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+            if arch == "encoder-decoder":
+                reference = model(sequence, src=src)[:, -1]
+            else:
+                reference = model(sequence)[:, -1]
+            torch.testing.assert_close(a, reference, rtol=0, atol=1e-5)
+            sequence = torch.cat([sequence, torch.randint(0, V, (2, 1))], dim=1)
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder-decoder"])
+def test_greedy_is_the_argmax_of_the_full_forward_with_or_without_cache(arch):
+    model = make(arch)
+    src = SRC if arch == "encoder-decoder" else None
+    out = generate(model, PROMPT, 6, src=src, greedy=True)
+    assert torch.equal(out, generate(model, PROMPT, 6, src=src, greedy=True, use_cache=False))
+    assert out.shape == (2, 9) and torch.equal(out[:, :3], PROMPT)
+    sequence = PROMPT
+    with torch.no_grad():
+        for _ in range(6):
+            logits = model(sequence, src=src) if src is not None else model(sequence)
+            sequence = torch.cat([sequence, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, sequence)
+
+
+def test_generation_past_the_context_slides_the_window():
+    model = make(n_ctx=8)
+    out = generate(model, PROMPT, 12, greedy=True)
+    assert out.shape == (2, 15)
+    assert torch.equal(out, generate(model, PROMPT, 12, greedy=True, use_cache=False))
+    with torch.no_grad():
+        expected_last = model(out[:, -9:-1])[:, -1].argmax(-1)  # the last token saw only the last n_ctx tokens
+    assert torch.equal(out[:, -1], expected_last)
+
+
+def test_sampling_is_reproducible_and_follows_the_distribution():
+    model = make()
+    a = generate(model, PROMPT, 10, generator=torch.Generator().manual_seed(1))
+    b = generate(model, PROMPT, 10, generator=torch.Generator().manual_seed(1))
+    c = generate(model, PROMPT, 10, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(40_000, 4)
+    for temperature in (1.0, 0.5, 2.0):
+        picks = next_token(logits, temperature=temperature, generator=torch.Generator().manual_seed(0))
+        frequencies = torch.bincount(picks, minlength=4).float() / len(picks)
+        torch.testing.assert_close(frequencies, torch.softmax(logits[0] / temperature, -1), rtol=0, atol=0.01)
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = torch.log(torch.tensor([[0.05, 0.5, 0.15, 0.3]]))
+    kept = lambda **kw: torch.isfinite(filter_logits(logits, **kw))[0].tolist()
+    assert kept(top_k=1) == [False, True, False, False]
+    assert kept(top_k=3) == [False, True, True, True]
+    assert kept(top_p=0.5) == [False, True, False, False]
+    assert kept(top_p=0.75) == [False, True, False, True]  # 0.5 + 0.3 >= 0.75
+    assert kept(top_p=0.85) == [False, True, True, True]
+    assert kept(top_p=1.0) == [True, True, True, True]
+    model = make()
+    greedy = generate(model, PROMPT, 8, greedy=True)
+    assert torch.equal(generate(model, PROMPT, 8, top_k=1), greedy)
+    assert torch.equal(generate(model, PROMPT, 8, top_p=1e-6), greedy)
+    assert torch.equal(generate(model, PROMPT, 8, temperature=0.0), greedy)
+
+
+def test_stop_tokens_finish_rows_and_pad_them():
+    model = make()
+    free = generate(model, PROMPT, 8, greedy=True)
+    stop = int(free[0, 5])  # row 0's third new token
+    first = (free[0, 3:] == stop).nonzero()[0].item() + 3  # where row 0 first emits it
+    out = generate(model, PROMPT, 8, greedy=True, stop_tokens=[stop], pad_token=0)
+    assert torch.equal(out[0, : first + 1], free[0, : first + 1])
+    assert (out[0, first + 1 :] == 0).all()
+    row1_stops = (free[1, 3:] == stop).nonzero()
+    if len(row1_stops) == 0:  # row 1 never stops: it is generated in full
+        assert torch.equal(out[1], free[1])
+    always = make(seed=1)
+    always.unembed.b_U.data[4] = 100.0  # the model always says 4
+    assert generate(always, PROMPT, 8, stop_tokens=4).shape == (2, 4)  # everyone stopped: ended early
+
+
+def log_probs_of_all(model, src, prefix, n_new) -> dict[tuple, float]:
+    """log p(continuation | prefix, src) of every possible continuation, by one batched full forward."""
+    continuations = torch.tensor(list(itertools.product(range(V), repeat=n_new)))  # [V^n, n_new]
+    sequences = torch.cat([prefix.expand(len(continuations), -1), continuations], dim=1)  # [V^n, pos]
+    with torch.no_grad():
+        inputs = sequences[:, :-1]
+        logits = model(inputs, src=src.expand(len(inputs), -1)) if src is not None else model(inputs)
+    log_probs = torch.log_softmax(logits[:, prefix.shape[-1] - 1 :], -1)  # [V^n, n_new, vocab]
+    totals = log_probs.gather(2, continuations[..., None]).sum((1, 2))  # [V^n]
+    return {tuple(c): float(t) for c, t in zip(continuations.tolist(), totals)}
+
+
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
+def test_beam_search_finds_the_most_probable_sequence(arch):
+    model = make(arch)
+    src = SRC if arch == "encoder-decoder" else None
+    prefix = PROMPT[:, :1]
+    n_new = 3
+    wide, scores = beam_search(model, src, prefix, n_new, beam_size=V ** (n_new - 1), return_scores=True)
+    for row in range(2):
+        brute = log_probs_of_all(model, src[row : row + 1] if src is not None else None, prefix[row : row + 1], n_new)
+        best = max(brute, key=brute.get)
+        assert tuple(wide[row, 1:].tolist()) == best
+        assert scores[row].item() == pytest.approx(brute[best], abs=1e-4)
+    greedy = generate(model, prefix, n_new, src=src, greedy=True)
+    assert torch.equal(beam_search(model, src, prefix, n_new, beam_size=1), greedy)
+    narrow, narrow_scores = beam_search(model, src, prefix, n_new, beam_size=3, return_scores=True)
+    assert (narrow_scores <= scores + 1e-5).all()
+    assert torch.equal(narrow, beam_search(model, src, prefix, n_new, beam_size=3, use_cache=False))
+
+
+def test_beam_search_stops_hypotheses_at_stop_tokens():
+    model = make("encoder-decoder")
+    out = beam_search(model, SRC, PROMPT[:, :1], 6, beam_size=4, stop_tokens=[2], pad_token=0)
+    for row in out[:, 1:].tolist():
+        if 2 in row:
+            assert all(t == 0 for t in row[row.index(2) + 1 :])
+
+
+def test_bad_generation_input_is_named():
+    model, seq2seq = make(), make("encoder-decoder")
+    with pytest.raises(InputError, match="LongTensor"):
+        generate(model, PROMPT.float(), 3)
+    with pytest.raises(InputError, match="at least one token"):
+        generate(model, PROMPT[:, :0], 3)
+    with pytest.raises(InputError, match="src="):
+        generate(seq2seq, PROMPT, 3)
+    with pytest.raises(InputError, match="top_p"):
+        generate(model, PROMPT, 3, top_p=1.5)
+    with pytest.raises(InputError, match="top_k"):
+        generate(model, PROMPT, 3, top_k=0)
+    with pytest.raises(InputError, match="temperature"):
+        generate(model, PROMPT, 3, temperature=-1.0)
+    with pytest.raises(InputError, match="beam_size"):
+        beam_search(seq2seq, SRC, PROMPT[:, :1], 3, beam_size=0)
