@@ -1,0 +1,158 @@
+"""The RASP compiler: a program, a vocabulary and a maximum length in; a glassformer Transformer out.
+
+Stages, each its own module and testable alone:
+
+    1. graph.py      program -> graph of embedded / element-wise / attention nodes (lowering rules)
+    2. values.py     the set of values each node can take
+    3. assign.py     which element-wise nodes fuse into one MLP or fold into a head's weights
+       mlp.py        exact lookup-table MLPs for the element-wise nodes
+       attention.py  heads for the attention nodes
+    4. allocate.py   layers: each block as early as its inputs allow
+       precision.py  each head's softmax sharpness, so that the whole model is exact (or an error)
+    5. layout.py     the residual stream: one labelled dimension per value
+    6. weights.py    the Transformer's parameters
+       compiled.py   CompiledModel: model + encoders, run / save / summary
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import numpy as np
+
+from glassformer.rasp import language as L
+from glassformer.rasp.compiler import mlp as M
+from glassformer.rasp.compiler.allocate import allocate
+from glassformer.rasp.compiler.assign import Assignment, MLPTask, assign
+from glassformer.rasp.compiler.attention import build_head
+from glassformer.rasp.compiler.compiled import Block, CompiledModel
+from glassformer.rasp.compiler.graph import Attend, build_graph
+from glassformer.rasp.compiler.layout import build_layout
+from glassformer.rasp.compiler.precision import choose_sharpness, output_tolerance
+from glassformer.rasp.compiler.values import ValueSet, infer_values
+from glassformer.rasp.compiler.weights import OutputSpec, build_model
+from glassformer.rasp.errors import RaspCompileError
+
+__all__ = ["compile", "CompiledModel"]
+
+
+def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, check: bool = True) -> CompiledModel:
+    """Compile ``program`` for inputs of 1..``max_len`` tokens from ``vocab`` (a string is its characters).
+
+    Raises :class:`RaspCompileError` naming the operation if the program cannot be compiled exactly.
+    ``check`` runs each MLP on sampled inputs as a guard against construction bugs.
+    """
+    start = time.perf_counter()
+    name = getattr(program, "name", "program")
+    vocab = _vocab(vocab, name)
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+        raise RaspCompileError(name, f"max_len must be a positive integer, got {max_len!r}")
+
+    graph = build_graph(program, max_len)
+    values = infer_values(graph, vocab, max_len)
+    plan = assign(graph, values, vocab, max_len)
+    noisy = _noisy(plan)
+    mlps = {label: build_mlp(task, values, noisy, plan) for label, task in plan.mlps.items()}
+    if check:
+        rng = np.random.default_rng(0)
+        for label, task in plan.mlps.items():
+            M.check_exact(mlps[label], task.node, list(task.inputs), [values[i.label] for i in task.inputs],
+                          task.fn, rng)
+    heads = {label: build_head(task, values) for label, task in plan.heads.items()}
+    alloc = allocate(plan)
+    choose_sharpness(plan, mlps, heads, noisy, max_len)
+    layout = build_layout(plan)
+    output = _output_spec(plan)
+    model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output)
+    blocks = _blocks(plan, alloc, mlps, heads)
+    return CompiledModel(model, vocab, max_len, output, layout.labels, blocks, program, name,
+                         time.perf_counter() - start)
+
+
+def _vocab(vocab, name: str) -> list:
+    if isinstance(vocab, str):
+        vocab = list(vocab)
+    try:
+        vocab = list(dict.fromkeys(vocab))
+    except TypeError:
+        raise RaspCompileError(name, "the vocabulary must be an iterable of hashable tokens") from None
+    if not vocab:
+        raise RaspCompileError(name, "the vocabulary is empty")
+    if any(t is None for t in vocab):
+        raise RaspCompileError(name, "None cannot be a token (it is RASP's 'no value')")
+    return vocab
+
+
+def _noisy(plan: Assignment) -> set[str]:
+    """Nodes that carry attention's small error: head outputs, and linear MLP outputs of noisy inputs."""
+    noisy: set[str] = set()
+    for node in plan.materialized:
+        if isinstance(node.op, Attend):
+            noisy.add(node.label)
+        elif node.label in plan.mlps:
+            task = plan.mlps[node.label]
+            if task.strategy == "additive" and any(
+                isinstance(p, tuple) and i.label in noisy for i, p in zip(task.inputs, task.parts)
+            ):
+                noisy.add(node.label)
+    return noisy
+
+
+def build_mlp(task: MLPTask, values: dict[str, ValueSet], noisy: set[str], plan: Assignment) -> M.MLPSpec:
+    node, inputs = task.node, list(task.inputs)
+    sets = [values[i.label] for i in inputs]
+    spec = M.MLPSpec(node.label)
+    bos = {i.label: abs(float(i.op.default or 0.0)) for i in inputs
+           if isinstance(i.op, Attend) and i.is_numerical and i.op.mode != "width"}
+    if task.strategy == "table":
+        M.table(spec, node, inputs, sets, task.fn, noisy)
+    elif task.strategy == "lookup":
+        s_pos = next(j for j, i in enumerate(inputs) if i.is_numerical)
+        cats = [i for j, i in enumerate(inputs) if j != s_pos]
+        cat_sets = [s for j, s in enumerate(sets) if j != s_pos]
+
+        def fn(s, combo, f=task.fn, p=s_pos):
+            args = list(combo)
+            args.insert(p, s)
+            return f(*args)
+
+        M.lookup(spec, node, inputs[s_pos], sets[s_pos], cats, cat_sets, fn, noisy, bos.get(inputs[s_pos].label, 0.0))
+    else:
+        M.additive(spec, node, inputs, sets, task.parts, task.const, noisy, bos)
+    return spec
+
+
+def _output_spec(plan: Assignment) -> OutputSpec:
+    node = plan.graph.output
+    vset = plan.values[node.label]
+    tol = output_tolerance(vset, node.is_numerical)
+    if node.is_numerical:
+        return OutputSpec(True, [], list(vset.non_none) if vset.finite else None, tol)
+    classes = list(vset.non_none)
+    if None in vset.values:
+        classes.append(None)
+    return OutputSpec(False, classes, None, tol)
+
+
+def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[Block]:
+    blocks = []
+    for layer in range(alloc.n_layers):
+        for label in alloc.heads[layer]:
+            task, spec = plan.heads[label], heads[label]
+            sel = task.node.op.selector
+            if sel.constant is not None:
+                what = "select all" if sel.constant else "select nothing"
+            else:
+                what = " & ".join(f"{k.node.label}~{q.node.label}" for k, q, _ in task.clauses)
+            value = f" of {task.value.node.label}" if task.value is not None else ""
+            blocks.append(Block(layer, "attention", label, f"{spec.mode}{value} where {what}, beta={spec.beta:.3g}",
+                                spec.d_head))
+            if spec.default:
+                blocks.append(Block(layer, "mlp", label, "erase the default written at BOS", 1))
+        for label in alloc.mlps[layer]:
+            task, spec = plan.mlps[label], mlps[label]
+            fused = f", fusing {', '.join(task.fused)}" if task.fused else ""
+            blocks.append(Block(layer, "mlp", label, f"{spec.strategy} over ({', '.join(i.label for i in task.inputs)})"
+                                                      f"{fused}", spec.n_units))
+    return blocks

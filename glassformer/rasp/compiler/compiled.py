@@ -1,0 +1,232 @@
+"""`CompiledModel`: a compiled RASP program -- the Transformer plus its input encoder and output decoder.
+
+    compiled.model             the glassformer Transformer (an ordinary one: every lens works on it)
+    compiled.run("abc")        encode [BOS, a, b, c], run the model, decode positions 1..n
+    compiled.residual_labels   one label per residual dimension ("bos", "tokens=a", "frac_prevs", ...)
+    compiled.summary()         layers, heads, residual width, MLP width, parameter count
+    compiled.save(DIR)         a normal checkpoint folder (config.json, model.safetensors, extra.json
+                               holding the encoders under "rasp"); CompiledModel.load(DIR) reads it back
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from glassformer.errors import CheckpointError, InputError
+from glassformer.rasp.compiler.weights import BOS_ID, FIRST_TOKEN_ID, PAD_ID, OutputSpec
+
+BOS_CHAR, PAD_CHAR = "\u2402", "\u2400"  # shown for the BOS and PAD ids by the character tokenizer
+
+
+@dataclass
+class Block:
+    """What one head or MLP of the compiled model computes (for summaries and diagrams)."""
+
+    layer: int
+    kind: str  # "attention" | "mlp"
+    node: str  # the SOp it writes
+    detail: str  # e.g. "mean", "table over (tokens, indices)"
+    size: int  # head dimensions or hidden units
+
+
+@dataclass
+class CompiledModel:
+    model: Any  # glassformer.Transformer
+    vocab: list
+    max_len: int
+    output: OutputSpec
+    residual_labels: list[str]
+    blocks: list[Block] = field(default_factory=list)
+    program: Any = None  # the RASP program (None after load)
+    program_name: str = ""
+    compile_seconds: float = 0.0
+
+    def __post_init__(self):
+        self.token_to_id = {_tok_key(t): FIRST_TOKEN_ID + i for i, t in enumerate(self.vocab)}
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def encode(self, xs: Sequence | str) -> torch.Tensor:
+        """Token ids [BOS, x_1, ..., x_n]: LongTensor [n + 1]."""
+        xs = list(xs)
+        if len(xs) > self.max_len:
+            raise InputError(f"input has {len(xs)} tokens but the program was compiled for max_len = {self.max_len}")
+        ids = [BOS_ID]
+        for i, x in enumerate(xs):
+            key = _tok_key(x)
+            if key not in self.token_to_id:
+                raise InputError(f"token {x!r} at position {i} is not in the compiled vocabulary {self.vocab}")
+            ids.append(self.token_to_id[key])
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, logits: torch.Tensor) -> list:
+        """Values from logits [pos, d_vocab_out] (positions after BOS)."""
+        if self.output.numerical:
+            raw = logits[:, 0].double().tolist()
+            return [self._snap(v) for v in raw]
+        return [self.output.classes[c] for c in logits.argmax(-1).tolist()]
+
+    def _snap(self, v: float):
+        """The value of the output set nearest to v (the model is exact to a quarter of their gap)."""
+        values = self.output.values
+        if not values:
+            return v
+        lo, hi = 0, len(values) - 1
+        while lo < hi:  # values are sorted: binary search the nearest
+            mid = (lo + hi) // 2
+            if float(values[mid]) < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        candidates = [values[i] for i in (lo - 1, lo) if 0 <= i < len(values)]
+        return min(candidates, key=lambda c: abs(float(c) - v))
+
+    @torch.no_grad()
+    def run(self, xs: Sequence | str) -> list:
+        """The program's output on ``xs``, computed by the model."""
+        xs = list(xs)
+        if not xs:
+            return []
+        logits = self.model(self.encode(xs)[None].to(_device(self.model)))  # [1, n + 1, d_vocab_out]
+        return self.decode(logits[0, 1:].float().cpu())
+
+    @torch.no_grad()
+    def run_batch(self, inputs: Sequence[Sequence]) -> list[list]:
+        """Run many inputs at once (padded, with an attention mask)."""
+        inputs = [list(x) for x in inputs]
+        if not inputs:
+            return []
+        width = max(len(x) for x in inputs) + 1
+        ids = torch.full((len(inputs), width), PAD_ID, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for b, xs in enumerate(inputs):
+            row = self.encode(xs)
+            ids[b, : len(row)] = row
+            mask[b, : len(row)] = 1
+        device = _device(self.model)
+        logits = self.model(ids.to(device), attention_mask=mask.to(device)).float().cpu()  # [batch, pos, out]
+        return [self.decode(logits[b, 1 : len(xs) + 1]) if xs else [] for b, xs in enumerate(inputs)]
+
+    # -- describing -------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """Layers, heads, residual width, MLP width and parameter count of the compiled model."""
+        c = self.model.config
+        heads = [b for b in self.blocks if b.kind == "attention"]
+        return {
+            "program": self.program_name,
+            "max_len": self.max_len,
+            "vocab_size": len(self.vocab),
+            "layers": c.n_layers,
+            "heads": len(heads),
+            "heads_per_layer": [sum(1 for b in heads if b.layer == l) for l in range(c.n_layers)],
+            "n_heads": c.n_heads,
+            "d_head": c.d_head,
+            "d_model": c.d_model,
+            "d_mlp": c.d_mlp,
+            "mlp_units_per_layer": [sum(b.size for b in self.blocks if b.kind == "mlp" and b.layer == l)
+                                    for l in range(c.n_layers)],
+            "params": self.model.num_params(),
+            "compile_seconds": round(self.compile_seconds, 4),
+        }
+
+    def describe(self) -> str:
+        """A readable account: one line per head and MLP, layer by layer."""
+        s = self.summary()
+        lines = [f"{s['program'] or 'program'}: {s['layers']} layers, {s['heads']} heads, d_model={s['d_model']}, "
+                 f"d_head={s['d_head']}, d_mlp={s['d_mlp']}, {s['params']:,} parameters"]
+        for layer in range(s["layers"]):
+            lines.append(f"layer {layer}:")
+            for b in self.blocks:
+                if b.layer == layer:
+                    unit = "dims" if b.kind == "attention" else "units"
+                    lines.append(f"  {b.kind:9s} -> {b.node}: {b.detail} ({b.size} {unit})")
+        return "\n".join(lines)
+
+    __str__ = describe
+
+    # -- saving -----------------------------------------------------------------------------------
+
+    def io_spec(self) -> dict:
+        """The encoders as JSON: vocabulary, output classes / values, residual labels, blocks."""
+        return {
+            "format": "glassformer-rasp",
+            "version": 1,
+            "program": self.program_name,
+            "vocab": [to_json(t) for t in self.vocab],
+            "max_len": self.max_len,
+            "bos_id": BOS_ID,
+            "pad_id": PAD_ID,
+            "first_token_id": FIRST_TOKEN_ID,
+            "output": {
+                "numerical": self.output.numerical,
+                "classes": [to_json(c) for c in self.output.classes],
+                "values": None if self.output.values is None else [to_json(v) for v in self.output.values],
+                "tolerance": self.output.tolerance,
+            },
+            "residual_labels": self.residual_labels,
+            "blocks": [vars(b) for b in self.blocks],
+        }
+
+    def tokenizer(self):
+        """A CharTokenizer matching the ids (BOS, PAD, vocabulary) when every token is one character."""
+        if not all(isinstance(t, str) and len(t) == 1 for t in self.vocab):
+            return None
+        if BOS_CHAR in self.vocab or PAD_CHAR in self.vocab:
+            return None
+        from glassformer.train.tokenizers import CharTokenizer
+
+        return CharTokenizer([BOS_CHAR, PAD_CHAR, *self.vocab])
+
+    def save(self, dir: str | Path) -> Path:
+        """Write a checkpoint folder that ``glassformer.load`` and the CLI read; the encoders go to
+        ``extra.json`` under ``"rasp"``."""
+        from glassformer.train.checkpoint import save_model
+
+        return save_model(dir, self.model, tokenizer=self.tokenizer(), extra={"rasp": self.io_spec()})
+
+    @classmethod
+    def load(cls, dir: str | Path, device: str | None = None) -> CompiledModel:
+        from glassformer.train.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(dir, device=device)
+        spec = ckpt.extra.get("rasp")
+        if not isinstance(spec, dict) or spec.get("format") != "glassformer-rasp":
+            raise CheckpointError(f"{dir} holds no compiled RASP program (extra.json has no 'rasp' section)")
+        out = spec["output"]
+        output = OutputSpec(out["numerical"], [from_json(c) for c in out["classes"]],
+                            None if out["values"] is None else [from_json(v) for v in out["values"]], out["tolerance"])
+        return cls(ckpt.model, [from_json(t) for t in spec["vocab"]], spec["max_len"], output, spec["residual_labels"],
+                   [Block(**b) for b in spec["blocks"]], None, spec.get("program", ""))
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _tok_key(x):
+    return (type(x) is bool, x)
+
+
+def to_json(v: Any) -> Any:
+    """Values (str, int, float, bool, None, tuples of these) as JSON that ``from_json`` reverses."""
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, tuple):
+        return {"tuple": [to_json(x) for x in v]}
+    raise CheckpointError(f"cannot save the value {v!r} ({type(v).__name__}) in a compiled model's encoders")
+
+
+def from_json(v: Any) -> Any:
+    if isinstance(v, dict) and "tuple" in v:
+        return tuple(from_json(x) for x in v["tuple"])
+    return v
+
+
+def dumps(spec: dict) -> str:
+    return json.dumps(spec, indent=1)

@@ -1,0 +1,339 @@
+"""Exact MLPs for element-wise functions over finite value sets: one hidden ReLU layer, built as a lookup table.
+
+Residual dimensions are named by keys: ``(label, value)`` for a categorical value (one-hot),
+``(label,)`` for a numerical SOp, ``BOS`` for the dimension that is 1 only at the BOS position.
+Three constructions, chosen by the inputs' encodings:
+
+**table** (all inputs categorical).  The inputs' combinations that map to one output value y are cut into
+*rectangles* S_1 x ... x S_k (disjoint, covering); each rectangle is one hidden unit
+
+    h = ReLU( sum_i sum_{x in S_i} a_i[x]  -  (k - 1) )          1 inside the rectangle, 0 outside
+
+writing y's one-hot (or the number y).  Inputs read from attention carry a small error, so there
+each unit is a *step pair*  ReLU(u + 1/2) - ReLU(u - 1/2)  with  u = 2 (sum - k + 1/2),  exactly 0
+or 1 while the inputs are within 1/4 of one-hot.
+
+**lookup** (one numerical input s with sorted values s_1 < ... < s_m, any categorical inputs).
+    g(s) = g(s_1) + sum_j [s >= t_j] (g(s_j+1) - g(s_j)),     t_j = (s_j + s_j+1) / 2,
+with a step pair per threshold where g changes, slope kappa_j = 4 / (s_j+1 - s_j): exact while s is within
+a quarter gap of a value in its set.  Categorical inputs select which g: the step's pre-activation gets
++G (gate - k), switching it off (u <= -1/2) unless the categorical inputs are in the unit's rectangle.
+
+**additive** (numerical output that is a sum of functions of one input each): one table or lookup per
+input, summed; an input with no finite value set must enter linearly (x = ReLU(x) - ReLU(-x)).
+
+Every unit also gets a large negative weight on BOS, so the MLP writes nothing at the BOS position.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from glassformer.rasp.compiler.graph import Node
+from glassformer.rasp.compiler.values import TABLE_LIMIT, ValueSet, combinations_count
+from glassformer.rasp.errors import RaspCompileError
+
+BOS = ("bos",)
+CAT_TOLERANCE = 0.25  # total one-hot deviation a step-pair table unit tolerates
+
+
+def cat_key(node: Node, value: Any) -> tuple:
+    return (node.label, value)
+
+
+def num_key(node: Node) -> tuple:
+    return (node.label,)
+
+
+@dataclass
+class MLPSpec:
+    """Hidden units of one element-wise operation, in residual keys (placed by the weights stage)."""
+
+    op: str  # the node computed (for messages)
+    w_in: list[tuple[tuple, int, float]] = field(default_factory=list)  # (input key, unit, weight)
+    b_in: list[float] = field(default_factory=list)  # [n_units]
+    w_out: list[tuple[int, tuple, float]] = field(default_factory=list)  # (unit, output key, weight)
+    tolerance: dict[str, float] = field(default_factory=dict)  # input label -> largest error it tolerates
+    passthrough: dict[str, float] = field(default_factory=dict)  # input label -> factor its error reaches the output
+    strategy: str = ""
+
+    @property
+    def n_units(self) -> int:
+        return len(self.b_in)
+
+    def unit(self, w_in: dict, bias: float, w_out: dict) -> int:
+        u = len(self.b_in)
+        self.b_in.append(float(bias))
+        self.w_in.extend((k, u, float(w)) for k, w in w_in.items() if w)
+        self.w_out.extend((u, k, float(w)) for k, w in w_out.items() if w)
+        return u
+
+    def tolerate(self, label: str, tol: float) -> None:
+        self.tolerance[label] = min(self.tolerance.get(label, math.inf), tol)
+
+    def forward(self, x: dict[tuple, float]) -> dict[tuple, float]:
+        """Evaluate the units on one residual vector given as {key: value} (float64, for checks)."""
+        pre = np.array(self.b_in, dtype=np.float64)
+        for k, u, w in self.w_in:
+            pre[u] += w * x.get(k, 0.0)
+        post = np.maximum(pre, 0.0)
+        out: dict[tuple, float] = defaultdict(float)
+        for u, k, w in self.w_out:
+            out[k] += w * post[u]
+        return dict(out)
+
+
+# -- the three constructions ----------------------------------------------------------------------
+
+
+def encode(node: Node, y: Any) -> dict[tuple, float]:
+    """The residual vector of value ``y`` of ``node``: a one-hot key, the number, or nothing (None / 0)."""
+    if node.is_numerical:
+        return {num_key(node): float(y)} if y else {}
+    return {} if y is None else {cat_key(node, y): 1.0}
+
+
+def _diff(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0.0) - v
+    return {k: v for k, v in out.items() if v}
+
+
+def _scaled(d: dict, c: float) -> dict:
+    return {k: c * v for k, v in d.items()}
+
+
+def indicator_units(spec: MLPSpec, w_gate: dict, k: int, w_out: dict, noisy: bool) -> None:
+    """Units equal to ``w_out`` where all ``k`` categorical gates hold (sum of ``w_gate`` = k), else 0."""
+    if not w_out:
+        return
+    bos = {BOS: -(2.0 * k + 2.0)}
+    if k == 0:  # a constant: 1 everywhere but BOS
+        spec.unit(bos, 1.0, w_out)
+        return
+    if not noisy:
+        spec.unit({**w_gate, **bos}, -(k - 1.0), w_out)
+        return
+    w = {**_scaled(w_gate, 2.0), **bos}
+    centre = -2.0 * (k - 0.5)
+    spec.unit(w, centre + 0.5, w_out)
+    spec.unit(w, centre - 0.5, _scaled(w_out, -1.0))
+
+
+def rectangles(points: set[tuple], k: int) -> list[tuple[frozenset, ...]]:
+    """Cut a set of k-tuples into disjoint rectangles S_1 x ... x S_k that cover it exactly.
+
+    Group the tuples by their first k-1 coordinates; prefixes with the same set of last coordinates
+    share a rectangle in the last coordinate, and the prefixes are cut the same way, recursively.
+    """
+    if k == 1:
+        return [(frozenset(p[0] for p in points),)] if points else []
+    by_prefix: dict[tuple, set] = defaultdict(set)
+    for p in points:
+        by_prefix[p[:-1]].add(p[-1])
+    by_slice: dict[frozenset, set] = defaultdict(set)
+    for prefix, last in by_prefix.items():
+        by_slice[frozenset(last)].add(prefix)
+    rects = []
+    for last, prefixes in by_slice.items():
+        rects.extend(r + (last,) for r in rectangles(prefixes, k - 1))
+    return rects
+
+
+def best_rectangles(points: set[tuple], k: int) -> list[tuple[frozenset, ...]]:
+    """``rectangles`` under each rotation of the coordinates; the fewest wins."""
+    best = None
+    for r in range(k if k > 1 else 1):
+        rot = {p[r:] + p[:r] for p in points}
+        rects = [rect[k - r:] + rect[:k - r] for rect in rectangles(rot, k)]
+        if best is None or len(rects) < len(best):
+            best = rects
+    return best or []
+
+
+def table(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet], fn: Callable, noisy: set[str]) -> None:
+    """All-categorical inputs: one unit (pair) per rectangle of each output value's preimage."""
+    domains = [s.non_none for s in sets]
+    preimage: dict[Any, set] = defaultdict(set)
+    for combo in itertools.product(*domains):
+        try:
+            y = fn(*combo)
+        except Exception:
+            continue  # a combination the interpreter rejects: the model may output anything there
+        if encode(out, y):
+            preimage[_hashable_key(y)].add(combo)
+    k = len(inputs)
+    is_noisy = any(i.label in noisy for i in inputs)
+    for ykey, pts in preimage.items():
+        w_out = encode(out, _unkey(ykey))
+        for rect in best_rectangles(pts, k):
+            gate = {cat_key(inputs[i], v): 1.0 for i, vals in enumerate(rect) for v in vals}
+            indicator_units(spec, gate, k, w_out, is_noisy)
+    for i in inputs:  # exact-mode units pass input errors on, so they need exact inputs
+        spec.tolerate(i.label, CAT_TOLERANCE / k if is_noisy else 0.0)
+    spec.strategy = "table"
+
+
+def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[Node], cat_sets: list[ValueSet],
+           fn: Callable[[float, tuple], Any], noisy: set[str], bos_magnitude: float = 0.0) -> None:
+    """One numerical input ``s`` (finite set) and categorical gates: a step function of s per gate rectangle.
+
+    ``fn(s, cat_values)``; ``bos_magnitude``: the largest |s| at the BOS position (an uncleaned default).
+    """
+    S = [float(v) for v in s_set.non_none]
+    if not S:
+        raise RaspCompileError(s_node.label, "a numerical input with no values")
+    domains = [c.non_none for c in cat_sets]
+    k = len(cats)
+    functions: dict[tuple, set] = defaultdict(set)
+    for combo in itertools.product(*domains):
+        g = []
+        for s in S:
+            try:
+                g.append(_hashable_key(fn(s, combo)))
+            except Exception:
+                g.append(_DONT_CARE)
+        functions[_fill_dont_care(g)].add(combo)
+    s_abs = max(max(abs(v) for v in S), bos_magnitude)
+    gate_noisy = any(c.label in noisy for c in cats)
+    s_tol, g_max = math.inf, 0.0
+    for g, combos in functions.items():
+        rects = best_rectangles(combos, k) if k else [()]
+        for rect in rects:
+            gate = {cat_key(cats[i], v): 1.0 for i, vals in enumerate(rect) for v in vals}
+            indicator_units(spec, gate, k, encode(out, _unkey(g[0])), gate_noisy)
+            for j in range(len(S) - 1):
+                if g[j + 1] == g[j]:
+                    continue
+                delta = _diff(encode(out, _unkey(g[j + 1])), encode(out, _unkey(g[j])))
+                gap = S[j + 1] - S[j]
+                t, kappa = (S[j] + S[j + 1]) / 2.0, 4.0 / gap
+                big = (kappa * (s_abs + abs(t)) + 2.0) / (1.0 - CAT_TOLERANCE)  # switches an inactive gate off
+                w = {num_key(s_node): kappa, BOS: -big, **_scaled(gate, big)}
+                centre = -kappa * t - big * k
+                spec.unit(w, centre + 0.5, delta)
+                spec.unit(w, centre - 0.5, _scaled(delta, -1.0))
+                s_tol = min(s_tol, gap / 4.0)
+                g_max = max(g_max, big)
+    spec.tolerate(s_node.label, s_tol)
+    for c in cats:
+        tol = min(CAT_TOLERANCE / max(k, 1), 0.25 / g_max if g_max else math.inf) if gate_noisy else 0.0
+        spec.tolerate(c.label, tol)
+    spec.strategy = "lookup"
+
+
+def additive(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet], parts: list, const: float,
+             noisy: set[str], bos_magnitude: dict[str, float]) -> None:
+    """out = const + sum_i parts[i](x_i): ``parts[i]`` is a function of one value, or ("linear", a)."""
+    if const:
+        indicator_units(spec, {}, 0, {num_key(out): const}, False)
+    for node, vset, part in zip(inputs, sets, parts):
+        if isinstance(part, tuple) and part[0] == "linear":
+            a = part[1]
+            big = bos_magnitude.get(node.label, 0.0) + 1.0
+            spec.unit({num_key(node): 1.0, BOS: -big}, 0.0, {num_key(out): a})
+            spec.unit({num_key(node): -1.0, BOS: -big}, 0.0, {num_key(out): -a})
+            spec.passthrough[node.label] = abs(a)
+            spec.tolerate(node.label, math.inf)
+        elif node.is_numerical:
+            lookup(spec, out, node, vset, [], [], lambda s, _c, part=part: part(s), noisy,
+                   bos_magnitude.get(node.label, 0.0))
+        else:
+            table(spec, out, [node], [vset], part, noisy)
+    spec.strategy = "additive"
+
+
+_DONT_CARE = ("__rasp_dont_care__",)
+
+
+def _fill_dont_care(g: list) -> tuple:
+    """Entries where the function raised take a neighbour's value, so they add no step."""
+    known = [v for v in g if v != _DONT_CARE]
+    if not known:
+        return tuple(_hashable_key(None) for _ in g)
+    prev = known[0]
+    out = []
+    for v in g:
+        prev = prev if v == _DONT_CARE else v
+        out.append(prev)
+    return tuple(out)
+
+
+def _hashable_key(y: Any):
+    return (y,)
+
+
+def _unkey(k):
+    return k[0]
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet], fn: Callable,
+                rng: np.random.Generator, n_samples: int = 256) -> None:
+    """Run the units (float32) on sampled input combinations, also pushed to the edge of the tolerance,
+    and compare with ``fn``: a guard against construction bugs, raising RaspCompileError on a mismatch."""
+    domains = [s.non_none if s.finite else None for s in sets]
+    if any(d is None for d in domains):
+        return
+    total = combinations_count([ValueSet(d) for d in domains])
+    if total <= n_samples:
+        combos = list(itertools.product(*domains))
+    else:
+        combos = [tuple(d[rng.integers(len(d))] for d in domains) for _ in range(n_samples)]
+    keys, rows = _dense(spec)
+    for combo in combos:
+        try:
+            want = encode(out, fn(*combo))
+        except Exception:
+            continue
+        for push in (0.0, 1.0, -1.0):
+            x: dict[tuple, float] = {}
+            for node, v in zip(inputs, combo):
+                tol = spec.tolerance.get(node.label, 0.0)
+                tol = 0.0 if math.isinf(tol) else 0.9 * tol
+                if node.is_numerical:
+                    x[num_key(node)] = float(v) + push * tol
+                elif v is not None:
+                    x[cat_key(node, v)] = 1.0 - abs(push) * tol / max(len(inputs), 1)
+            got = _run_dense(keys, rows, spec, x)
+            for k2 in set(got) | set(want):
+                if abs(got.get(k2, 0.0) - want.get(k2, 0.0)) > 1e-3 * max(1.0, abs(want.get(k2, 0.0))):
+                    if spec.passthrough:
+                        continue
+                    raise RaspCompileError(spec.op, f"internal check failed: the MLP gives {got} instead of {want} "
+                                                    f"on input {combo}")
+
+
+def _dense(spec: MLPSpec):
+    keys = sorted({k for k, _, _ in spec.w_in} | {BOS}, key=repr)
+    index = {k: i for i, k in enumerate(keys)}
+    w_in = np.zeros((len(keys), spec.n_units), dtype=np.float32)
+    for k, u, w in spec.w_in:
+        w_in[index[k], u] += w
+    return (keys, index), w_in
+
+
+def _run_dense(keys, w_in, spec: MLPSpec, x: dict) -> dict:
+    keys_list, index = keys
+    vec = np.zeros(len(keys_list), dtype=np.float32)
+    for k, v in x.items():
+        if k in index:
+            vec[index[k]] = v
+    post = np.maximum(vec @ w_in + np.asarray(spec.b_in, dtype=np.float32), 0.0)
+    out: dict[tuple, float] = defaultdict(float)
+    for u, k, w in spec.w_out:
+        out[k] += w * float(post[u])
+    return {k: v for k, v in out.items() if abs(v) > 1e-6}
+
+
+def table_size(sets: list[ValueSet]) -> int:
+    return combinations_count(sets) if all(s.finite for s in sets) else TABLE_LIMIT + 1

@@ -1,0 +1,134 @@
+"""Sharpness: choose every head's softmax sharpness beta so that the model is exact, or refuse.
+
+Attention is the only approximate part: softmax leaves a little weight off the selected keys.  MLPs
+built by ``mlp.py`` are exact as long as each input is within a *tolerance* of a value in its set (a
+quarter of the gap to the next threshold, or a quarter of a one-hot), and they write exact values.
+
+Backward, from the output to the inputs, each node gets the error it may carry, tau:
+
+    output               a quarter of the gap between output values (numerical) or 1/4 (categorical)
+    read by an MLP       that MLP's tolerance for it
+    a head's value       tau(head) / 4
+    a head's keys/query  a share of sigma_max(head), the score error the head tolerates:
+                         gap/8, and for mean / width heads also tau / (10 beta scale) since uneven
+                         scores bias a mean
+
+and each head's beta is fixed so that the leaked weight costs at most tau/4:
+(N + 2) exp(-0.75 beta gap) * scale <= tau / 4.  Forward, every node's actual error is computed (value
+error + leak + score bias + float32 rounding) and checked against tau; a failure raises
+:class:`RaspCompileError` naming the operation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from glassformer.rasp.compiler.assign import Assignment
+from glassformer.rasp.compiler.attention import HeadSpec, leak_bound
+from glassformer.rasp.compiler.mlp import MLPSpec
+from glassformer.rasp.compiler.values import ValueSet
+from glassformer.rasp.errors import RaspCompileError
+
+FLOAT32_EPS = 1.2e-7
+CATEGORICAL_OUTPUT_TOLERANCE = 0.25  # argmax stays right while the one-hot is off by < 1/4 (None logit: 1/2)
+
+
+@dataclass
+class Precision:
+    tolerance: dict[str, float] = field(default_factory=dict)  # tau per materialized node
+    error: dict[str, float] = field(default_factory=dict)  # the bound on its actual error
+    sigma_max: dict[str, float] = field(default_factory=dict)
+
+
+def output_tolerance(values: ValueSet, numerical: bool) -> float:
+    if not numerical:
+        return CATEGORICAL_OUTPUT_TOLERANCE
+    if values.finite and len(values.non_none) > 1:
+        vs = sorted(float(v) for v in values.non_none)
+        return min(b - a for a, b in zip(vs, vs[1:])) / 4.0
+    return 1e-5 * max(1.0, values.magnitude)
+
+
+def float_error(spec: HeadSpec) -> float:
+    """float32 rounding in scores (relative to beta * score) and in the weighted sum of values."""
+    score_scale = spec.beta * (2 * spec.n_clauses + 2)
+    bias = spec.value_scale * min(1.0, 8 * FLOAT32_EPS * score_scale) if spec.mode in ("mean", "width") else 0.0
+    return 8 * FLOAT32_EPS * spec.value_scale + bias
+
+
+def choose_sharpness(plan: Assignment, mlps: dict[str, MLPSpec], heads: dict[str, HeadSpec],
+                     noisy: set[str], max_len: int) -> Precision:
+    n_keys = max_len + 1
+    order = plan.materialized
+    readers: dict[str, list[tuple[str, str]]] = {n.label: [] for n in plan.materialized}
+    for n in plan.materialized:
+        if n.label in mlps:
+            for i in mlps[n.label].tolerance:
+                readers[i].append((n.label, "mlp"))
+            for i in mlps[n.label].passthrough:
+                readers[i].append((n.label, "pass"))
+        if n.label in heads:
+            for i in heads[n.label].score_inputs:
+                readers[i].append((n.label, "score"))
+            for i in heads[n.label].value_inputs:
+                readers[i].append((n.label, "value"))
+    out = plan.graph.output
+    prec = Precision()
+
+    for node in reversed(order):  # backward: tolerances, betas
+        label = node.label
+        tau = math.inf
+        if node is out:
+            tau = output_tolerance(plan.values[label], node.is_numerical)
+        for reader, role in readers.get(label, []):
+            if role == "mlp":
+                tau = min(tau, mlps[reader].tolerance[label])
+            elif role == "pass":
+                spec = mlps[reader]
+                total = sum(spec.passthrough.values())
+                tau = min(tau, prec.tolerance[reader] / max(total, 1e-30))
+            elif role == "score":
+                h = heads[reader]  # sigma = sum_i w_i err_i <= sigma_max when each err_i <= sigma_max / sum w
+                tau = min(tau, prec.sigma_max[reader] / sum(h.score_inputs.values()))
+            else:
+                h = heads[reader]
+                tau = min(tau, prec.tolerance[reader] / (4.0 * h.value_inputs[label]))
+        if label in heads:
+            h = heads[label]
+            tau = min(tau, 0.25 * h.value_scale)
+            h.beta = max(1.0, math.log(4.0 * (n_keys + 1) * h.value_scale / tau) / (0.75 * h.gap))
+            sigma = h.gap / 8.0
+            if h.mode in ("mean", "width"):
+                sigma = min(sigma, tau / (10.0 * h.beta * h.value_scale))
+            prec.sigma_max[label] = sigma
+            if float_error(h) > tau / 4.0:
+                raise RaspCompileError(
+                    label, f"it must be exact to within {tau:.3g}, but float32 attention over values of scale "
+                           f"{h.value_scale:.3g} with sharpness {h.beta:.3g} is only good to ~{float_error(h) * 4:.3g}; "
+                           "the values it feeds are too close together (use a smaller max_len or coarser values)")
+        prec.tolerance[label] = tau
+
+    for node in order:  # forward: actual errors
+        label = node.label
+        if label in mlps:
+            spec = mlps[label]
+            err = sum(a * prec.error[i] for i, a in spec.passthrough.items())
+            for i, tol in spec.tolerance.items():
+                if prec.error[i] > tol * (1 + 1e-9):
+                    raise RaspCompileError(label, f"its input {i} carries error {prec.error[i]:.3g} but the MLP "
+                                                  f"tolerates only {tol:.3g}")
+        elif label in heads:
+            h = heads[label]
+            sigma = sum(w * prec.error[i] for i, w in h.score_inputs.items())
+            leak = leak_bound(h, n_keys, sigma)
+            bias = (math.expm1(2 * h.beta * sigma) * h.value_scale) if h.mode in ("mean", "width") else 0.0
+            v_err = sum(w * prec.error[i] for i, w in h.value_inputs.items())
+            err = v_err + leak * h.value_scale + bias + float_error(h)
+        else:
+            err = 0.0
+        if err > prec.tolerance[label] * (1 + 1e-9):
+            raise RaspCompileError(label, f"its error bound {err:.3g} exceeds the {prec.tolerance[label]:.3g} its "
+                                          "readers tolerate (the attention cannot be made sharp enough)")
+        prec.error[label] = err
+    return prec

@@ -1,0 +1,232 @@
+"""Stage 2: value sets.  Which values can each node take, given the vocabulary and the maximum length?
+
+The compiler sizes everything from these sets: one residual dimension per categorical value, one
+lookup-table entry per input combination, the attention sharpness from the gaps between numbers.
+Sets are supersets of what really occurs (an Aggregate may return its default even if no input
+makes it do so), which costs size, never correctness.
+
+* tokens: the vocabulary; indices: 0..N-1; a constant: itself;
+* ElementWise: ``f`` over every combination of input values (a combination on which ``f`` raises is
+  one the interpreter would reject too, so it is left out);
+* copy / max / min: the value's set plus the default; width: {1/(w+1) : w = 0..N};
+* mean: every mean of 1..N values drawn from the value's set, computed exactly (integer sums on a
+  common denominator) and rounded as the interpreter rounds ``fsum(values) / count``.
+
+A numerical set too large to list keeps only its bounds (``values is None``); a later stage raises
+:class:`~glassformer.rasp.errors.RaspCompileError` if it needs the list.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from glassformer.rasp import language as L
+from glassformer.rasp.compiler.graph import Attend, ElementWise, Embedded, Graph, Node
+from glassformer.rasp.errors import RaspCompileError
+
+TABLE_LIMIT = 50_000  # most input combinations one ElementWise may enumerate
+MEAN_LIMIT = 400_000  # most (sum, count) pairs a mean's value set may enumerate
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """The values a node can take: ``values`` sorted (None first), or None when only bounds are known."""
+
+    values: tuple | None
+    lo: float | None = None  # numerical bounds
+    hi: float | None = None
+
+    @property
+    def finite(self) -> bool:
+        return self.values is not None
+
+    def __len__(self) -> int:
+        if self.values is None:
+            raise TypeError("value set is not finite")
+        return len(self.values)
+
+    @property
+    def non_none(self) -> tuple:
+        return tuple(v for v in self.values if v is not None)
+
+    @property
+    def magnitude(self) -> float:
+        """max |v| (numerical sets)."""
+        return max(abs(self.lo or 0.0), abs(self.hi or 0.0))
+
+    @staticmethod
+    def of(values, numerical: bool = False) -> ValueSet:
+        vals = sort_values(set(values) if _hashable(values) else _dedupe(values))
+        if numerical:
+            nums = [float(v) for v in vals if v is not None]
+            return ValueSet(tuple(vals), min(nums, default=0.0), max(nums, default=0.0))
+        return ValueSet(tuple(vals))
+
+
+def _hashable(values) -> bool:
+    try:
+        set(values)
+        return True
+    except TypeError:
+        return False
+
+
+def _dedupe(values) -> list:
+    out = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def sort_key(v: Any):
+    """A total order over mixed values: None, then numbers, then strings, then tuples, then the rest."""
+    if v is None:
+        return (0,)
+    if isinstance(v, (bool, int, float)) and not isinstance(v, complex):
+        return (1, float(v))
+    if isinstance(v, str):
+        return (2, v)
+    if isinstance(v, tuple):
+        return (3, tuple(sort_key(x) for x in v))
+    return (4, type(v).__name__, repr(v))
+
+
+def sort_values(values) -> list:
+    return sorted(values, key=sort_key)
+
+
+def combinations_count(sets: list[ValueSet]) -> int:
+    return math.prod(len(s) for s in sets)
+
+
+def infer_values(graph: Graph, vocab: list, max_len: int) -> dict[str, ValueSet]:
+    """Value sets of every node of ``graph``, by label."""
+    out: dict[str, ValueSet] = {}
+    for node in graph.nodes:
+        out[node.label] = node_values(node, out, vocab, max_len)
+    return out
+
+
+def node_values(node: Node, known: dict[str, ValueSet], vocab: list, max_len: int) -> ValueSet:
+    numerical = node.is_numerical
+    if node.values_hint is not None:
+        return ValueSet.of(node.values_hint, numerical)
+    op = node.op
+    if isinstance(op, Embedded):
+        if op.kind == "tokens":
+            if numerical and not all(L.is_number(v) for v in vocab):
+                raise RaspCompileError(node.label, "numerical tokens need a vocabulary of numbers")
+            return ValueSet.of(vocab, numerical)
+        if op.kind == "indices":
+            return ValueSet.of(range(max_len), numerical)
+        return ValueSet.of([op.value], numerical)
+    if isinstance(op, ElementWise):
+        return _elementwise_values(node, [known[a.label] for a in op.args])
+    if isinstance(op, Attend):
+        return _attend_values(node, known, max_len)
+    raise RaspCompileError(node.label, f"unknown node kind {type(op).__name__}")
+
+
+def _elementwise_values(node: Node, sets: list[ValueSet]) -> ValueSet:
+    op: ElementWise = node.op
+    if all(s.finite for s in sets) and combinations_count(sets) <= TABLE_LIMIT:
+        results = []
+        for combo in itertools.product(*(s.values for s in sets)):
+            try:
+                y = op.fn(*combo)
+            except Exception:
+                continue  # the interpreter raises on this combination too
+            if node.is_numerical:
+                if isinstance(y, bool):
+                    y = int(y)
+                if not L.is_number(y):
+                    continue
+            results.append(y)
+        return ValueSet.of(results, node.is_numerical)
+    if node.is_numerical and op.linear is not None and all(s.lo is not None for s in sets):
+        c0, *coefs = op.linear
+        lo = c0 + sum(min(a * s.lo, a * s.hi) for a, s in zip(coefs, sets))
+        hi = c0 + sum(max(a * s.lo, a * s.hi) for a, s in zip(coefs, sets))
+        return ValueSet(None, lo, hi)
+    if node.is_numerical:
+        return ValueSet(None, None, None)
+    sizes = " x ".join(str(len(s)) if s.finite else "unbounded" for s in sets)
+    raise RaspCompileError(
+        node.origin or node.label,
+        f"its inputs have {sizes} value combinations, more than the {TABLE_LIMIT} a lookup table may enumerate; "
+        "use a smaller vocabulary or max_len, or split the function",
+    )
+
+
+def _attend_values(node: Node, known: dict[str, ValueSet], max_len: int) -> ValueSet:
+    op: Attend = node.op
+    if op.mode == "width":
+        return ValueSet.of([1.0 / (w + 1) for w in range(max_len + 1)], True)
+    inner = known[op.value.label]
+    if op.mode == "mean":
+        return mean_values(inner, max_len, op.default)
+    if not inner.finite:
+        bounds = [b for b in (inner.lo, inner.hi, op.default) if b is not None]
+        return ValueSet(None, min(bounds), max(bounds)) if len(bounds) >= 2 else ValueSet(None)
+    values = list(inner.values)
+    if op.mode in ("max", "min"):
+        values.append(op.default)
+        if node.is_numerical:
+            values = [v for v in values if v is not None]
+    else:
+        values.append(op.default)
+    return ValueSet.of(values, node.is_numerical)
+
+
+def mean_values(inner: ValueSet, max_len: int, default: float) -> ValueSet:
+    """All values of fsum(x_1..x_w) / w for 1 <= w <= max_len and x_i in ``inner``, plus ``default``."""
+    if not inner.finite or not inner.values:
+        lo = min(v for v in (inner.lo, default) if v is not None)
+        hi = max(v for v in (inner.hi, default) if v is not None)
+        return ValueSet(None, lo, hi)
+    fracs = [Fraction(v) for v in inner.values]
+    denom = math.lcm(*(f.denominator for f in fracs))
+    ints = sorted({int(f * denom) for f in fracs})
+    base = ints[0]
+    span = ints[-1] - base
+    if denom > 1 << 20 or span * max_len > 1 << 40 or abs(base) * max_len > 1 << 50:
+        return ValueSet(None, float(min(fracs + [Fraction(default)])), float(max(fracs + [Fraction(default)])))
+    offsets = [i - base for i in ints]
+    step = 0
+    for o in offsets:
+        step = math.gcd(step, o)
+    step = step or 1
+    offsets = [o // step for o in offsets]
+    one = 0
+    for o in offsets:
+        one |= 1 << o
+    total = 0
+    sums = 1  # bitset of reachable offset sums with w terms; w = 0: {0}
+    chunks = []
+    for w in range(1, max_len + 1):
+        nxt = 0
+        for o in offsets:
+            nxt |= sums << o
+        sums = nxt
+        bits = _bits(sums)
+        total += len(bits)
+        if total > MEAN_LIMIT:
+            return ValueSet(None, float(fracs[0]), float(fracs[-1]))
+        numerators = w * base + bits * step  # exact sums, times denom: int64-safe by the checks above
+        chunks.append(numerators.astype(np.float64) / denom / w if denom > 1 else numerators.astype(np.float64) / w)
+    means = np.unique(np.concatenate(chunks))
+    values = [float(v) for v in means] + [default]
+    return ValueSet.of(values, True)
+
+
+def _bits(x: int) -> np.ndarray:
+    """Positions of the set bits of a non-negative int, as int64."""
+    raw = np.frombuffer(x.to_bytes((x.bit_length() + 7) // 8 or 1, "little"), dtype=np.uint8)
+    return np.flatnonzero(np.unpackbits(raw, bitorder="little")).astype(np.int64)
