@@ -13,12 +13,20 @@ def load(path, device=None):
     return _load(path, device=device)
 
 
+def from_hf(model_or_path, **kwargs):
+    """Import a Hugging Face GPT-2, Llama-family or BERT model (in memory, or a local folder of
+    ``config.json`` + ``*.safetensors``) into a glassformer :class:`Transformer` with identical logits."""
+    from glassformer.interop import from_hf as _from_hf
+
+    return _from_hf(model_or_path, **kwargs)
+
+
 def __getattr__(name):  # `from glassformer import rasp` etc. without importing every subsystem up front
     import importlib
 
-    if name in ("rasp", "lens", "explain", "train", "viz"):
+    if name in ("rasp", "lens", "explain", "train", "viz", "interop"):
         return importlib.import_module(f"glassformer.{name}")
     raise AttributeError(f"module 'glassformer' has no attribute {name!r}")
 
 
-__all__ = ["CheckpointError", "ConfigError", "GlassformerError", "InputError", "ModelConfig", "Transformer", "load"]
+__all__ = ["CheckpointError", "ConfigError", "GlassformerError", "InputError", "ModelConfig", "Transformer", "from_hf", "load"]
