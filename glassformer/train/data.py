@@ -149,6 +149,8 @@ class TextTask:
         """``(prompt, continuation)``: a random stretch of the split, cut after ``prompt_len`` tokens
         (default half a block)."""
         prompt_len = self.block_size // 2 if prompt_len is None else prompt_len
+        if not 0 < prompt_len < len(self.tokens):
+            raise InputError(f"prompt_len must be in 1..{len(self.tokens) - 1} (the split's length - 1), got {prompt_len}")
         answer_len = min(answer_len, len(self.tokens) - prompt_len)
         g = self.generator if generator is None else generator
         start = torch.randint(0, len(self.tokens) - prompt_len - answer_len + 1, (1,), generator=g)

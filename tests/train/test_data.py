@@ -59,6 +59,8 @@ def test_every_start_is_reachable_and_seeded(tmp_path):
     assert torch.equal(a.batch(8, generator=g1).inputs, TextTask(path, block_size=20).batch(8, generator=g2).inputs)
     prompt, continuation = a.example(prompt_len=10, answer_len=5)
     assert len(prompt) == 10 and len(continuation) == 5 and prompt + continuation in TEXT
+    with pytest.raises(InputError, match="prompt_len"):
+        a.example(prompt_len=500)
 
 
 def test_token_cache_is_memory_mapped_and_keyed_by_content(tmp_path):
