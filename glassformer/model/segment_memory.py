@@ -20,6 +20,10 @@ Usage::
     for segment in segments:                      # [batch, pos] each
         logits = model(segment, segment_memory=mem)   # reads, then updates mem
 
+A sequence longer than ``n_ctx`` given in one call (``model(tokens)``, e.g. by the trainer) is split
+into segments of ``n_ctx`` positions and run in this way, with a fresh memory unless one is passed; so
+training on long sequences trains the recurrence, the gradient stopping at each segment boundary.
+
 With a KV cache as well, the memory is read only on the cache's first call (its keys then live in the
 cache) and is still updated on every call.
 """

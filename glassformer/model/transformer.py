@@ -135,6 +135,8 @@ class Transformer(HookedMixin, nn.Module):
             tokens = self.embed.check_images(tokens)  # [batch, channels, H, W]
         else:
             tokens = self._check_tokens(tokens, "tokens", offset=cache.offset if cache is not None else 0)
+            if self.config.memory_len and cache is None and tokens.shape[1] > self.config.n_ctx:
+                return self._segment_recurrence(tokens, attention_mask, segment_memory)
         if self.encoder is not None:
             if memory is None:
                 if src is None:
@@ -164,6 +166,17 @@ class Transformer(HookedMixin, nn.Module):
                 read_segment=read_segment,
             )
         return self.ln_final(x)  # [batch, pos, d_model]
+
+    def _segment_recurrence(self, tokens, attention_mask, segment_memory) -> torch.Tensor:
+        """Transformer-XL over a sequence longer than n_ctx: segments of n_ctx positions, in order, each one
+        attending to the (stop-gradient) memory the previous ones left. So the trainer trains the recurrence
+        by feeding long sequences; hooks fire once per segment (run_with_cache keeps the last)."""
+        if attention_mask is not None:
+            raise InputError("a Transformer-XL input longer than n_ctx is split into segments: padding masks are not supported")
+        memory = segment_memory if segment_memory is not None else self.new_segment_memory()
+        n_ctx = self.config.n_ctx
+        segments = [self.residual_stream(tokens[:, s : s + n_ctx], segment_memory=memory) for s in range(0, tokens.shape[1], n_ctx)]
+        return torch.cat(segments, dim=1)  # [batch, pos, d_model]
 
     def encode(self, src: torch.Tensor, src_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder-decoder: run the encoder stack once; its output is the decoder's cross-attention memory."""
