@@ -269,7 +269,7 @@ def dyck2(pairs: Sequence[str] = ("()", "{}"), sop: SOp = tokens) -> SOp:
     mismatch = SequenceMap(lambda x, p: x in closers and closers[x] != p[1], sop, partner).named("mismatch")
     any_mismatch = Maximum(Select(indices, indices, TRUE), mismatch, default=False).named("any_mismatch")
     n = length()
-    final_depth = Aggregate(Select(indices, Map(lambda x: x - 1, n), EQ), depth).named("final_depth")
+    final_depth = Aggregate(Select(indices, Map(lambda x: x - 1, n).named("last_index"), EQ), depth).named("final_depth")
     return SequenceMap(lambda m, d: not m and d == 0, any_mismatch, final_depth).named("dyck2")
 
 
@@ -283,9 +283,10 @@ def long_addition(sop: SOp = tokens) -> SOp:
     Layer 1: one head finds where '+' is, another the length; the MLP gives every position the place it
     writes (n-1-i) and every digit of the first number the place it holds (plus-1-k).  Layer 2: each
     position reads the first number's digit at its place (a head matching places) and the second
-    number's (its own token, if it lies after '+'); the MLP adds them into a column sum s (0..18) and
-    packs "2*i + (s >= 10)".  Layer 3: a Minimum head finds the nearest column to the right whose sum is
-    not 9 -- the carry into this column is whether that column overflowed; the MLP writes (s + carry) % 10.
+    number's (its own token, if it lies after '+'); the MLP adds them into a column sum s (0..18) and,
+    beside it, packs "2*i + (s >= 10)".  Layer 3: a Minimum head finds the nearest column to the right
+    whose sum is not 9 -- the carry into this column is whether that column overflowed; the MLP writes
+    (s + carry) % 10.
     """
     digit = {str(d): d for d in range(10)}
     plus = Aggregate(Select(sop, sop, lambda k, q: k == "+"), indices).named("plus")
@@ -297,7 +298,8 @@ def long_addition(sop: SOp = tokens) -> SOp:
     b_digit = Aggregate(Select(indices, indices, EQ) & Select(after_plus, Full(True), EQ), sop,
                         default="0").named("b_digit")
     column = SequenceMap(lambda a, b: digit.get(a, 0) + digit.get(b, 0), a_digit, b_digit).named("column")
-    packed = SequenceMap(lambda s, i: 2 * i + (1 if s >= 10 else 0), column, indices).named("packed")
+    packed = nary_sequence_map(lambda a, b, i: 2 * i + (1 if digit.get(a, 0) + digit.get(b, 0) >= 10 else 0),
+                               a_digit, b_digit, indices).named("packed")
     right_not_nine = Select(indices, indices, GT) & Select(column, Full(True), lambda k, q: k != 9)
     nearest = Minimum(right_not_nine, packed, default=0).named("nearest_not_nine")
     return SequenceMap(lambda s, m: str((s + m % 2) % 10), column, nearest).named("long_addition")

@@ -190,9 +190,13 @@ def _fold(node: Node, inlined: set[str]) -> Folded | None:
 
 
 def _fuse(graph: Graph, values: dict[str, ValueSet]) -> set[str]:
+    """Greedy inlining: take a candidate when the result is still compilable and it either saves a
+    layer or does not grow the MLPs (counted in lookup-table entries) by more than it saves in
+    residual dimensions."""
     inlined: set[str] = set()
     candidates = [n for n in graph.nodes if isinstance(n.op, ElementWise) and n is not graph.output]
     cache: dict = {}
+    layers, cost = _layers_and_cost(graph, values, inlined)
     changed = True
     while changed:
         changed = False
@@ -200,10 +204,41 @@ def _fuse(graph: Graph, values: dict[str, ValueSet]) -> set[str]:
             if cand.label in inlined:
                 continue
             trial = inlined | {cand.label}
-            if _consistent(graph, values, trial, cache):
-                inlined = trial
+            if not _consistent(graph, values, trial, cache):
+                continue
+            t_layers, t_cost = _layers_and_cost(graph, values, trial)
+            saved_dims = len(values[cand.label]) if values[cand.label].finite else 1
+            if t_layers < layers or (t_layers == layers and t_cost <= cost + 4 * saved_dims):
+                inlined, layers, cost = trial, t_layers, t_cost
                 changed = True
     return inlined
+
+
+def _layers_and_cost(graph: Graph, values: dict[str, ValueSet], inlined: set[str]) -> tuple[int, int]:
+    """Layers the ASAP schedule needs with ``inlined`` fused away, and the MLPs' total table entries."""
+    sub: dict[str, int] = {}
+    cost = 0
+    for node in graph.nodes:
+        if node.label in inlined:
+            continue
+        if isinstance(node.op, ElementWise):
+            deps, _, _ = effective(node, inlined)
+            sizes = [values[d.label] for d in deps]
+            per_entry = 2 if any(d.is_numerical for d in deps) else 1  # a lookup step is a pair of units
+            cost += per_entry * combinations_count(sizes) if all(v.finite for v in sizes) else 2 * len(deps)
+            kind = 1
+        elif isinstance(node.op, Attend):
+            deps = [f.node for f in (_fold(x, inlined) for x in _attend_inputs(node)) if f is not None]
+            kind = 0
+        else:
+            sub[node.label] = -1
+            continue
+        after = max((sub.get(d.label, -1) for d in deps), default=-1)
+        s = after + 1
+        if s % 2 != kind:
+            s += 1
+        sub[node.label] = s
+    return max((v // 2 + 1 for v in sub.values() if v >= 0), default=1), cost
 
 
 def _consistent(graph: Graph, values: dict[str, ValueSet], inlined: set[str], cache: dict) -> bool:

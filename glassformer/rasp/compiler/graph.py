@@ -218,7 +218,8 @@ class _Builder:
             true_sel = SelectorIR(constant=True)
             return self.width(true_sel, e.name, e.encoding, e.name, hint_w=range(1, self.max_len + 1))
         if isinstance(e, L.Full):
-            return self.add(e.name, e.encoding, Embedded("constant", e.value), e.name)
+            label = e.name if e._name is not None else f"full_{_ident(e.value)}"
+            return self.add(label, e.encoding, Embedded("constant", e.value), e.name)
         if isinstance(e, (L.Map, L.SequenceMap)):
             args = [self.by_id[c.id] for c in e.children]
             return self.elementwise(e, args)
@@ -251,7 +252,8 @@ class _Builder:
             value = fn(*(a.op.value for a in args))  # constant folding
             if numerical_out:
                 value = L._check_number(value, f"{type(e).__name__} {e.name}")
-            return self.add(e.name, e.encoding, Embedded("constant", value), e.name)
+            label = e.name if e._name is not None else f"full_{_ident(value)}"
+            return self.add(label, e.encoding, Embedded("constant", value), e.name)
         if len(args) == 2 and any(isinstance(a.op, Embedded) and a.op.kind == "constant" for a in args):
             const_first = isinstance(args[0].op, Embedded) and args[0].op.kind == "constant"
             c = (args[0] if const_first else args[1]).op.value
@@ -335,6 +337,11 @@ class _Builder:
         if key not in self.shared:
             self.shared[key] = self.add(f"{node.label}_cat", CATEGORICAL, ElementWise(lambda x: x, (node,)), origin)
         return self.shared[key]
+
+
+def _ident(value: Any) -> str:
+    text = str(value)
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in text)[:24] or "value"
 
 
 def _leaves(formula):

@@ -282,14 +282,14 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
     """Run the units (float32) on sampled input combinations, also pushed to the edge of the tolerance,
     and compare with ``fn``: a guard against construction bugs, raising RaspCompileError on a mismatch."""
     domains = [s.non_none if s.finite else None for s in sets]
-    if any(d is None for d in domains):
+    if any(d is None for d in domains) or spec.passthrough:
         return
     total = combinations_count([ValueSet(d) for d in domains])
     if total <= n_samples:
         combos = list(itertools.product(*domains))
     else:
         combos = [tuple(d[rng.integers(len(d))] for d in domains) for _ in range(n_samples)]
-    keys, rows = _dense(spec)
+    cases, wants = [], []
     for combo in combos:
         try:
             want = encode(out, fn(*combo))
@@ -304,35 +304,33 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
                     x[num_key(node)] = float(v) + push * tol
                 elif v is not None:
                     x[cat_key(node, v)] = 1.0 - abs(push) * tol / max(len(inputs), 1)
-            got = _run_dense(keys, rows, spec, x)
-            for k2 in set(got) | set(want):
-                if abs(got.get(k2, 0.0) - want.get(k2, 0.0)) > 1e-3 * max(1.0, abs(want.get(k2, 0.0))):
-                    if spec.passthrough:
-                        continue
-                    raise RaspCompileError(spec.op, f"internal check failed: the MLP gives {got} instead of {want} "
-                                                    f"on input {combo}")
-
-
-def _dense(spec: MLPSpec):
-    keys = sorted({k for k, _, _ in spec.w_in} | {BOS}, key=repr)
-    index = {k: i for i, k in enumerate(keys)}
-    w_in = np.zeros((len(keys), spec.n_units), dtype=np.float32)
+            cases.append((combo, x))
+            wants.append(want)
+    if not cases:
+        return
+    in_keys = sorted({k for k, _, _ in spec.w_in} | {BOS}, key=repr)
+    out_keys = sorted({k for _, k, _ in spec.w_out} | {k for w in wants for k in w}, key=repr)
+    i_ix, o_ix = {k: i for i, k in enumerate(in_keys)}, {k: i for i, k in enumerate(out_keys)}
+    W_in = np.zeros((len(in_keys), spec.n_units), dtype=np.float32)  # [keys, units]
+    W_out = np.zeros((spec.n_units, len(out_keys)), dtype=np.float32)  # [units, out keys]
     for k, u, w in spec.w_in:
-        w_in[index[k], u] += w
-    return (keys, index), w_in
-
-
-def _run_dense(keys, w_in, spec: MLPSpec, x: dict) -> dict:
-    keys_list, index = keys
-    vec = np.zeros(len(keys_list), dtype=np.float32)
-    for k, v in x.items():
-        if k in index:
-            vec[index[k]] = v
-    post = np.maximum(vec @ w_in + np.asarray(spec.b_in, dtype=np.float32), 0.0)
-    out: dict[tuple, float] = defaultdict(float)
+        W_in[i_ix[k], u] += w
     for u, k, w in spec.w_out:
-        out[k] += w * float(post[u])
-    return {k: v for k, v in out.items() if abs(v) > 1e-6}
+        W_out[u, o_ix[k]] += w
+    X = np.zeros((len(cases), len(in_keys)), dtype=np.float32)  # [cases, keys]
+    Y = np.zeros((len(cases), len(out_keys)), dtype=np.float32)
+    for r, ((_, x), want) in enumerate(zip(cases, wants)):
+        for k, v in x.items():
+            if k in i_ix:
+                X[r, i_ix[k]] = v
+        for k, v in want.items():
+            Y[r, o_ix[k]] = v
+    got = np.maximum(X @ W_in + np.asarray(spec.b_in, dtype=np.float32), 0.0) @ W_out  # [cases, out keys]
+    bad = np.abs(got - Y) > 1e-3 * np.maximum(1.0, np.abs(Y))
+    if bad.any():
+        r = int(np.argwhere(bad)[0][0])
+        raise RaspCompileError(spec.op, f"internal check failed: the MLP is not exact on input {cases[r][0]} "
+                                        f"(pushed to {cases[r][1]})")
 
 
 def table_size(sets: list[ValueSet]) -> int:

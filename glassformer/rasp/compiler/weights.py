@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from glassformer.model import ModelConfig, Transformer
@@ -52,6 +51,27 @@ def cleanup_spec(head: HeadSpec) -> MLPSpec | None:
     return spec
 
 
+class _Params:
+    """Sparse writes into the model's parameters, gathered first and written in one go per tensor."""
+
+    def __init__(self, model: Transformer):
+        self.shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+        self.entries: dict[str, tuple[list, list]] = {}
+
+    def add(self, name: str, index: tuple, value: float) -> None:
+        idx, vals = self.entries.setdefault(name, ([], []))
+        idx.append(index)
+        vals.append(value)
+
+    def write(self, name: str, p: torch.Tensor) -> None:
+        """Zero ``p`` and add the gathered entries (summing repeated indices)."""
+        p.zero_()
+        if name in self.entries:
+            idx, vals = self.entries[name]
+            index = tuple(torch.tensor(col, dtype=torch.long) for col in zip(*idx))
+            p.index_put_(index, torch.tensor(vals, dtype=p.dtype), accumulate=True)
+
+
 def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
                 heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec) -> Transformer:
     layer_mlps: list[list[MLPSpec]] = []
@@ -62,13 +82,15 @@ def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[
     n_heads = max(1, max(len(h) for h in alloc.heads))
     d_head = max([1] + [heads[label].d_head for layer in alloc.heads for label in layer])
     d_mlp = max([1] + [sum(s.n_units for s in specs) for specs in layer_mlps])
+    d_vocab_out = 1 if output.numerical else max(1, len(output.classes))
     config = ModelConfig(
         arch="encoder", d_model=layout.d_model, n_layers=alloc.n_layers, n_heads=n_heads, d_head=d_head,
-        d_mlp=d_mlp, d_vocab=FIRST_TOKEN_ID + len(vocab), d_vocab_out=max(1, len(output.classes)) if not output.numerical else 1,
-        n_ctx=max_len + 1, norm="none", positional="learned", act="relu", tie_embeddings=False, bias=True,
-        attn_scale=1.0, dropout=0.0,
+        d_mlp=d_mlp, d_vocab=FIRST_TOKEN_ID + len(vocab), d_vocab_out=d_vocab_out, n_ctx=max_len + 1,
+        norm="none", positional="learned", act="relu", tie_embeddings=False, bias=True, attn_scale=1.0, dropout=0.0,
     )
-    params = {name: np.zeros(tuple(p.shape)) for name, p in Transformer(config).named_parameters()}
+    with torch.device("meta"):  # no random initialisation: every parameter is written below
+        model = Transformer(config)
+    params = _Params(model)
     ix = layout.index
 
     _embeddings(params, plan, layout, vocab, max_len)
@@ -81,17 +103,17 @@ def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[
             unit += spec.n_units
     _unembed(params, plan, ix, output)
 
-    model = Transformer(config)
+    model = model.to_empty(device="cpu")
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(torch.from_numpy(params[name]).to(p.dtype))
+            params.write(name, p)
     model.eval()
     return model
 
 
-def _embeddings(params, plan: Assignment, layout: Layout, vocab: list, max_len: int) -> None:
-    W_E, W_pos, ix = params["embed.W_E"], params["pos_embed.W_pos"], layout.index
-    W_E[BOS_ID, ix[BOS]] = 1.0
+def _embeddings(params: _Params, plan: Assignment, layout: Layout, vocab: list, max_len: int) -> None:
+    ix = layout.index
+    params.add("embed.W_E", (BOS_ID, ix[BOS]), 1.0)  # W_E [d_vocab, d_model]
     for node in plan.materialized:
         op = node.op
         if not isinstance(op, Embedded) or node.label not in layout.owner:
@@ -99,51 +121,54 @@ def _embeddings(params, plan: Assignment, layout: Layout, vocab: list, max_len: 
         if op.kind == "tokens":
             for t, token in enumerate(vocab):
                 key = num_key(node) if node.is_numerical else cat_key(node, token)
-                W_E[FIRST_TOKEN_ID + t, ix[key]] = float(token) if node.is_numerical else 1.0
-        elif op.kind == "indices":
+                params.add("embed.W_E", (FIRST_TOKEN_ID + t, ix[key]), float(token) if node.is_numerical else 1.0)
+        elif op.kind == "indices":  # W_pos [n_ctx, d_model]; position 0 is BOS
             for p in range(max_len):
                 key = num_key(node) if node.is_numerical else cat_key(node, p)
-                W_pos[p + 1, ix[key]] = float(p) if node.is_numerical else 1.0
+                params.add("pos_embed.W_pos", (p + 1, ix[key]), float(p) if node.is_numerical else 1.0)
         else:  # a constant, at every real token
             key = num_key(node) if node.is_numerical else cat_key(node, op.value)
-            W_E[FIRST_TOKEN_ID:, ix[key]] = float(op.value) if node.is_numerical else 1.0
+            for t in range(len(vocab)):
+                params.add("embed.W_E", (FIRST_TOKEN_ID + t, ix[key]), float(op.value) if node.is_numerical else 1.0)
 
 
-def _head(params, prefix: str, h: int, spec: HeadSpec, ix: dict) -> None:
-    W_Q, b_Q = params[f"{prefix}.W_Q"][h], params[f"{prefix}.b_Q"][h]  # [d_model, d_head], [d_head]
-    W_K, b_K = params[f"{prefix}.W_K"][h], params[f"{prefix}.b_K"][h]
-    W_V, W_O = params[f"{prefix}.W_V"][h], params[f"{prefix}.W_O"][h]  # [d_model, d_head], [d_head, d_model]
+def _head(params: _Params, prefix: str, h: int, spec: HeadSpec, ix: dict) -> None:
+    # W_Q, W_K, W_V [n_heads, d_model, d_head]; b_Q, b_K [n_heads, d_head]; W_O [n_heads, d_head, d_model]
     for j, (wq, bq, wk, bk) in enumerate(spec.qk):
         for key, w in wq.items():
-            W_Q[ix[key], j] += spec.beta * w
-        b_Q[j] += spec.beta * bq
+            params.add(f"{prefix}.W_Q", (h, ix[key], j), spec.beta * w)
+        if bq:
+            params.add(f"{prefix}.b_Q", (h, j), spec.beta * bq)
         for key, w in wk.items():
-            W_K[ix[key], j] += w
-        b_K[j] += bk
+            params.add(f"{prefix}.W_K", (h, ix[key], j), w)
+        if bk:
+            params.add(f"{prefix}.b_K", (h, j), bk)
     for j, (wv, wo) in enumerate(spec.ov):
         for key, w in wv.items():
-            W_V[ix[key], j] += w
+            params.add(f"{prefix}.W_V", (h, ix[key], j), w)
         for key, w in wo.items():
-            W_O[j, ix[key]] += w
+            params.add(f"{prefix}.W_O", (h, j, ix[key]), w)
 
 
-def _mlp(params, prefix: str, offset: int, spec: MLPSpec, ix: dict) -> None:
-    W_in, b_in, W_out = params[f"{prefix}.W_in"], params[f"{prefix}.b_in"], params[f"{prefix}.W_out"]
+def _mlp(params: _Params, prefix: str, offset: int, spec: MLPSpec, ix: dict) -> None:
+    # W_in [d_model, d_mlp], b_in [d_mlp], W_out [d_mlp, d_model]
     for key, u, w in spec.w_in:
-        W_in[ix[key], offset + u] += w
-    b_in[offset:offset + spec.n_units] = spec.b_in
+        params.add(f"{prefix}.W_in", (ix[key], offset + u), w)
+    for u, b in enumerate(spec.b_in):
+        if b:
+            params.add(f"{prefix}.b_in", (offset + u,), b)
     for u, key, w in spec.w_out:
-        W_out[offset + u, ix[key]] += w
+        params.add(f"{prefix}.W_out", (offset + u, ix[key]), w)
 
 
-def _unembed(params, plan: Assignment, ix: dict, output: OutputSpec) -> None:
-    W_U, b_U = params["unembed.W_U"], params["unembed.b_U"]  # [d_model, d_vocab_out], [d_vocab_out]
+def _unembed(params: _Params, plan: Assignment, ix: dict, output: OutputSpec) -> None:
+    # W_U [d_model, d_vocab_out], b_U [d_vocab_out]
     node = plan.graph.output
     if output.numerical:
-        W_U[ix[num_key(node)], 0] = 1.0
+        params.add("unembed.W_U", (ix[num_key(node)], 0), 1.0)
         return
     for c, y in enumerate(output.classes):
         if y is None:
-            b_U[c] = 0.5
+            params.add("unembed.b_U", (c,), 0.5)
         else:
-            W_U[ix[cat_key(node, y)], c] = 1.0
+            params.add("unembed.W_U", (ix[cat_key(node, y)], c), 1.0)
