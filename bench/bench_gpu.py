@@ -1,0 +1,231 @@
+"""GPU training MFU: a GPT-2-124M-shaped glassformer in bf16, fused attention, torch.compile.
+
+Where ``torch.cuda.is_available()``: trains GPT-2 small's shape (12 layers, d_model 768, 12 heads,
+n_ctx 1024, vocabulary 50,304 = 50,257 padded to a multiple of 64) on random tokens with
+
+    bf16 autocast, F.scaled_dot_product_attention (glassformer's fused path: no hook attached),
+    torch.compile(model), fused AdamW
+
+and reports tokens/s and MFU against the device's *measured* bf16 matmul peak (goal >= 45%), next to
+the HF GPT-2 twin with the same weights and the same loop, and glassformer with its per-call input
+check (``Transformer._check_tokens``: a min/max of the token ids read back to the host, i.e. a device
+sync and a graph break under torch.compile) bypassed, to measure what that check costs.
+
+Without a GPU it prints why it skipped and leaves earlier GPU results in place. ``--smoke`` runs the
+same code path on CPU with a tiny shape (no compile by default) so the script is kept working.
+
+    python bench/bench_gpu.py [--batch 16] [--no-compile] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    RESULTS_DIR,
+    fmt_si,
+    interleaved,
+    machine_info,
+    markdown_table,
+    matmul_params,
+    matmul_peak_flops,
+    peak_memory_cuda,
+    train_flops_per_token,
+    write_results,
+)
+from bench.gpt2_twin import Shape, build_pair, glassformer_config
+from glassformer import Transformer
+
+GPT2_124M = Shape("gpt2-124M", n_layers=12, d_model=768, n_heads=12, n_ctx=1024, batch=16, d_vocab=50304)
+SMOKE = Shape("smoke", n_layers=1, d_model=32, n_heads=2, n_ctx=16, batch=2, d_vocab=64)
+
+
+def _attention_forward_without_sync(self, x, memory=None, *, positions, key_padding=None, cache=None, prefix=None):
+    """``Attention.forward`` as of this writing, with one line changed: the key positions are computed on
+    the device (``positions[-1] + 1 - n + arange(n)``) instead of via ``int(positions[-1])``, which reads a
+    value back to the host (a device sync per layer, and a graph break that makes torch.compile skip the
+    whole block loop)."""
+    q = self.q(self._project(x, self.W_Q, self.b_Q))  # [batch, q_pos, heads, d_head]
+    if self.q_norm is not None:
+        q = self.q_norm(q)
+    if self.rotary is not None:
+        q = self.rotary(q, positions)
+    if self.cross:
+        z = self._cross_attend(q, memory, positions, key_padding, cache)
+    else:
+        y = x if prefix is None else torch.cat([prefix, x], dim=1)  # [batch, k_pos, d_model]
+        k_positions = positions[-1] + 1 - y.shape[1] + torch.arange(y.shape[1], device=x.device)  # the change
+        k, v = self._keys_values(y, k_positions)
+        z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
+    z = self.z(z)  # [batch, q_pos, heads, d_head]
+    out = torch.einsum("bqhe,hed->bqd", z, self.W_O)  # [batch, q_pos, d_model]
+    return out + self.b_O if self.b_O is not None else out
+
+
+def without_host_syncs(model: Transformer) -> Transformer:
+    """The local experiment behind the proposed change in bench/README.md, on this model instance only:
+
+    * ``_check_tokens`` keeps its shape handling but skips the min/max of the token ids (read back to
+      the host with ``bool(...)``: a device sync and a graph break at the top of every forward);
+    * every attention layer uses :func:`_attention_forward_without_sync`.
+
+    Checked to give exactly the same logits before it is used.
+    """
+    original_check = model._check_tokens
+    probe = torch.randint(0, model.config.d_vocab, (1, min(8, model.config.n_ctx)), device=next(model.parameters()).device)
+    with torch.no_grad():
+        reference = model(probe)
+
+    def check(tokens, what, offset=0):
+        return tokens if tokens.dim() == 2 and tokens.dtype == torch.long else original_check(tokens, what, offset)
+
+    model._check_tokens = check  # instance attributes: other models are not affected
+    for block in model.blocks:
+        block.attn.forward = types.MethodType(_attention_forward_without_sync, block.attn)
+    with torch.no_grad():
+        if not torch.equal(model(probe), reference):
+            raise RuntimeError("the no-sync experiment no longer matches the model (glassformer/model changed): update it")
+    return model
+
+
+def graph_report(model, tokens: torch.Tensor) -> dict:
+    """How torch.compile (dynamo) splits one forward: graphs, graph breaks and where they happen."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._logging.set_logs(dynamo=logging.ERROR)  # the breaks are reported below, not as warnings
+    explained = torch._dynamo.explain(model)(tokens)
+    where = []
+    for b in explained.break_reasons:
+        frame = b.user_stack[-1] if b.user_stack else None
+        where.append(f"{Path(frame.filename).name}:{frame.lineno} {b.reason.splitlines()[0][:80]}" if frame else b.reason[:80])
+    torch._dynamo.reset()
+    return {"graphs": explained.graph_count, "graph_breaks": explained.graph_break_count, "breaks": sorted(set(where))}
+
+
+def compile_graphs(shape: Shape) -> dict:
+    """Graph breaks of the model as is and with :func:`without_host_syncs` (runs on CPU: tracing only)."""
+    torch.manual_seed(0)
+    tokens = torch.randint(0, shape.d_vocab, (shape.batch, shape.n_ctx))
+    as_is = Transformer(glassformer_config(shape))
+    patched = without_host_syncs(Transformer(glassformer_config(shape)))
+    return {"as_is": graph_report(as_is, tokens), "without_host_syncs": graph_report(patched, tokens)}
+
+
+def train_step_fn(model, side: str, shape: Shape, device: torch.device, compile: bool, amp_dtype: torch.dtype):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, shape.d_vocab, (shape.batch, shape.n_ctx), generator=g).to(device)  # [batch, n_ctx]
+    y = torch.randint(0, shape.d_vocab, (shape.batch, shape.n_ctx), generator=g).to(device)
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused or None)
+    model.train()
+    forward = torch.compile(model) if compile else model
+
+    def step() -> None:
+        with torch.autocast(device_type=device.type, dtype=amp_dtype):
+            out = forward(x) if side.startswith("glassformer") else forward(input_ids=x).logits  # [batch, n_ctx, vocab]
+        loss = F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--smoke", action="store_true", help="tiny shape on whatever device there is (for tests)")
+    parser.add_argument("--batch", type=int, default=None, help="sequences per step (default 16)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--compile", action="store_true", help="compile even in --smoke mode")
+    parser.add_argument("--no-hf", action="store_true", help="glassformer only")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="where to write core_gpu.{json,md}")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available()
+    graphs = compile_graphs(Shape("graphs", n_layers=2, d_model=64, n_heads=4, n_ctx=32, batch=2, d_vocab=64))
+    print(f"torch.compile graphs of a 2-layer model: as is {graphs['as_is']['graphs']} graphs / "
+          f"{graphs['as_is']['graph_breaks']} breaks; without host syncs {graphs['without_host_syncs']['graphs']} / "
+          f"{graphs['without_host_syncs']['graph_breaks']}", flush=True)
+    if not cuda and not args.smoke:
+        reason = "skipped: no CUDA device (torch.cuda.is_available() is False); run this on a GPU machine"
+        print(reason)
+        out = args.results_dir or RESULTS_DIR
+        if not (out / "core_gpu.json").exists() or "skipped" in json.loads((out / "core_gpu.json").read_text()):
+            md = f"# GPU training MFU\n\n{reason}.\n\n{graphs_markdown(graphs)}"
+            write_results("gpu", {"skipped": reason, "machine": machine_info(), "compile_graphs": graphs}, md, args.results_dir)
+        return {"skipped": reason, "compile_graphs": graphs}
+    device = torch.device("cuda" if cuda else "cpu")
+    shape = SMOKE if args.smoke else GPT2_124M
+    if args.batch:
+        shape = Shape(**{**shape.__dict__, "batch": args.batch})
+    compile = (not args.no_compile) and (args.compile or not args.smoke)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    peak = matmul_peak_flops(torch.bfloat16, device, sizes=(128,) if args.smoke else None, repeats=2 if args.smoke else 5)
+    gf, hf = build_pair(shape, device=device)
+    sides = {"glassformer": gf, "glassformer_no_host_sync": without_host_syncs(build_pair(shape, device=device)[0])}
+    if not args.no_hf:
+        sides["hf_gpt2"] = hf
+    steps = {name: train_step_fn(m, name, shape, device, compile, torch.bfloat16) for name, m in sides.items()}
+    inner = 1 if args.smoke else 10
+    candidates = {name: (lambda s=s: [s() for _ in range(inner)]) for name, s in steps.items()}
+    warmup = 1 if args.smoke else 3  # the first calls compile
+    repeats = 2 if args.smoke else 5 if args.quick else 10
+    timings = interleaved(candidates, warmup=warmup, repeats=repeats, device=device)
+    n = matmul_params(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab)
+    flops_per_token = train_flops_per_token(n, shape.n_layers, shape.d_model, shape.n_ctx)
+    results = {"machine": machine_info(), "peak": peak, "shape": shape.__dict__, "compile": compile, "dtype": "bfloat16",
+               "flops_per_token": flops_per_token, "steps_per_sample": inner, "compile_graphs": graphs, "sides": {}}
+    for name, t in timings.items():
+        tokens_per_s = shape.tokens_per_batch * inner / t.median
+        results["sides"][name] = {"timing": t.summary(), "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * flops_per_token / peak["peak_flops"]}
+        if cuda:
+            results["sides"][name]["memory"] = peak_memory_cuda(steps[name], calls=1)
+        print(f"{name}: {tokens_per_s:,.0f} tokens/s, MFU {results['sides'][name]['mfu']:.1%}", flush=True)
+    rows = [[name, f"{s['tokens_per_s']:,.0f}", f"{s['mfu']:.1%}", f"{s['timing']['spread']:.1%}",
+             f"{s['memory']['peak_allocated_mb']:,.0f}" if "memory" in s else "-"] for name, s in results["sides"].items()]
+    md = "\n".join([
+        "# GPU training MFU (bf16 autocast, fused attention, torch.compile)" if compile else "# GPU training MFU (no compile)",
+        "",
+        f"Device: {results['machine']['cuda'] or 'cpu (smoke)'}; measured bf16 matmul peak {fmt_si(peak['peak_flops'], 'FLOP/s')}; "
+        f"shape {shape.describe()}. Goal: glassformer MFU >= 45%.",
+        "",
+        markdown_table(["side", "tokens/s", "MFU", "noise (IQR/median)", "peak allocated (MB)"], rows),
+        "",
+        graphs_markdown(graphs),
+    ])
+    path = write_results("gpu", results, md, args.results_dir)
+    print(f"wrote {path}")
+    return results
+
+
+def graphs_markdown(graphs: dict) -> str:
+    rows = [[name, g["graphs"], g["graph_breaks"], "; ".join(g["breaks"]) or "-"] for name, g in graphs.items()]
+    return "\n".join([
+        "## torch.compile graph breaks (2-layer decoder, traced on this machine)",
+        "",
+        markdown_table(["model", "graphs", "graph breaks", "where"], rows),
+        "",
+        "without_host_syncs = the proposed change (bench/bench_gpu.py: without_host_syncs): key positions computed "
+        "on the device, and no min/max of the token ids read back to the host in _check_tokens.",
+    ])
+
+
+if __name__ == "__main__":
+    main()
