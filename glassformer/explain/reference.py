@@ -174,7 +174,18 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0)
 
 
-ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu}
+def relu2(x: np.ndarray) -> np.ndarray:
+    """ReLU^2(x) = max(0, x)^2 (Primer)."""
+    return np.maximum(x, 0.0) ** 2
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """SiLU(x) = x sigmoid(x) = x / (1 + exp(-x))."""
+    return x / (1.0 + np.exp(-x))
+
+
+ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu, "relu2": relu2}
+GATES = {"swiglu": silu, "geglu": gelu}  # gated MLPs: post = gate(x W_gate + b_gate) * (x W_in + b_in)
 
 
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -193,6 +204,23 @@ def unembed(x: np.ndarray, W_U: np.ndarray, b_U: np.ndarray | None) -> np.ndarra
 # -- assembling the model ---------------------------------------------------------------------------------
 
 
+def unsupported(config: ModelConfig) -> list[str]:
+    """The config's features this reference (and the explain trace) does not cover: the variants beyond the
+    2017 family and its common switches (T5 relative bias, non-softmax or windowed attention patterns,
+    Transformer-XL memory, image patches)."""
+    out = []
+    if config.positional not in ("learned", "sinusoidal", "none", "rope", "alibi"):
+        out.append(f"positional={config.positional!r}")
+    if getattr(config, "attention", "full") != "full":
+        out.append(f"attention={config.attention!r}")
+    if getattr(config, "memory_len", 0):
+        out.append(f"memory_len={config.memory_len}")
+    if getattr(config, "input", "tokens") != "tokens":
+        out.append(f"input={config.input!r}")
+    return out
+
+
+
 class _Stack:
     """Reads one stack's parameters (``prefix`` = "" or "encoder.") and records intermediates."""
 
@@ -208,7 +236,7 @@ class _Stack:
 
     def norm(self, name: str, x: np.ndarray) -> np.ndarray:
         """The config's norm (layer_norm, rms_norm, or identity), recording ``name`` and ``name.scale``."""
-        norm = self.cfg.norm if (name != "ln_final" or self.cfg.final_norm) else "none"
+        norm = self.cfg.norm if (not name.endswith("ln_final") or self.cfg.final_norm) else "none"
         if norm == "layernorm":
             out, sigma = layer_norm(x, self.get(f"{name}.w"), self.get(f"{name}.b"), self.cfg.norm_eps)
         elif norm == "rmsnorm":
@@ -232,6 +260,8 @@ class _Stack:
         q = self.rec(f"{name}.q", project(x, g("W_Q"), g("b_Q")))  # [batch, q_pos, heads, d_head]
         k = self.rec(f"{name}.k", project(y, g("W_K"), g("b_K")))  # [batch, k_pos, kv_heads, d_head]
         v = self.rec(f"{name}.v", project(y, g("W_V"), g("b_V")))
+        if cfg.qk_norm:  # q_h <- Norm(q_h), k_h <- Norm(k_h) over d_head
+            q, k = self.norm(f"{name}.q_norm", q), self.norm(f"{name}.k_norm", k)
         k_positions = np.arange(k.shape[1])
         if cfg.positional == "rope" and not cross:
             d_rot = int(cfg.d_head * cfg.rope_fraction)
@@ -247,9 +277,16 @@ class _Stack:
         return combine_heads(z, g("W_O"), g("b_O"))  # [batch, q_pos, d_model]
 
     def mlp(self, name: str, x: np.ndarray) -> np.ndarray:
-        """act(x W_in + b_in) W_out + b_out, recording ``mlp.pre`` and ``mlp.post``."""
+        """act(x W_in + b_in) W_out + b_out, recording ``mlp.pre`` and ``mlp.post``; gated (SwiGLU, GeGLU):
+        gate(x W_gate + b_gate) * (x W_in + b_in), with ``mlp.pre`` the gate's input."""
+        act = self.cfg.act
+        if act in GATES:
+            pre = self.rec(f"{name}.pre", linear(x, self.get(f"{name}.W_gate"), self.get(f"{name}.b_gate")))
+            up = self.rec(f"{name}.pre_linear", linear(x, self.get(f"{name}.W_in"), self.get(f"{name}.b_in")))
+            post = self.rec(f"{name}.post", GATES[act](pre) * up)  # [batch, pos, d_mlp]
+            return linear(post, self.get(f"{name}.W_out"), self.get(f"{name}.b_out"))
         pre = self.rec(f"{name}.pre", linear(x, self.get(f"{name}.W_in"), self.get(f"{name}.b_in")))  # [batch, pos, d_mlp]
-        post = self.rec(f"{name}.post", ACTIVATIONS[self.cfg.act](pre))
+        post = self.rec(f"{name}.post", ACTIVATIONS[act](pre))
         return linear(post, self.get(f"{name}.W_out"), self.get(f"{name}.b_out"))  # [batch, pos, d_model]
 
     def block(self, i: int, x, positions, key_padding, causal, memory=None, memory_padding=None) -> np.ndarray:
@@ -275,6 +312,8 @@ class _Stack:
             x = x + self.rec("pos_embed", learned_positions(self.get("pos_embed.W_pos"), positions))
         elif self.cfg.positional == "sinusoidal":
             x = x + self.rec("pos_embed", sinusoidal_positions(positions, self.cfg.d_model))
+        if self.cfg.embed_norm:  # BERT: resid_0 = Norm(embed + pos_embed)
+            x = self.norm("ln_embed", x)
         for i in range(n_blocks):
             x = self.block(i, x, positions, key_padding, causal, memory, memory_padding)
         return self.norm("ln_final", x)
@@ -297,6 +336,9 @@ def forward(
     every intermediate, under the model's hook-point names.
     """
     record = record or (lambda name, value: None)
+    missing = unsupported(config)
+    if missing:
+        raise InputError(f"the NumPy reference does not cover {', '.join(missing)}")
     tokens = _as_tokens(tokens, "tokens", config)
     pad = None if attention_mask is None else np.asarray(attention_mask)
     memory = None
@@ -311,6 +353,9 @@ def forward(
         src_pad, n_blocks = None, config.n_layers
     stack = _Stack(params, config, "", record)
     x = stack.run(tokens, pad, config.causal, n_blocks, memory, src_pad)  # [batch, pos, d_model]
+    if config.unembed_transform:  # BERT's MLM head: h = Norm(act(x W_T + b_T))
+        pre = stack.rec("unembed_transform.pre", linear(x, params["unembed_transform.W_T"], params.get("unembed_transform.b_T")))
+        x = stack.rec("unembed_transform", stack.norm("unembed_transform.ln", ACTIVATIONS[config.act](pre)))
     W_U = params["embed.W_E"].T if config.tie_embeddings else params["unembed.W_U"]
     logits = unembed(x, W_U, params.get("unembed.b_U"))  # [batch, pos, d_vocab_out]
     record("logits", logits)

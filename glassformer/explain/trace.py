@@ -18,6 +18,7 @@ import torch
 
 from glassformer.errors import InputError
 from glassformer.explain.document import Section, Shown, Step, Trace, dims, elided, fmt, token_text
+from glassformer.explain.reference import unsupported
 
 GATED = ("swiglu", "geglu")
 ACT_TEX = {
@@ -178,6 +179,8 @@ class _Builder:
                     qkv.append(self.param(f"b_{w}[{hidx}]", f"{a}.b_{w}", (hidx,)))
                 qkv.append(self.hook(f"{w.lower()} = {src_} W_{w} + b_{w}, {head}", f"{a}.{w.lower()}", (0, slice(None), hidx), rows=rows_))
             text = "Three linear maps of the input, one per role." + (f" Query heads {kv * group}..{kv * group + group - 1} share key/value head {kv}." if group > 1 else "")
+            if cfg.qk_norm:
+                text += " QK-norm then normalises each head's q and k over d_head (next step)."
             if cfg.positional == "rope" and not cross:
                 text += " RoPE then rotates q and k by their positions (the tables show them before rotation)."
             steps.append(Step(
@@ -187,6 +190,16 @@ class _Builder:
                  f"k, v: {dims(pos=nk, d_model=d)} @ {dims(d_model=d, d_head=e)} -> {dims(pos=nk, d_head=e)}"],
                 text, qkv,
             ))
+            if cfg.qk_norm:
+                normed = []
+                for w, rows_, hidx in (("q", q_rows, h), ("k", k_rows, kv)):
+                    normed.append(self.param(f"{w}_norm gain", f"{a}.{w}_norm.w"))
+                    if self.has(f"{a}.{w}_norm.scale"):
+                        normed.append(self.hook(f"sigma of {w}", f"{a}.{w}_norm.scale", (0, slice(None), hidx), rows=rows_))
+                    normed.append(self.hook(f"Norm({w}), head {hidx}", f"{a}.{w}_norm", (0, slice(None), hidx), rows=rows_))
+                steps.append(Step(f"{_title(a)}, {head}: QK-norm", [r"q \leftarrow \mathrm{Norm}(q), \quad k \leftarrow \mathrm{Norm}(k)"],
+                                  [f"{dims(pos=nq, d_head=e)} -> {dims(pos=nq, d_head=e)}, over d_head"],
+                                  "The dot products below use the normalised q and k.", normed))
             scale = r"\frac{1}{\sqrt{d_{\mathrm{head}}}}" if cfg.attn_scale is None else f"{cfg.scale:g}"
             eq = rf"\mathrm{{scores}} = {scale}\, q k^\top"
             if cfg.positional == "alibi" and not cross:
@@ -277,7 +290,14 @@ class _Builder:
         if "unembed.b_U" in self.params:
             tensors.append(self.param("b_U", "unembed.b_U", cols=vocab))
         if self.has("unembed_transform"):
-            text += " First BERT's MLM transform: h = Norm(act(x W_T + b_T))."
+            section.steps.append(Step(
+                "MLM transform (BERT)", [r"h = \mathrm{Norm}(\mathrm{act}(x W_T + b_T))"],
+                [f"{dims(pos=len(rows), d_model=cfg.d_model)} @ [d_model={cfg.d_model}, d_model={cfg.d_model}] -> {dims(pos=len(rows), d_model=cfg.d_model)}"],
+                "The unembedding below reads h instead of x.",
+                [self.param("W_T", "unembed_transform.W_T"), self.hook("x W_T + b_T", "unembed_transform.pre", rows=rows),
+                 *([self.hook("sigma", "unembed_transform.ln.scale", rows=rows)] if self.has("unembed_transform.ln.scale") else []),
+                 self.hook("h", "unembed_transform", rows=rows)],
+            ))
         tensors.append(self.hook("logits", "logits", rows=rows, cols=vocab))
         section.steps.append(Step("Unembedding", [r"\mathrm{logits} = x W_U + b_U"],
                                   [f"{dims(pos=len(rows), d_model=cfg.d_model)} @ {dims(d_model=cfg.d_model, d_vocab_out=cfg.d_vocab_out)} -> {dims(pos=len(rows), d_vocab_out=cfg.d_vocab_out)}"],
@@ -366,6 +386,9 @@ def trace(model, tokens, *, src=None, tokenizer=None, max_rows: int = 8, max_col
     last entries, with ⋯ between).
     """
     cfg = model.config
+    missing = unsupported(cfg)
+    if missing:
+        raise InputError(f"explain covers softmax-attention transformers of the 2017 family; not {', '.join(missing)}")
     tokens = _as_ids(tokens, "tokens")
     src_ids = _as_ids(src, "src") if src is not None else None
     if cfg.arch == "encoder-decoder" and src_ids is None:

@@ -16,6 +16,10 @@ CONFIGS = [
     dict(arch="encoder", positional="none", norm="rmsnorm", act="relu"),
     dict(arch="encoder-decoder", positional="sinusoidal", n_decoder_layers=3, d_vocab_out=7),
     dict(arch="encoder-decoder", norm_position="post", positional="rope", n_heads=2, final_norm=True),
+    dict(arch="encoder", embed_norm=True, unembed_transform=True, norm_position="post", act="gelu_tanh"),  # BERT
+    dict(arch="decoder", qk_norm=True, act="swiglu", positional="rope", norm="rmsnorm", bias=False),  # Llama-like
+    dict(arch="decoder", qk_norm=True, act="geglu", n_kv_heads=2),
+    dict(arch="encoder-decoder", act="relu2", embed_norm=True, positional="none"),
 ]
 
 
@@ -80,6 +84,13 @@ def test_reference_matches_the_fused_float32_model_too():
     tokens = torch.randint(0, 13, (2, 10))
     logits = model(tokens).detach().numpy()  # no hooks: the fused attention path
     np.testing.assert_allclose(ref.forward(ref.params_of(model), model.config, tokens.numpy()), logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [dict(positional="t5"), dict(attention="sliding", window=4), dict(memory_len=4, positional="rope")])
+def test_reference_names_the_variants_it_does_not_cover(variant):
+    config = ModelConfig(d_model=16, n_heads=4, d_vocab=11, n_ctx=12, **variant)
+    with pytest.raises(InputError, match="does not cover " + list(variant)[0]):
+        ref.forward({}, config, np.array([[0, 1]]))
 
 
 def test_reference_rejects_bad_tokens():

@@ -141,6 +141,8 @@ CASES = [
     (dict(arch="decoder", positional="alibi", d_mlp=20), None),
     (dict(arch="encoder", n_classes=3, positional="none"), None),
     (dict(arch="encoder-decoder", n_decoder_layers=1), [5, 4, 3]),
+    (dict(arch="encoder", embed_norm=True, unembed_transform=True, norm_position="post"), None),  # BERT
+    (dict(arch="decoder", qk_norm=True, act="swiglu", norm="rmsnorm", positional="rope", n_kv_heads=1), None),
 ]
 
 
@@ -209,6 +211,12 @@ def test_save_picks_the_format_from_the_suffix(tmp_path):
     assert doc.save(tmp_path / "a.html").read_text().startswith("<!DOCTYPE html>")
     with pytest.raises(InputError, match=r"\.md or \.html"):
         doc.save(tmp_path / "a.txt")
+
+
+def test_variants_beyond_the_2017_family_are_refused_by_name():
+    model = Transformer(ModelConfig(d_model=4, n_layers=1, n_heads=1, d_vocab=5, n_ctx=8, attention="sliding", window=2))
+    with pytest.raises(InputError, match="attention='sliding'"):
+        explain_trace(model, [1, 2])
 
 
 def test_bad_inputs_are_named():

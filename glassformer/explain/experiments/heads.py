@@ -59,7 +59,7 @@ def freeze_identity_W_O(model: Transformer) -> None:
 
 
 def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
-    steps = 400 if quick else 1000
+    steps = 400 if quick else 700
     seeds = [seed] if quick else [seed, seed + 1]
     variants = {"1 head": (1, True), "2 heads": (2, True), "4 heads": (4, True), "4 heads, no W_O": (4, False)}
     if quick:

@@ -82,6 +82,7 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     layers = range(1, SIZES["n_layers"] + 1)
     for pos, style in (("post", "o-"), ("pre", "s-")):
         ax1.plot(layers, grads[pos], style, label=f"{pos.capitalize()}-LN")
+    ax1.set_yscale("log")
     ax1.set_xlabel("layer")
     ax1.set_ylabel("|dL/dW| at initialisation")
     ax1.set_title("gradient norm by layer")
@@ -93,7 +94,7 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     ax2.set_xscale("log")
     ax2.set_ylim(0, 105)
     ax2.set_xlabel("peak learning rate (AdamW)")
-    ax2.set_ylabel(f"held-out token accuracy (%), mean of {len(seeds)} seed(s)")
+    ax2.set_ylabel(f"token accuracy (%), {len(seeds)} seed(s)")
     ax2.set_title(f"reverse, 6 layers, {steps} steps")
     ax2.legend(fontsize=8)
     figures = [save(fig, out, "post_vs_pre_ln.png")]
@@ -123,6 +124,14 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
         f"{100 * mean[('pre', 'no warm-up', top)]:.0f}%, Post-LN {100 * mean[('post', 'warm-up', top)]:.0f}% and "
         f"{100 * mean[('post', 'no warm-up', top)]:.0f}%."
     )
+    best = {pos: max([lr for w in warmups for lr in trained_at(pos, w)], default=None) for pos in ("post", "pre")}
+    if best["pre"] and best["post"]:
+        finding += f" Pre-LN trained at up to {best['pre'] / best['post']:.0f}x the largest rate at which Post-LN trained."
+    for pos in ("post", "pre"):
+        helped = [lr for lr in lrs if mean[(pos, "warm-up", lr)] > mean[(pos, "no warm-up", lr)] + 0.1]
+        hurt = [lr for lr in lrs if mean[(pos, "warm-up", lr)] < mean[(pos, "no warm-up", lr)] - 0.1]
+        finding += (f" Warm-up helped {pos.capitalize()}-LN at {describe(helped)} and hurt it at {describe(hurt)}"
+                    f"{' (a short run: 30% of the steps spent at low rates)' if hurt else ''}.")
     metrics = {"grad_norm_by_layer": grads,
                "token_accuracy": {f"{p}|{w}|{lr:g}": v for (p, w, lr), v in mean.items()},
                "steps": steps, "seeds": seeds}
