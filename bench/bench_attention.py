@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lengths, repeats = [128, 256, 512, 1024, 2048, 4096, 8192], 3
         memory_lengths = [512, 2048, 8192]
-        recall_n, recall_steps, lm_steps, eval_lengths = 128, 150, 300, [64, 128, 256, 512]
+        recall_n, recall_steps, lm_steps, eval_lengths = 128, 300, 300, [64, 128, 256, 512]
     started = time.perf_counter()
     info = machine_info()
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"

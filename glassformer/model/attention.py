@@ -131,8 +131,7 @@ class Attention(nn.Module):
             z = self._cross_attend(q, memory, positions, key_padding, cache)
         else:
             y = x if prefix is None else torch.cat([prefix, x], dim=1)  # [batch, k_pos, d_model]
-            last = int(positions[-1]) + 1
-            k_positions = torch.arange(last - y.shape[1], last, device=x.device)  # the new keys end at the last query
+            k_positions = positions[-1] + 1 - y.shape[1] + torch.arange(y.shape[1], device=x.device)  # end at the last query
             k, v = self._keys_values(y, k_positions)  # [batch, k_pos, kv_heads, d_head]
             z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
         z = self.z(z)  # [batch, q_pos, heads, d_head]

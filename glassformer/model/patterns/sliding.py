@@ -35,8 +35,7 @@ def band_partial(attn: PatternAttention, q, k, v, positions, key_padding, window
     B = window  # block length
     span = 2 if causal else 3  # key blocks a query block needs: previous, own (, next)
     n_blocks = math.ceil(n / B)
-    # Key index 0 of the padded keys is position p0 - B: one empty block before the first query block.
-    p0 = int(positions[0])
+    # Key index 0 of the padded keys is position positions[0] - B: one empty block before the first query block.
     padded_len = (n_blocks + span - 1) * B
     pad = (0, 0, B, padded_len - B - n)  # left B, right up to the last block's last key block
     k_blocks = F.pad(k, pad).unfold(2, span * B, B).transpose(-1, -2)  # [batch, heads, n_blocks, span*B, d_head]
@@ -45,7 +44,7 @@ def band_partial(attn: PatternAttention, q, k, v, positions, key_padding, window
     valid = key_validity(key_padding, batch, n, q.device)  # [batch, pos]
     k_valid = F.pad(valid, (B, padded_len - B - n), value=False).unfold(1, span * B, B)  # [batch, n_blocks, span*B]
 
-    block_start = p0 + B * torch.arange(n_blocks, device=q.device)[:, None]  # [n_blocks, 1]
+    block_start = positions[0] + B * torch.arange(n_blocks, device=q.device)[:, None]  # [n_blocks, 1]
     q_pos = block_start + torch.arange(B, device=q.device)  # [n_blocks, B]
     k_pos = block_start - B + torch.arange(span * B, device=q.device)  # [n_blocks, span*B]
     offset = q_pos[:, :, None] - k_pos[:, None, :]  # [n_blocks, B, span*B]: i - j

@@ -47,8 +47,8 @@ class SparseAttention(PatternAttention):
         return ok & (j <= i) if self.causal else ok
 
     def efficient(self, q, k, v, positions, key_padding):
-        if int(positions[0]) != 0:  # block boundaries are absolute; the grid below starts at position 0
-            raise AssertionError("SparseAttention.efficient expects positions 0 .. pos - 1")
+        """Blocks are absolute (block r holds positions r*l .. r*l + l - 1): this runs when queries and keys
+        are the same positions 0 .. pos - 1, i.e. without a cache or memory (``PatternAttention.attend``)."""
         batch, heads, n, d_head = q.shape
         l = self.stride
         R = math.ceil(n / l)  # blocks (rows of the [R, l] grid)
