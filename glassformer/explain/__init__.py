@@ -9,7 +9,8 @@
 * :mod:`~glassformer.explain.experiments`: learners' questions answered by running models.
 """
 
+from glassformer.explain.diagram import diagram, save_diagram
 from glassformer.explain.document import Trace
 from glassformer.explain.trace import trace
 
-__all__ = ["Trace", "trace"]
+__all__ = ["Trace", "diagram", "save_diagram", "trace"]

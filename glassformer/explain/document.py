@@ -24,6 +24,7 @@ class Shown:
     row_labels: list[str] | None = None  # one per row (2-D), e.g. "2 c" = position 2, token "c"
     col_labels: list[str] | None = None  # one per column
     heat: bool = False  # probabilities: shade cells by value
+    break_before: bool = False  # HTML: start a new row of tables here
 
 
 @dataclass

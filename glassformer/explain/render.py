@@ -182,7 +182,12 @@ def to_html(trace: Trace) -> str:
             if step.text:
                 parts.append(f"<p>{escape(step.text)}</p>")
             if step.tensors:
-                parts.append('<div class="tensors">' + "".join(_html_table(t, trace.max_rows, trace.max_cols) for t in step.tensors) + "</div>")
+                html = ""
+                for i, t in enumerate(step.tensors):
+                    if t.break_before and i:
+                        html += '</div><div class="tensors">'
+                    html += _html_table(t, trace.max_rows, trace.max_cols)
+                parts.append(f'<div class="tensors">{html}</div>')
             if step.lines:
                 parts.append('<ul class="lines">' + "".join(f"<li>{escape(line)}</li>" for line in step.lines) + "</ul>")
             parts.append("</div>")

@@ -174,7 +174,8 @@ class _Builder:
             qkv = []
             for w, rows_, n_, src_ in (("Q", q_rows, nq, x), ("K", k_rows, nk, y), ("V", k_rows, nk, y)):
                 hidx = h if w == "Q" else kv
-                qkv.append(self.param(f"W_{w}[{hidx}]", f"{a}.W_{w}", (hidx,), cols=None))
+                qkv.append(self.param(f"W_{w}[{hidx}]", f"{a}.W_{w}", (hidx,)))
+                qkv[-1].break_before = True  # one row of tables per role: W, b, result
                 if f"{a}.b_{w}" in self.params:
                     qkv.append(self.param(f"b_{w}[{hidx}]", f"{a}.b_{w}", (hidx,)))
                 qkv.append(self.hook(f"{w.lower()} = {src_} W_{w} + b_{w}, {head}", f"{a}.{w.lower()}", (0, slice(None), hidx), rows=rows_))

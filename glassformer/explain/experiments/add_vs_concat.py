@@ -87,10 +87,18 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
 
     parts = [f"{n}: add {100 * results[(n, 'add')]:.0f}%, concat {100 * results[(n, 'concat')]:.0f}% of sequences right" for n in tasks]
     lap = "; ".join(f"{n}: {100 * overlaps[n][0]:.0f}% (a random subspace of the same dimension: {100 * overlaps[n][1]:.0f}%)" for n in tasks)
+    same = all(abs(results[(n, "add")] - results[(n, "concat")]) <= 0.05 for n in tasks)
+    apart = [n for n in tasks if overlaps[n][0] < overlaps[n][1]]
     finding = (
         f"Concatenation is addition into complementary coordinates, [e; p] = [e; 0] + [0; p], so it can only restrict an "
-        f"adding model. Trained {steps} steps at d_model = {d_model} ({'; '.join(parts)}). In the adding model, the share of "
-        f"W_pos's variance that lies in the subspace carrying 90% of W_E's variance is {lap}."
+        f"adding model. Trained {steps} steps at d_model = {d_model} ({'; '.join(parts)}). "
+        + ("Both trained equally well: splitting the width bought nothing, and superposing tokens and positions cost "
+           "nothing. " if same else "The two differed here. ")
+        + f"In the adding model, the share of W_pos's variance that lies in the subspace carrying 90% of W_E's variance is "
+        f"{lap}: "
+        + (f"the learned embeddings kept more apart than chance on {', '.join(apart)}" if apart else "they did not keep apart")
+        + (f" but shared more than chance on {', '.join(n for n in tasks if n not in apart)}" if apart and len(apart) < len(tasks) else "")
+        + ". Adding leaves that choice to training; concatenating makes it in advance."
     )
     metrics = {"sequence_accuracy": {f"{n}|{h}": v for (n, h), v in results.items()},
                "wpos_in_we_subspace": {n: {"learned": o[0], "random": o[1]} for n, o in overlaps.items()}, "steps": steps}

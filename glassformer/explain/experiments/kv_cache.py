@@ -113,7 +113,7 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     last_full = sum(timing["no cache"][-k:]) / k
     finding = (
         f"{'Greedy decoding produced the same tokens with and without the cache' if all_same else 'The cache CHANGED the generated tokens'} "
-        f"in all {len(results)} settings ({', '.join(VARIANTS)}; float32 and float64). The cached logits differ from a full "
+        f"in all {len(results)} settings ({'; '.join(VARIANTS)}; each in float32 and float64). The cached logits differ from a full "
         f"recomputation by at most {f32:.1e} in float32 and {f64:.1e} in float64: rounding from a different order of additions, "
         f"not a different computation. What changes is the cost: at length {prompt.shape[1] + len(timing['cache'])} a token "
         f"takes {1000 * last_cached:.2f} ms with the cache and {1000 * last_full:.2f} ms without ({last_full / last_cached:.1f}x)."
