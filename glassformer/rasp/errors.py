@@ -28,9 +28,10 @@ class RaspEvaluationError(RaspError):
 class RaspCompileError(RaspError):
     """A RASP operation cannot be compiled exactly.
 
-    ``op`` is the operation's name (its label in the program), ``reason`` says why.
+    ``op`` is the operation's name (its label in the program), ``reason`` says why.  ``float_limited``
+    marks a failure that only the floating-point precision causes (a wider dtype would compile).
     """
 
-    def __init__(self, op: str, reason: str):
-        self.op, self.reason = op, reason
+    def __init__(self, op: str, reason: str, float_limited: bool = False):
+        self.op, self.reason, self.float_limited = op, reason, float_limited
         super().__init__(f"cannot compile {op!r}: {reason}")

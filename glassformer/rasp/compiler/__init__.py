@@ -20,6 +20,7 @@ import time
 from typing import Iterable
 
 import numpy as np
+import torch
 
 from glassformer.rasp import language as L
 from glassformer.rasp.compiler import mlp as M
@@ -37,10 +38,16 @@ from glassformer.rasp.errors import RaspCompileError
 __all__ = ["compile", "CompiledModel"]
 
 
-def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, check: bool = True) -> CompiledModel:
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str | torch.dtype | None = None,
+            check: bool = True) -> CompiledModel:
     """Compile ``program`` for inputs of 1..``max_len`` tokens from ``vocab`` (a string is its characters).
 
-    Raises :class:`RaspCompileError` naming the operation if the program cannot be compiled exactly.
+    ``dtype``: "float32", "float64", or None (default) for float32 unless its rounding would break
+    exactness somewhere, then float64 (``compiled.summary()["dtype"]`` says which).  Raises
+    :class:`RaspCompileError` naming the operation if the program cannot be compiled exactly.
     ``check`` runs each MLP on sampled inputs as a guard against construction bugs.
     """
     start = time.perf_counter()
@@ -48,26 +55,47 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, check: bool 
     vocab = _vocab(vocab, name)
     if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
         raise RaspCompileError(name, f"max_len must be a positive integer, got {max_len!r}")
+    dtypes = _dtypes(dtype, name)
 
     graph = build_graph(program, max_len)
     values = infer_values(graph, vocab, max_len)
     plan = assign(graph, values, vocab, max_len)
-    noisy = _noisy(plan)
-    mlps = {label: build_mlp(task, values, noisy, plan) for label, task in plan.mlps.items()}
+    alloc = allocate(plan)
+    for attempt, dtype_name in enumerate(dtypes):
+        try:
+            mlps, heads = _build_blocks(plan, values, max_len, M.EPS[dtype_name], check)
+            break
+        except RaspCompileError as e:
+            if attempt + 1 == len(dtypes) or not e.float_limited:
+                raise
+    layout = build_layout(plan)
+    output = _output_spec(plan)
+    model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output).to(DTYPES[dtype_name])
+    blocks = _blocks(plan, alloc, mlps, heads)
+    return CompiledModel(model, vocab, max_len, output, layout.labels, blocks, program, name,
+                         time.perf_counter() - start)
+
+
+def _dtypes(dtype, name: str) -> list[str]:
+    if dtype is None or dtype == "auto":
+        return ["float32", "float64"]
+    for key, value in DTYPES.items():
+        if dtype in (key, value):
+            return [key]
+    raise RaspCompileError(name, f"dtype must be 'float32', 'float64' or None, got {dtype!r}")
+
+
+def _build_blocks(plan: Assignment, values: dict[str, ValueSet], max_len: int, eps: float, check: bool):
+    """MLPs and heads, with every head's sharpness chosen for machine epsilon ``eps``."""
+    mlps, noisy = build_mlps(plan, values, eps)
     if check:
         rng = np.random.default_rng(0)
         for label, task in plan.mlps.items():
             M.check_exact(mlps[label], task.node, list(task.inputs), [values[i.label] for i in task.inputs],
                           task.fn, rng)
     heads = {label: build_head(task, values) for label, task in plan.heads.items()}
-    alloc = allocate(plan)
-    choose_sharpness(plan, mlps, heads, noisy, max_len)
-    layout = build_layout(plan)
-    output = _output_spec(plan)
-    model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output)
-    blocks = _blocks(plan, alloc, mlps, heads)
-    return CompiledModel(model, vocab, max_len, output, layout.labels, blocks, program, name,
-                         time.perf_counter() - start)
+    choose_sharpness(plan, mlps, heads, noisy, max_len, eps)
+    return mlps, heads
 
 
 def _vocab(vocab, name: str) -> list:
@@ -84,25 +112,28 @@ def _vocab(vocab, name: str) -> list:
     return vocab
 
 
-def _noisy(plan: Assignment) -> set[str]:
-    """Nodes that carry attention's small error: head outputs, and linear MLP outputs of noisy inputs."""
+def build_mlps(plan: Assignment, values: dict[str, ValueSet], eps: float) -> tuple[dict[str, M.MLPSpec], set[str]]:
+    """Every MLP, in topological order, and the set of *noisy* nodes: head outputs (softmax leaks a
+    little weight), and MLP outputs that pass a noisy input on linearly or carry float32 rounding.
+    An MLP reading a noisy categorical input uses step pairs, which clean the error up."""
     noisy: set[str] = set()
+    mlps: dict[str, M.MLPSpec] = {}
     for node in plan.materialized:
         if isinstance(node.op, Attend):
             noisy.add(node.label)
         elif node.label in plan.mlps:
-            task = plan.mlps[node.label]
-            if task.strategy == "additive" and any(
-                isinstance(p, tuple) and i.label in noisy for i, p in zip(task.inputs, task.parts)
-            ):
+            spec = build_mlp(plan.mlps[node.label], values, noisy, plan, eps)
+            mlps[node.label] = spec
+            if spec.float_error > 0 or any(i in noisy for i in spec.passthrough):
                 noisy.add(node.label)
-    return noisy
+    return mlps, noisy
 
 
-def build_mlp(task: MLPTask, values: dict[str, ValueSet], noisy: set[str], plan: Assignment) -> M.MLPSpec:
+def build_mlp(task: MLPTask, values: dict[str, ValueSet], noisy: set[str], plan: Assignment,
+              eps: float = M.EPS["float32"]) -> M.MLPSpec:
     node, inputs = task.node, list(task.inputs)
     sets = [values[i.label] for i in inputs]
-    spec = M.MLPSpec(node.label)
+    spec = M.MLPSpec(node.label, eps=eps)
     bos = {i.label: abs(float(i.op.default or 0.0)) for i in inputs
            if isinstance(i.op, Attend) and i.is_numerical and i.op.mode != "width"}
     if task.strategy == "table":

@@ -132,6 +132,7 @@ class CompiledModel:
             "mlp_units_per_layer": [sum(b.size for b in self.blocks if b.kind == "mlp" and b.layer == l)
                                     for l in range(c.n_layers)],
             "params": self.model.num_params(),
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "compile_seconds": round(self.compile_seconds, 4),
         }
 
@@ -139,7 +140,7 @@ class CompiledModel:
         """A readable account: one line per head and MLP, layer by layer."""
         s = self.summary()
         lines = [f"{s['program'] or 'program'}: {s['layers']} layers, {s['heads']} heads, d_model={s['d_model']}, "
-                 f"d_head={s['d_head']}, d_mlp={s['d_mlp']}, {s['params']:,} parameters"]
+                 f"d_head={s['d_head']}, d_mlp={s['d_mlp']}, {s['params']:,} parameters ({s['dtype']})"]
         for layer in range(s["layers"]):
             lines.append(f"layer {layer}:")
             for b in self.blocks:

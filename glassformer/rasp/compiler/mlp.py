@@ -41,6 +41,7 @@ from glassformer.rasp.errors import RaspCompileError
 
 BOS = ("bos",)
 CAT_TOLERANCE = 0.25  # total one-hot deviation a step-pair table unit tolerates
+EPS = {"float32": 2.0 ** -23, "float64": 2.0 ** -52}  # machine epsilon of the model's dtype
 
 
 def cat_key(node: Node, value: Any) -> tuple:
@@ -61,6 +62,9 @@ class MLPSpec:
     w_out: list[tuple[int, tuple, float]] = field(default_factory=list)  # (unit, output key, weight)
     tolerance: dict[str, float] = field(default_factory=dict)  # input label -> largest error it tolerates
     passthrough: dict[str, float] = field(default_factory=dict)  # input label -> factor its error reaches the output
+    eps: float = EPS["float32"]  # the model dtype's machine epsilon
+    float_error: float = 0.0  # bound on rounding in the output (large saturated pre-activations)
+    relative: set[str] = field(default_factory=set)  # inputs whose tolerance is relative to their value
     strategy: str = ""
 
     @property
@@ -203,25 +207,61 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
         functions[_fill_dont_care(g)].add(combo)
     s_abs = max(max(abs(v) for v in S), bos_magnitude)
     gate_noisy = any(c.label in noisy for c in cats)
+    relative = getattr(s_node.op, "mode", None) == "width"  # 1/(w+1): its error is relative (see precision.py)
     s_tol, g_max = math.inf, 0.0
+    lo, hi = S[0], S[-1]
     for g, combos in functions.items():
         rects = best_rectangles(combos, k) if k else [()]
         for rect in rects:
             gate = {cat_key(cats[i], v): 1.0 for i, vals in enumerate(rect) for v in vals}
-            indicator_units(spec, gate, k, encode(out, _unkey(g[0])), gate_noisy)
+            base = encode(out, _unkey(g[0]))
+            err_right = [0.0] * len(S)  # float32 error of the steps saturated at s = S[i], by side
+            err_left = [0.0] * len(S)
             for j in range(len(S) - 1):
                 if g[j + 1] == g[j]:
                     continue
-                delta = _diff(encode(out, _unkey(g[j + 1])), encode(out, _unkey(g[j])))
                 gap = S[j + 1] - S[j]
-                t, kappa = (S[j] + S[j + 1]) / 2.0, 4.0 / gap
-                big = (kappa * (s_abs + abs(t)) + 2.0) / (1.0 - CAT_TOLERANCE)  # switches an inactive gate off
-                w = {num_key(s_node): kappa, BOS: -big, **_scaled(gate, big)}
-                centre = -kappa * t - big * k
-                spec.unit(w, centre + 0.5, delta)
-                spec.unit(w, centre - 0.5, _scaled(delta, -1.0))
-                s_tol = min(s_tol, gap / 4.0)
-                g_max = max(g_max, big)
+                # kappa a power of two and t a float32 number: the weights and biases below are then
+                # exactly representable, and only the rounding of the input and of u itself remains
+                kappa = 2.0 ** math.ceil(math.log2(4.0 / gap))
+                t = float(np.float32((S[j] + S[j + 1]) / 2.0))
+                delta = _diff(encode(out, _unkey(g[j + 1])), encode(out, _unkey(g[j])))
+                # A step saturates on one side, where its pre-activation grows with the distance to t; orient
+                # it towards the nearer end of the value range:  + delta [s > t]  or  - delta [s < t]
+                # (then the base absorbs + delta).
+                if t - lo < hi - t:
+                    sign, extent, step_delta = -1.0, t - lo, _scaled(delta, -1.0)
+                    base = _diff(base, step_delta)
+                else:
+                    sign, extent, step_delta = 1.0, hi - t, delta
+                gate_big = 2.0 ** math.ceil(math.log2((kappa * extent + 2.0) / (1.0 - CAT_TOLERANCE)))
+                bos_big = kappa * (s_abs + abs(t)) + gate_big * k + 2.0  # nothing fires at BOS
+                if gate_big * (k + 2) * spec.eps > 0.05:  # rounding would blur the step
+                    raise RaspCompileError(
+                        spec.op, f"input {s_node.label} has values {S[j]!r} and {S[j + 1]!r}, too close together for "
+                                 f"the model's precision at magnitude {s_abs:.3g} (a step between them needs "
+                                 f"pre-activations of ~{gate_big * (k + 2):.2g}); use coarser values or a smaller max_len",
+                        float_limited=True)
+                w = {num_key(s_node): sign * kappa, BOS: -bos_big, **_scaled(gate, gate_big)}
+                centre = -sign * kappa * t - gate_big * k
+                spec.unit(w, centre + 0.5, step_delta)
+                spec.unit(w, centre - 0.5, _scaled(step_delta, -1.0))
+                tol = gap / 4.0
+                if relative:
+                    tol /= max(abs(S[j]), abs(S[j + 1]))
+                s_tol = min(s_tol, tol)
+                g_max = max(g_max, gate_big)
+                # float32: a saturated pair computes (u + 1/2) - (u - 1/2) with |u| <= kappa * extent
+                exact_bias = all(float(np.float32(b)) == b for b in (centre + 0.5, centre - 0.5))
+                magnitude = kappa * extent + 1.0 + (0.0 if exact_bias else abs(centre))
+                err = spec.eps * magnitude * sum(abs(v) for v in delta.values())
+                (err_right if sign > 0 else err_left)[j] = err
+            indicator_units(spec, gate, k, {key: v for key, v in base.items() if v}, gate_noisy)
+            right = np.concatenate([[0.0], np.cumsum(err_right[:-1])])  # steps j < i saturate at S[i]
+            left = np.cumsum(err_left[::-1])[::-1]  # steps j >= i
+            spec.float_error = max(spec.float_error, float(np.max(right + left)))
+    if relative:
+        spec.relative.add(s_node.label)
     spec.tolerate(s_node.label, s_tol)
     for c in cats:
         tol = min(CAT_TOLERANCE / max(k, 1), 0.25 / g_max if g_max else math.inf) if gate_noisy else 0.0
@@ -301,7 +341,8 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
                 tol = spec.tolerance.get(node.label, 0.0)
                 tol = 0.0 if math.isinf(tol) else 0.9 * tol
                 if node.is_numerical:
-                    x[num_key(node)] = float(v) + push * tol
+                    scale = abs(float(v)) if node.label in spec.relative else 1.0
+                    x[num_key(node)] = float(v) + push * tol * scale
                 elif v is not None:
                     x[cat_key(node, v)] = 1.0 - abs(push) * tol / max(len(inputs), 1)
             cases.append((combo, x))
@@ -325,8 +366,10 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
                 X[r, i_ix[k]] = v
         for k, v in want.items():
             Y[r, o_ix[k]] = v
-    got = np.maximum(X @ W_in + np.asarray(spec.b_in, dtype=np.float32), 0.0) @ W_out  # [cases, out keys]
-    bad = np.abs(got - Y) > 1e-3 * np.maximum(1.0, np.abs(Y))
+    if spec.eps < EPS["float32"]:
+        X, W_in, W_out = X.astype(np.float64), W_in.astype(np.float64), W_out.astype(np.float64)
+    got = np.maximum(X @ W_in + np.asarray(spec.b_in, dtype=X.dtype), 0.0) @ W_out  # [cases, out keys]
+    bad = np.abs(got - Y) > 1e-4 * np.maximum(1.0, np.abs(Y)) + 2.0 * spec.float_error
     if bad.any():
         r = int(np.argwhere(bad)[0][0])
         raise RaspCompileError(spec.op, f"internal check failed: the MLP is not exact on input {cases[r][0]} "

@@ -6,7 +6,8 @@ quarter of the gap to the next threshold, or a quarter of a one-hot), and they w
 
 Backward, from the output to the inputs, each node gets the error it may carry, tau:
 
-    output               a quarter of the gap between output values (numerical) or 1/4 (categorical)
+    output               0.45 of the gap between output values (numerical: decoding snaps) or 1/4
+                         (categorical)
     read by an MLP       that MLP's tolerance for it
     a head's value       tau(head) / 4
     a head's keys/query  a share of sigma_max(head), the score error the head tolerates:
@@ -17,6 +18,10 @@ and each head's beta is fixed so that the leaked weight costs at most tau/4:
 (N + 2) exp(-0.75 beta gap) * scale <= tau / 4.  Forward, every node's actual error is computed (value
 error + leak + score bias + float32 rounding) and checked against tau; a failure raises
 :class:`RaspCompileError` naming the operation.
+
+A SelectorWidth head writes 1/(w+1); its neighbours differ by a factor (w+2)/(w+1), so its error is
+measured *relative* to its value (the decoding MLP reports a relative tolerance) -- the bounds below,
+with value scale 1, are relative bounds for it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from glassformer.rasp.compiler.mlp import MLPSpec
 from glassformer.rasp.compiler.values import ValueSet
 from glassformer.rasp.errors import RaspCompileError
 
-FLOAT32_EPS = 1.2e-7
 CATEGORICAL_OUTPUT_TOLERANCE = 0.25  # argmax stays right while the one-hot is off by < 1/4 (None logit: 1/2)
 
 
@@ -50,14 +54,20 @@ def output_tolerance(values: ValueSet, numerical: bool) -> float:
     return 1e-5 * max(1.0, values.magnitude)
 
 
-def float_error(spec: HeadSpec, noisy_scores: bool) -> float:
+def float_error(spec: HeadSpec, noisy_scores: bool, eps: float) -> float:
     """float32 rounding: a few ulps in the softmax and the weighted sum of values.  Exact query and key
     inputs give every selected key bit-identical scores (one product of exact weights per clause);
     noisy ones can differ by rounding of scores of size beta * (2L + 2), which biases a mean."""
     uneven = 0.0
     if noisy_scores and spec.mode in ("mean", "width"):
-        uneven = min(1.0, 2 * FLOAT32_EPS * spec.beta * (2 * spec.n_clauses + 2))
-    return spec.value_scale * (8 * FLOAT32_EPS + uneven)
+        uneven = min(1.0, 2 * eps * spec.beta * (2 * spec.n_clauses + 2))
+    return spec.value_scale * (8 * eps + uneven)
+
+
+def _bias_factor(h: HeadSpec) -> float:
+    """Selected keys' scores within +-sigma: a mean's weights differ by up to exp(2 beta sigma); the
+    weight left on BOS (width) by up to exp(beta sigma), relatively."""
+    return 1.0 if h.mode == "width" else 2.0
 
 
 def _noisy_scores(h: HeadSpec, noisy: set[str]) -> bool:
@@ -65,7 +75,8 @@ def _noisy_scores(h: HeadSpec, noisy: set[str]) -> bool:
 
 
 def choose_sharpness(plan: Assignment, mlps: dict[str, MLPSpec], heads: dict[str, HeadSpec],
-                     noisy: set[str], max_len: int) -> Precision:
+                     noisy: set[str], max_len: int, eps: float) -> Precision:
+    """Set every head's beta and check every node's error bound (machine epsilon ``eps``)."""
     n_keys = max_len + 1
     order = plan.materialized
     readers: dict[str, list[tuple[str, str]]] = {n.label: [] for n in plan.materialized}
@@ -106,8 +117,8 @@ def choose_sharpness(plan: Assignment, mlps: dict[str, MLPSpec], heads: dict[str
             tau = min(tau, 0.25 * h.value_scale)
             h.beta = max(1.0, math.log(4.0 * (n_keys + 1) * h.value_scale / tau) / (0.75 * h.gap))
             sigma = h.gap / 8.0
-            if h.mode in ("mean", "width"):
-                sigma = min(sigma, tau / (10.0 * h.beta * h.value_scale))
+            if h.mode in ("mean", "width"):  # the score bias below stays under tau / 4
+                sigma = min(sigma, math.log1p(tau / (4.0 * h.value_scale)) / (_bias_factor(h) * h.beta))
             prec.sigma_max[label] = sigma
         prec.tolerance[label] = tau
 
@@ -115,7 +126,7 @@ def choose_sharpness(plan: Assignment, mlps: dict[str, MLPSpec], heads: dict[str
         label = node.label
         if label in mlps:
             spec = mlps[label]
-            err = sum(a * prec.error[i] for i, a in spec.passthrough.items())
+            err = sum(a * prec.error[i] for i, a in spec.passthrough.items()) + spec.float_error
             for i, tol in spec.tolerance.items():
                 if prec.error[i] > tol * (1 + 1e-9):
                     raise RaspCompileError(label, f"its input {i} carries error {prec.error[i]:.3g} but the MLP "
@@ -124,20 +135,20 @@ def choose_sharpness(plan: Assignment, mlps: dict[str, MLPSpec], heads: dict[str
             h = heads[label]
             sigma = sum(w * prec.error[i] for i, w in h.score_inputs.items())
             leak = leak_bound(h, n_keys, sigma)
-            bias = (math.expm1(2 * h.beta * sigma) * h.value_scale) if h.mode in ("mean", "width") else 0.0
+            bias = math.expm1(_bias_factor(h) * h.beta * sigma) * h.value_scale if h.mode in ("mean", "width") else 0.0
             v_err = sum(w * prec.error[i] for i, w in h.value_inputs.items())
-            err = v_err + leak * h.value_scale + bias + float_error(h, _noisy_scores(h, noisy))
+            err = v_err + leak * h.value_scale + bias + float_error(h, _noisy_scores(h, noisy), eps)
         else:
             err = 0.0
         tau = prec.tolerance[label]
         if err > tau * (1 + 1e-9):
-            fl = float_error(heads[label], _noisy_scores(heads[label], noisy)) if label in heads else 0.0
-            if fl > tau / 2:
+            rounding = float_error(heads[label], _noisy_scores(heads[label], noisy), eps) if label in heads else (
+                mlps[label].float_error if label in mlps else 0.0)
+            if rounding > tau / 2 or err - rounding <= tau:
                 raise RaspCompileError(
-                    label, f"it must be exact to within {tau:.3g}, but float32 attention with sharpness "
-                           f"{heads[label].beta:.3g} over values of scale {heads[label].value_scale:.3g} is only good "
-                           f"to ~{fl:.3g}; the values it feeds are too close together "
-                           "(use a smaller max_len or coarser values)")
+                    label, f"it must be exact to within {tau:.3g}, but rounding in the model's dtype alone costs "
+                           f"~{rounding:.3g}; the values involved are too close together (use a wider dtype, a smaller "
+                           "max_len or coarser values)", float_limited=True)
             raise RaspCompileError(label, f"its error bound {err:.3g} exceeds the {tau:.3g} its readers tolerate "
                                           "(the attention cannot be made sharp enough)")
         prec.error[label] = err
