@@ -176,16 +176,15 @@ def sort_by_frequency(sop: SOp = tokens) -> SOp:
 def most_frequent(sop: SOp = tokens) -> SOp:
     """The most frequent token (the earliest one on ties), at every position: "abbca" -> "aaaaa".
 
-    Layer 1: the histogram; the MLP also packs each position's (index, token).  Layer 2: a Maximum head
-    finds the largest count; the MLP marks the positions holding it.  Layer 3: a Minimum head over the
-    marked positions takes the smallest packed (index, token); the MLP unpacks the token.
+    Layer 1: the histogram.  Layer 2: a Maximum head finds the largest count; the MLP marks the
+    positions holding it.  Layer 3: a Minimum head takes the smallest index among the marked positions.
+    Layer 4: every position copies the token at that index.
     """
     hist = histogram(sop)
-    packed = SequenceMap(lambda i, t: (i, t), indices, sop).named("index_token")
     top = Maximum(Select(hist, hist, TRUE), hist).named("max_count")
     is_top = SequenceMap(lambda h, m: h == m, hist, top).named("is_top")
-    first_top = Minimum(Select(is_top, Full(True), EQ), packed).named("first_top")
-    return Map(lambda pair: pair[1], first_top).named("most_frequent")
+    first_top = Minimum(Select(is_top, Full(True), EQ), indices).named("first_top")
+    return Aggregate(Select(indices, first_top, EQ), sop).named("most_frequent")
 
 
 def running_max(sop: SOp = tokens) -> SOp:

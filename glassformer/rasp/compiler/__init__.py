@@ -70,7 +70,7 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
                 raise
     layout = build_layout(plan)
     output = _output_spec(plan)
-    model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output).to(DTYPES[dtype_name])
+    model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output, DTYPES[dtype_name])
     blocks = _blocks(plan, alloc, mlps, heads)
     return CompiledModel(model, vocab, max_len, output, layout.labels, blocks, program, name,
                          time.perf_counter() - start)

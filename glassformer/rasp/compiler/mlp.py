@@ -324,6 +324,7 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
     domains = [s.non_none if s.finite else None for s in sets]
     if any(d is None for d in domains) or spec.passthrough:
         return
+    n_samples = max(32, min(n_samples, 100_000 // max(spec.n_units, 1)))  # bounded work for big MLPs
     total = combinations_count([ValueSet(d) for d in domains])
     if total <= n_samples:
         combos = list(itertools.product(*domains))

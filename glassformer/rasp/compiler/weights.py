@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from glassformer.model import ModelConfig, Transformer
@@ -63,17 +64,19 @@ class _Params:
         idx.append(index)
         vals.append(value)
 
-    def write(self, name: str, p: torch.Tensor) -> None:
-        """Zero ``p`` and add the gathered entries (summing repeated indices)."""
-        p.zero_()
+    def array(self, name: str, dtype: np.dtype) -> np.ndarray:
+        """The parameter as an array: zeros plus the gathered entries (repeated indices add up).
+        Built in numpy so that no torch kernel runs per parameter (cheap on a busy CPU)."""
+        arr = np.zeros(self.shapes[name], dtype=np.float64)
         if name in self.entries:
             idx, vals = self.entries[name]
-            index = tuple(torch.tensor(col, dtype=torch.long) for col in zip(*idx))
-            p.index_put_(index, torch.tensor(vals, dtype=p.dtype), accumulate=True)
+            np.add.at(arr, tuple(np.asarray(col) for col in zip(*idx)), np.asarray(vals, dtype=np.float64))
+        return arr.astype(dtype)
 
 
 def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
-                heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec) -> Transformer:
+                heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec,
+                dtype: torch.dtype = torch.float32) -> Transformer:
     layer_mlps: list[list[MLPSpec]] = []
     for layer in range(alloc.n_layers):
         specs = [mlps[label] for label in alloc.mlps[layer]]
@@ -104,9 +107,9 @@ def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[
     _unembed(params, plan, ix, output)
 
     model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            params.write(name, p)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    for name, p in model.named_parameters():
+        p.data = torch.from_numpy(params.array(name, np_dtype))
     model.eval()
     return model
 
