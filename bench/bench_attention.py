@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.smoke:
-        lengths, repeats, memory_lengths, recall_n, recall_steps, lm_steps, eval_lengths = [128, 256], 1, [], 16, 3, 3, [64, 128]
+        lengths, repeats, memory_lengths, recall_n, recall_steps, lm_steps, eval_lengths = [128, 256], 1, [], 16, 2, 2, [64, 128]
     elif args.quick:
         lengths, repeats, memory_lengths = [128, 512, 2048, 8192], 2, [512, 8192]
         recall_n, recall_steps, lm_steps, eval_lengths = 128, 60, 120, [64, 128, 256]

@@ -51,8 +51,10 @@ def band_partial(attn: PatternAttention, q, k, v, positions, key_padding, window
     in_window = (offset >= 0) & (offset < window) if causal else offset.abs() < window
     allowed = in_window & k_valid[:, None, :, None, :]  # [batch, 1, n_blocks, B, span*B]
 
-    scores = attn.block_scores(q_blocks, k_blocks, q_pos, k_pos)  # [batch, heads, n_blocks, B, span*B]
-    part = partial_softmax(scores, allowed, v_blocks, attn.dropout, attn.training)
+    part = partial_softmax(
+        attn.block_scores(q_blocks, k_blocks, q_pos, k_pos),  # [batch, heads, n_blocks, B, span*B]
+        allowed, v_blocks, attn.dropout, attn.training,
+    )
     return Partial(
         part.num.reshape(batch, heads, n_blocks * B, d_head)[:, :, :n],  # [batch, heads, pos, d_head]
         part.den.reshape(batch, heads, n_blocks * B)[:, :, :n],

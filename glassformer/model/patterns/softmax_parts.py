@@ -45,9 +45,9 @@ def partial_softmax(
 ) -> Partial:
     """One key set's share of the softmax (see the module docstring). Attention dropout drops weights of
     ``num`` only, so that after normalising it is exactly dropout applied to the attention pattern."""
-    scores = scores.masked_fill(~allowed, float("-inf"))
+    scores = scores.masked_fill(~allowed, float("-inf"))  # (callers pass fresh scores; this copy replaces them)
     m = scores.amax(dim=-1)  # [..., q]
-    e = torch.exp(scores - _finite(m)[..., None])  # [..., q, k]; 0 where not allowed
+    e = (scores - _finite(m)[..., None]).exp_()  # [..., q, k]; 0 where not allowed (in place: one block less)
     num = F.dropout(e, dropout, training) @ v  # [..., q, d_head]
     return Partial(num, e.sum(dim=-1), m)
 

@@ -105,5 +105,7 @@ class SparseAttention(PatternAttention):
         q_block, k_block = positions // l, index // l
         other = k_block[None, :] < q_block[:, None] if self.causal else k_block[None, :] != q_block[:, None]
         allowed = other & valid[:, index][:, None, None, :]  # [batch, 1, pos, n_summary]
-        scores = self.block_scores(q, k[:, :, index], positions, index)  # [batch, heads, pos, n_summary]
-        return partial_softmax(scores, allowed, v[:, :, index], self.dropout, self.training)
+        return partial_softmax(
+            self.block_scores(q, k[:, :, index], positions, index),  # [batch, heads, pos, n_summary]
+            allowed, v[:, :, index], self.dropout, self.training,
+        )
