@@ -42,13 +42,15 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str | torch.dtype | None = None,
-            check: bool = True) -> CompiledModel:
+            approximate: bool = False, check: bool = True) -> CompiledModel:
     """Compile ``program`` for inputs of 1..``max_len`` tokens from ``vocab`` (a string is its characters).
 
     ``dtype``: "float32", "float64", or None (default) for float32 unless its rounding would break
     exactness somewhere, then float64 (``compiled.summary()["dtype"]`` says which).  Raises
     :class:`RaspCompileError` naming the operation if the program cannot be compiled exactly.
-    ``check`` runs each MLP on sampled inputs as a guard against construction bugs.
+    ``check`` runs each MLP on sampled inputs as a guard against construction bugs.  A numerical
+    output whose values cannot be listed (e.g. means of 0.1, 0.2, ...) can only be approximated
+    (to 1e-5, relatively); that is an error unless ``approximate=True``.
     """
     start = time.perf_counter()
     name = getattr(program, "name", "program")
@@ -60,6 +62,11 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
     graph = build_graph(program, max_len)
     values = infer_values(graph, vocab, max_len)
     plan = assign(graph, values, vocab, max_len)
+    out_values = values[graph.output.label]
+    if graph.output.is_numerical and not out_values.finite and not approximate:
+        raise RaspCompileError(graph.output.label, "its values cannot be listed (too many, or no short common "
+                               "denominator), so the model's output could only approximate them to ~1e-5; pass "
+                               "approximate=True to accept that")
     alloc = allocate(plan)
     for attempt, dtype_name in enumerate(dtypes):
         try:
