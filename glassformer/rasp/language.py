@@ -37,6 +37,11 @@ from numbers import Real
 from typing import Any, Callable, Sequence
 
 from glassformer.rasp.errors import RaspProgramError
+from glassformer.rasp.operators import Op1 as _Op1
+from glassformer.rasp.operators import Op2 as _Op2
+from glassformer.rasp.operators import logical_and as _logical_and
+from glassformer.rasp.operators import logical_not as _logical_not
+from glassformer.rasp.operators import logical_or as _logical_or
 
 CATEGORICAL = "categorical"
 NUMERICAL = "numerical"
@@ -133,48 +138,6 @@ class SOp(RASPExpr):
 
     # Equality stays Python's identity (SOps are dict keys); compare values with a Map.
     __hash__ = object.__hash__
-
-
-def _logical_and(x, y):
-    return bool(x) and bool(y)
-
-
-def _logical_or(x, y):
-    return bool(x) or bool(y)
-
-
-def _logical_not(x):
-    return not x
-
-
-class _Op1:
-    """``x <op> c`` (or ``c <op> x``, or ``<op> x``) as a named callable, so programs print readably."""
-
-    def __init__(self, fn, symbol, constant, reflected=False, unary=False):
-        self.fn, self.symbol, self.constant, self.reflected, self.unary = fn, symbol, constant, reflected, unary
-
-    def __call__(self, x):
-        if self.unary:
-            return self.fn(x)
-        return self.fn(self.constant, x) if self.reflected else self.fn(x, self.constant)
-
-    @property
-    def source(self) -> str:
-        if self.unary:
-            return f"lambda x: {self.symbol} x" if self.symbol == "not" else f"lambda x: {self.symbol}x"
-        return f"lambda x: {self.constant!r} {self.symbol} x" if self.reflected else f"lambda x: x {self.symbol} {self.constant!r}"
-
-
-class _Op2:
-    def __init__(self, fn, symbol):
-        self.fn, self.symbol = fn, symbol
-
-    def __call__(self, x, y):
-        return self.fn(x, y)
-
-    @property
-    def source(self) -> str:
-        return f"lambda x, y: x {self.symbol} y"
 
 
 # -- primitives -----------------------------------------------------------------------------------

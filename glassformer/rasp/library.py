@@ -24,7 +24,7 @@ def length() -> SOp:
     One attention head attends to every position (``Select(tokens, tokens, TRUE)``) and to the BOS token
     equally, so the weight left on BOS is 1/(n+1); the MLP behind it reads n off that number.
     """
-    return SelectorWidth(Select(tokens, tokens, TRUE)).named("length")
+    return SelectorWidth(Select(tokens, tokens, TRUE).named("all_true")).named("length")
 
 
 def histogram(sop: SOp = tokens) -> SOp:

@@ -409,8 +409,10 @@ def decode_width(x: float) -> int:
 
 def _structural_linear(f: Callable, args: list[Node]) -> tuple[float, ...] | None:
     """Coefficients when ``f`` is an operator-built affine map of numerical args (x + c, c * x, x - y, ...)."""
-    from glassformer.rasp.language import _Op1, _Op2
     import operator
+
+    from glassformer.rasp.operators import Op1 as _Op1
+    from glassformer.rasp.operators import Op2 as _Op2
 
     if not all(a.is_numerical for a in args):
         return None

@@ -74,6 +74,19 @@ class _Params:
         return arr.astype(dtype)
 
 
+class _NoInit(Transformer):
+    def reset_parameters(self) -> None:  # every parameter is written by build_model
+        pass
+
+
+def _uninitialised(config: ModelConfig) -> Transformer:
+    """A Transformer whose parameters are allocated but not randomly initialised (it is still exactly
+    a ``Transformer``: the subclass only skips ``reset_parameters`` during construction)."""
+    model = _NoInit(config)
+    model.__class__ = Transformer
+    return model
+
+
 def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
                 heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec,
                 dtype: torch.dtype = torch.float32) -> Transformer:
@@ -91,8 +104,7 @@ def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[
         d_mlp=d_mlp, d_vocab=FIRST_TOKEN_ID + len(vocab), d_vocab_out=d_vocab_out, n_ctx=max_len + 1,
         norm="none", positional="learned", act="relu", tie_embeddings=False, bias=True, attn_scale=1.0, dropout=0.0,
     )
-    with torch.device("meta"):  # no random initialisation: every parameter is written below
-        model = Transformer(config)
+    model = _uninitialised(config)
     params = _Params(model)
     ix = layout.index
 
@@ -106,7 +118,6 @@ def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[
             unit += spec.n_units
     _unembed(params, plan, ix, output)
 
-    model = model.to_empty(device="cpu")
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     for name, p in model.named_parameters():
         p.data = torch.from_numpy(params.array(name, np_dtype))

@@ -1,0 +1,252 @@
+"""Trained vs compiled: train an ordinary glassformer model on the task a RASP program solves, and put it
+beside the compiled one -- accuracy, size, and how closely each trained head attends like each
+compiled selector (the lens's pattern score).
+
+The task: inputs are random sequences of 1..max_len tokens from the vocabulary, laid out as the
+compiled model reads them ([BOS, x_1, ..., x_n], padded); the target at each position is the program's
+output there (as a class: one of the output values).  Examples come from the interpreter, in a fixed
+pool for training and a disjoint one for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from glassformer.errors import ConfigError
+from glassformer.model import ModelConfig, Transformer
+from glassformer.rasp.compiler.compiled import CompiledModel, to_json
+from glassformer.rasp.compiler.weights import PAD_ID
+from glassformer.rasp.errors import RaspEvaluationError
+from glassformer.rasp.interpreter import evaluate
+from glassformer.train.batch import Batch
+
+
+class RaspTask:
+    """The task a compiled program solves, in the Trainer's interface (``batch(batch_size, arch, generator)``)."""
+
+    name = "rasp"
+
+    def __init__(self, compiled: CompiledModel, n_examples: int = 4000, seed: int = 0):
+        self.compiled = compiled
+        self.program = compiled.program
+        self.classes = list(compiled.output.values if compiled.output.numerical else compiled.output.classes)
+        if compiled.output.numerical and not compiled.output.values:
+            raise ConfigError("compare needs a program whose outputs can be listed (a finite set of values)")
+        self.class_of = {_key(v): i for i, v in enumerate(self.classes)}
+        rng = random.Random(seed)
+        self.examples = self._draw(rng, n_examples)
+        self.options = {"program": compiled.program_name}
+
+    def _draw(self, rng: random.Random, n: int) -> list[tuple[list, list[int]]]:
+        out, tries = [], 0
+        while len(out) < n and tries < 20 * n:
+            tries += 1
+            xs = [rng.choice(self.compiled.vocab) for _ in range(rng.randint(1, self.compiled.max_len))]
+            try:
+                ys = evaluate(self.program, xs)
+            except RaspEvaluationError:
+                continue  # an input the program rejects (e.g. an ambiguous aggregate)
+            out.append((xs, [self.class_of[_key(y)] for y in ys]))
+        if not out:
+            raise ConfigError("the program rejects every random input; nothing to train on")
+        return out
+
+    def with_split(self, split: str) -> RaspTask:
+        if split == "train":
+            return self
+        held = object.__new__(RaspTask)
+        held.__dict__.update(self.__dict__)
+        held.examples = self._draw(random.Random(12345), max(256, len(self.examples) // 8))
+        return held
+
+    def batch(self, batch_size: int, arch: str = "encoder", generator: torch.Generator | None = None) -> Batch:
+        idx = torch.randint(0, len(self.examples), (batch_size,), generator=generator).tolist()
+        return self.layout([self.examples[i] for i in idx])
+
+    def layout(self, examples) -> Batch:
+        """[BOS, x_1.., PAD..] with targets at 1..n, as the compiled model reads them."""
+        width = self.compiled.max_len + 1
+        B = len(examples)
+        inputs = torch.full((B, width), PAD_ID, dtype=torch.long)  # [batch, pos]
+        targets = torch.zeros((B, width), dtype=torch.long)
+        loss_mask = torch.zeros((B, width), dtype=torch.bool)
+        attention = torch.zeros((B, width), dtype=torch.long)
+        for b, (xs, ys) in enumerate(examples):
+            n = len(xs)
+            inputs[b, : n + 1] = self.compiled.encode(xs)
+            targets[b, 1 : n + 1] = torch.tensor(ys)
+            loss_mask[b, 1 : n + 1] = True
+            attention[b, : n + 1] = 1
+        return Batch(inputs, targets, loss_mask, attention_mask=attention)
+
+
+def _key(v):
+    return (type(v) is bool, v)
+
+
+@dataclass
+class Comparison:
+    program: str
+    trained: dict  # accuracy and size of the trained model
+    compiled: dict  # the same for the compiled model
+    selectors: list[str]  # compiled heads, "L{layer}H{head} node"
+    trained_heads: list[str]  # "L{layer}H{head}"
+    scores: list[list[float]]  # [trained head][selector] pattern score (1 - total variation)
+    best: dict = field(default_factory=dict)  # selector -> (best trained head, score)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        """Markdown: the two models side by side, then the head-by-selector score matrix."""
+        rows = ["| | trained | compiled |", "|---|---|---|"]
+        for key in ("token_accuracy", "sequence_accuracy", "layers", "heads", "d_model", "params"):
+            t, c = self.trained.get(key), self.compiled.get(key)
+            fmt = (lambda v: f"{v:.4f}") if "accuracy" in key else (lambda v: f"{v:,}")
+            rows.append(f"| {key} | {fmt(t)} | {fmt(c)} |")
+        rows += ["", "Pattern score (1 - total variation) of each trained head against each compiled selector:", "",
+                 "| trained head | " + " | ".join(self.selectors) + " |", "|---" * (len(self.selectors) + 1) + "|"]
+        for head, scores in zip(self.trained_heads, self.scores):
+            rows.append(f"| {head} | " + " | ".join(f"{s:.3f}" for s in scores) + " |")
+        return "\n".join(rows)
+
+
+def train_and_compare(compiled: CompiledModel, *, steps: int = 1500, d_model: int = 64, n_layers: int | None = None,
+                      n_heads: int | None = None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+                      n_examples: int = 4000, device: str = "cpu", quiet: bool = True) -> tuple[Comparison, Transformer]:
+    """Train a model on ``compiled``'s task and compare; returns the comparison and the trained model."""
+    from glassformer.train.trainer import TrainConfig, Trainer, evaluate as evaluate_model
+
+    task = RaspTask(compiled, n_examples=n_examples, seed=seed)
+    cc = compiled.model.config
+    config = ModelConfig(  # the compiled model's vocabulary, context and depth; a trainable width
+        arch="encoder", d_model=d_model, n_layers=n_layers or cc.n_layers, n_heads=n_heads or max(2, cc.n_heads),
+        d_vocab=cc.d_vocab, d_vocab_out=len(task.classes), n_ctx=cc.n_ctx)
+    torch.manual_seed(seed)
+    model = Transformer(config)
+    train_config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 10),
+                               eval_every=0, eval_batches=4, seed=seed, device=device, quiet=quiet,
+                               stop_at_accuracy=None)
+    trainer = Trainer(model, task, train_config, spec={"name": "rasp", "options": task.options})
+    trainer.train()
+    model = trainer.model.cpu().eval()
+
+    held = task.with_split("val")
+    eval_batch = held.layout(held.examples)
+    trained_acc = evaluate_model(model, _Fixed(eval_batch), n_batches=1, batch_size=len(held.examples))
+    compiled_acc = _compiled_accuracy(compiled, held)
+    scores, selectors, heads = _pattern_scores(model, compiled, eval_batch)
+    best = {}
+    for j, sel in enumerate(selectors):
+        i = max(range(len(heads)), key=lambda i: scores[i][j])
+        best[sel] = (heads[i], scores[i][j])
+    comparison = Comparison(
+        compiled.program_name,
+        {"token_accuracy": trained_acc["token_accuracy"], "sequence_accuracy": trained_acc["sequence_accuracy"],
+         "layers": config.n_layers, "heads": config.n_layers * config.n_heads, "d_model": config.d_model,
+         "params": model.num_params(), "steps": steps},
+        {**compiled_acc, "layers": cc.n_layers, "heads": sum(1 for b in compiled.blocks if b.kind == "attention"),
+         "d_model": cc.d_model, "params": compiled.model.num_params()},
+        selectors, heads, scores, best,
+    )
+    return comparison, model
+
+
+class _Fixed:
+    """One fixed batch in the task interface (for the trainer's ``evaluate``)."""
+
+    def __init__(self, batch: Batch):
+        self._batch = batch
+
+    def batch(self, batch_size, arch="encoder", generator=None) -> Batch:
+        return self._batch
+
+
+def _compiled_accuracy(compiled: CompiledModel, held: RaspTask) -> dict:
+    outputs = compiled.run_batch([xs for xs, _ in held.examples])
+    tokens = right = seqs = 0
+    for (xs, ys), got in zip(held.examples, outputs):
+        hits = [held.class_of.get(_key(g)) == y for g, y in zip(got, ys)]
+        right += sum(hits)
+        tokens += len(hits)
+        seqs += all(hits)
+    return {"token_accuracy": right / tokens, "sequence_accuracy": seqs / len(held.examples)}
+
+
+@torch.no_grad()
+def _pattern_scores(trained: Transformer, compiled: CompiledModel, batch: Batch):
+    """Mean over inputs of lens.pattern_score(trained head pattern, compiled head pattern, "tv")."""
+    from glassformer.lens import pattern_score
+
+    mask = batch.attention_mask
+    heads_c, names_c, per_layer = [], [], {}
+    for b in compiled.blocks:  # heads are numbered in block order within each layer
+        if b.kind == "attention":
+            h = per_layer.get(b.layer, 0)
+            per_layer[b.layer] = h + 1
+            heads_c.append((b.layer, h))
+            names_c.append(f"L{b.layer}H{h} {b.node}")
+    _, cache_c = compiled.model.run_with_cache(batch.inputs, attention_mask=mask,
+                                               names=lambda n: n.endswith("attn.pattern"))
+    _, cache_t = trained.run_with_cache(batch.inputs, attention_mask=mask, names=lambda n: n.endswith("attn.pattern"))
+    query_mask = batch.loss_mask  # [batch, pos]: real positions, not BOS or padding
+    cfg = trained.config
+    names_t, scores = [], []
+    for lt in range(cfg.n_layers):
+        pt = cache_t[f"blocks.{lt}.attn.pattern"].float()  # [batch, heads, q, k]
+        for ht in range(cfg.n_heads):
+            names_t.append(f"L{lt}H{ht}")
+            row = []
+            for lc, hc in heads_c:
+                ref = cache_c[f"blocks.{lc}.attn.pattern"][:, hc].float()  # [batch, q, k]
+                s = pattern_score(pt[:, ht], ref, method="tv", query_mask=query_mask)  # [batch]
+                row.append(float(torch.nanmean(s)))
+            scores.append(row)
+    return scores, names_c, names_t
+
+
+def plot(comparison: Comparison, path: str | Path) -> Path:
+    """A heatmap of the head-by-selector scores, with the two models' numbers in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    scores = torch.tensor(comparison.scores)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * max(1, scores.shape[1]), 1.2 + 0.45 * max(1, scores.shape[0])))
+    im = ax.imshow(scores.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(comparison.selectors)), comparison.selectors, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(comparison.trained_heads)), comparison.trained_heads, fontsize=8)
+    for i in range(scores.shape[0]):
+        for j in range(scores.shape[1]):
+            ax.text(j, i, f"{scores[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if scores[i, j] < 0.6 else "black")
+    t, c = comparison.trained, comparison.compiled
+    ax.set_title(f"{comparison.program}: trained acc {t['sequence_accuracy']:.3f} ({t['params']:,} params) vs "
+                 f"compiled {c['sequence_accuracy']:.3f} ({c['params']:,})", fontsize=9)
+    ax.set_xlabel("compiled selector (head)")
+    ax.set_ylabel("trained head")
+    fig.colorbar(im, ax=ax, label="pattern score (1 - TV)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
+    """compare.json, compare.md and compare.png in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(comparison.to_dict(), indent=1, default=to_json) + "\n")
+    (out / "compare.md").write_text(f"# {comparison.program}: trained vs compiled\n\n{comparison.table()}\n")
+    return {"json": out / "compare.json", "md": out / "compare.md", "png": plot(comparison, out / "compare.png")}
+
+
+__all__ = ["Comparison", "RaspTask", "plot", "train_and_compare", "write"]
