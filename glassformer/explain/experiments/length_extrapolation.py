@@ -17,6 +17,8 @@ it never saw:
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,6 +42,20 @@ def per_position_loss(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
     return loss.mean(0)
 
 
+def train_and_score(args: tuple) -> list[float]:
+    """Train one scheme on ``train_len`` windows; its per-position loss on the long ``windows``."""
+    from glassformer.train.data import TextTask
+
+    scheme, path, train_len, test_len, steps, batch_size, seed, windows = args
+    with one_thread():
+        task = TextTask(path, block_size=train_len, seed=seed)
+        torch.manual_seed(seed)
+        model = Transformer(ModelConfig(d_model=64, n_layers=2, n_heads=4, d_vocab=task.d_vocab, n_ctx=test_len,
+                                        positional=scheme))
+        train(model, task, steps=steps, lr=3e-3, seed=seed, batch_size=batch_size, eval_batches=1)
+        return per_position_loss(model.eval(), windows).tolist()
+
+
 def run(out: Path, *, quick: bool = False, seed: int = 0, data: str | Path | None = None) -> ExperimentResult:
     from glassformer.train.data import TextTask
 
@@ -49,17 +65,16 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, data: str | Path | Non
     train_len, test_len = 32, 128
     steps, batch_size = (150, 16) if quick else (500, 32)
     schemes = ["learned", "rope", "alibi"] if quick else ["learned", "sinusoidal", "rope", "alibi", "none"]
-    task = TextTask(path, block_size=train_len, seed=seed)
+    task = TextTask(path, block_size=train_len, seed=seed)  # builds the token cache once, before any worker starts
     val = TextTask(path, block_size=test_len, split="val", tokenizer=task.tokenizer, seed=seed)
     windows = val.batch(128 if quick else 512, generator=torch.Generator().manual_seed(seed)).inputs  # [batch, test_len]
-    curves = {}
-    with one_thread():
-        for scheme in schemes:
-            torch.manual_seed(seed)
-            model = Transformer(ModelConfig(d_model=64, n_layers=2, n_heads=4, d_vocab=task.d_vocab, n_ctx=test_len,
-                                            positional=scheme))
-            train(model, task, steps=steps, lr=3e-3, seed=seed, batch_size=batch_size, eval_batches=1)
-            curves[scheme] = per_position_loss(model.eval(), windows)
+    jobs = [(scheme, path, train_len, test_len, steps, batch_size, seed, windows) for scheme in schemes]
+    if quick:
+        losses = [train_and_score(job) for job in jobs]
+    else:  # one process per core
+        with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            losses = list(pool.map(train_and_score, jobs))
+    curves = {scheme: torch.tensor(loss) for scheme, loss in zip(schemes, losses)}
 
     inside = {s: float(c[train_len // 2 : train_len].mean()) for s, c in curves.items()}  # trained lengths, with context
     beyond = {s: float(c[2 * train_len :].mean()) for s, c in curves.items()}  # 2x to 4x the training length

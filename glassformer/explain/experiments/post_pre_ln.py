@@ -111,8 +111,8 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     finding = (
         f"At initialisation (GPT-2 init, std 0.02) the weight-gradient norms per layer are {spread(grads['post'])} for "
         f"Post-LN and {spread(grads['pre'])} for Pre-LN: Pre-LN's are even across depth, Post-LN's are "
-        f"{sum(grads['pre']) / sum(grads['post']):.0f}x smaller on average and uneven, because every Post-LN norm rescales "
-        f"the stream the next block reads and the gradient passing back through it. "
+        f"{sum(grads['pre']) / sum(grads['post']):.0f}x smaller on average and uneven (in Post-LN the norms sit on the residual path, so "
+        f"the gradient reaching a block has passed through every norm above it). "
         f"Trained {steps} steps (accuracy >= {100 * TRAINS:.0f}% counts as trained, mean over {len(seeds)} seed(s)): "
         f"Post-LN trained at lr {describe(trained_at('post', 'no warm-up'))} without warm-up and "
         f"{describe(trained_at('post', 'warm-up'))} with it; Pre-LN at {describe(trained_at('pre', 'no warm-up'))} without "
