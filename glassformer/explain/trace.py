@@ -195,6 +195,8 @@ class _Builder:
                 normed = []
                 for w, rows_, hidx in (("q", q_rows, h), ("k", k_rows, kv)):
                     normed.append(self.param(f"{w}_norm gain", f"{a}.{w}_norm.w"))
+                    if f"{a}.{w}_norm.b" in self.params:
+                        normed.append(self.param(f"{w}_norm bias", f"{a}.{w}_norm.b"))
                     if self.has(f"{a}.{w}_norm.scale"):
                         normed.append(self.hook(f"sigma of {w}", f"{a}.{w}_norm.scale", (0, slice(None), hidx), rows=rows_))
                     normed.append(self.hook(f"Norm({w}), head {hidx}", f"{a}.{w}_norm", (0, slice(None), hidx), rows=rows_))
@@ -432,7 +434,8 @@ def trace(model, tokens, *, src=None, tokenizer=None, max_rows: int = 8, max_col
                  "norm_position", "final_norm", "positional", "act", "attn_only", "tie_embeddings", "bias"):
         summary.append((name, str(getattr(cfg, name))))
     summary.append(("scale", f"{cfg.scale:.4g}"))
-    title = f"Forward pass of a {cfg.arch} (d_model = {cfg.d_model}, {n_blocks} layer{'s' * (n_blocks != 1)}, {cfg.n_heads} head{'s' * (cfg.n_heads != 1)})"
+    article = "an" if cfg.arch[0] in "aeiou" else "a"
+    title = f"Forward pass of {article} {cfg.arch} (d_model = {cfg.d_model}, {n_blocks} layer{'s' * (n_blocks != 1)}, {cfg.n_heads} head{'s' * (cfg.n_heads != 1)})"
     return Trace(title, summary, sections, max_rows, max_cols)
 
 

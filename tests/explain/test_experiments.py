@@ -2,14 +2,10 @@
 
 import json
 
-import pytest
-
 from glassformer.explain.experiments import registry, run_experiment
 
-SHARED_TEXT_NEEDED = {"length-extrapolation"}
 
-
-def run(name, tmp_path, shakespeare=None):
+def run(name, tmp_path):
     result = run_experiment(name, tmp_path, quick=True, seed=0)
     assert (tmp_path / "finding.md").read_text().startswith(f"# {name}")
     assert json.loads((tmp_path / "metrics.json").read_text())["quick"] is True
