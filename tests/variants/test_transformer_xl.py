@@ -3,10 +3,11 @@ truncated to memory_len and carries no gradient, and a model trained with it rea
 
 import pytest
 import torch
-import torch.nn.functional as F
 from variant_helpers import scramble
 
 from glassformer import ConfigError, InputError, ModelConfig, Transformer
+from glassformer.train.batch import Batch
+from glassformer.train.trainer import TrainConfig, Trainer
 
 
 @pytest.mark.parametrize("positional", ["rope", "alibi", "t5"])
@@ -51,31 +52,35 @@ def test_no_gradient_flows_into_the_memory():
     assert memory.layers[0].states.requires_grad is False
 
 
-def copy_previous_segment_batch(batch: int, L: int, vocab: int, generator: torch.Generator):
-    """Two segments of L tokens, the second a copy of the first: predicting segment 2 needs segment 1."""
-    first = torch.randint(0, vocab, (batch, L), generator=generator)
-    sequence = torch.cat([first, first], dim=1)  # [batch, 2L]
-    return sequence[:, :-1], sequence[:, 1:]  # inputs, targets [batch, 2L - 1]
+class CopyPreviousSegment:
+    """Two segments of L tokens, the second a copy of the first; the loss counts on the second segment only,
+    so predicting it needs segment 1, which a model with n_ctx = L only sees through its memory."""
+
+    name, archs, n_classes = "copy-previous-segment", ("decoder",), 0
+
+    def __init__(self, L: int, vocab: int):
+        self.L, self.vocab = L, vocab
+
+    def batch(self, batch_size: int, arch: str = "decoder", generator=None) -> Batch:
+        first = torch.randint(0, self.vocab, (batch_size, self.L), generator=generator)
+        sequence = torch.cat([first, first], dim=1)  # [batch, 2L]
+        loss_mask = torch.zeros(batch_size, 2 * self.L - 1, dtype=torch.bool)
+        loss_mask[:, self.L :] = True  # predictions made inside segment 2
+        return Batch(sequence[:, :-1], sequence[:, 1:], loss_mask)
 
 
-def test_a_trained_transformer_xl_reads_its_memory():
+def test_the_core_trainer_trains_the_recurrence_and_the_model_reads_its_memory():
     torch.manual_seed(0)
     L, vocab = 8, 8
     model = Transformer(ModelConfig(d_model=32, n_heads=2, n_layers=2, d_vocab=vocab, n_ctx=L, memory_len=L, positional="rope"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(250):  # inputs of 2L - 1 > n_ctx positions: the model runs them as two segments
-        inputs, targets = copy_previous_segment_batch(32, L, vocab, g)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits[:, L:].reshape(-1, vocab), targets[:, L:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    config = TrainConfig(steps=250, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=0, quiet=True, device="cpu")
+    Trainer(model, CopyPreviousSegment(L, vocab), config).train()  # inputs of 2L - 1 > n_ctx: run as two segments
     model.eval()
-    inputs, targets = copy_previous_segment_batch(256, L, vocab, torch.Generator().manual_seed(1))
+    batch = CopyPreviousSegment(L, vocab).batch(256, generator=torch.Generator().manual_seed(1))
+    targets = batch.targets[:, L:]
     with torch.no_grad():
-        with_memory = (model(inputs)[:, L:].argmax(-1) == targets[:, L:]).float().mean().item()
-        forgotten = (model(inputs[:, L:])[:, :].argmax(-1) == targets[:, L:]).float().mean().item()  # fresh memory
+        with_memory = (model(batch.inputs)[:, L:].argmax(-1) == targets).float().mean().item()
+        forgotten = (model(batch.inputs[:, L:]).argmax(-1) == targets).float().mean().item()  # a fresh memory
     assert with_memory > 0.95
     assert forgotten < 0.35  # without segment 1 in memory the copy is guesswork (chance = 1/8)
 
