@@ -7,9 +7,11 @@ n_ctx 1024, vocabulary 50,304 = 50,257 padded to a multiple of 64) on random tok
     torch.compile(model), fused AdamW
 
 and reports tokens/s and MFU against the device's *measured* bf16 matmul peak (goal >= 45%), next to
-the HF GPT-2 twin with the same weights and the same loop, and glassformer with its per-call input
-check (``Transformer._check_tokens``: a min/max of the token ids read back to the host, i.e. a device
-sync and a graph break under torch.compile) bypassed, to measure what that check costs.
+the HF GPT-2 twin with the same weights and the same loop, and glassformer with the proposed changes of
+``bench/experiments.py`` (no host syncs: no torch.compile graph breaks; matmul projections).
+
+On any machine it also traces a small model with ``torch._dynamo.explain`` and reports the graph breaks,
+as is and with the no-host-sync change (tracing only: cheap, and deterministic).
 
 Without a GPU it prints why it skipped and leaves earlier GPU results in place. ``--smoke`` runs the
 same code path on CPU with a tiny shape (no compile by default) so the script is kept working.
@@ -23,7 +25,6 @@ import argparse
 import json
 import logging
 import sys
-import types
 from pathlib import Path
 
 import torch
@@ -44,59 +45,12 @@ from bench.common import (
     train_flops_per_token,
     write_results,
 )
+from bench.experiments import patch
 from bench.gpt2_twin import Shape, build_pair, glassformer_config
 from glassformer import Transformer
 
 GPT2_124M = Shape("gpt2-124M", n_layers=12, d_model=768, n_heads=12, n_ctx=1024, batch=16, d_vocab=50304)
 SMOKE = Shape("smoke", n_layers=1, d_model=32, n_heads=2, n_ctx=16, batch=2, d_vocab=64)
-
-
-def _attention_forward_without_sync(self, x, memory=None, *, positions, key_padding=None, cache=None, prefix=None):
-    """``Attention.forward`` as of this writing, with one line changed: the key positions are computed on
-    the device (``positions[-1] + 1 - n + arange(n)``) instead of via ``int(positions[-1])``, which reads a
-    value back to the host (a device sync per layer, and a graph break that makes torch.compile skip the
-    whole block loop)."""
-    q = self.q(self._project(x, self.W_Q, self.b_Q))  # [batch, q_pos, heads, d_head]
-    if self.q_norm is not None:
-        q = self.q_norm(q)
-    if self.rotary is not None:
-        q = self.rotary(q, positions)
-    if self.cross:
-        z = self._cross_attend(q, memory, positions, key_padding, cache)
-    else:
-        y = x if prefix is None else torch.cat([prefix, x], dim=1)  # [batch, k_pos, d_model]
-        k_positions = positions[-1] + 1 - y.shape[1] + torch.arange(y.shape[1], device=x.device)  # the change
-        k, v = self._keys_values(y, k_positions)
-        z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
-    z = self.z(z)  # [batch, q_pos, heads, d_head]
-    out = torch.einsum("bqhe,hed->bqd", z, self.W_O)  # [batch, q_pos, d_model]
-    return out + self.b_O if self.b_O is not None else out
-
-
-def without_host_syncs(model: Transformer) -> Transformer:
-    """The local experiment behind the proposed change in bench/README.md, on this model instance only:
-
-    * ``_check_tokens`` keeps its shape handling but skips the min/max of the token ids (read back to
-      the host with ``bool(...)``: a device sync and a graph break at the top of every forward);
-    * every attention layer uses :func:`_attention_forward_without_sync`.
-
-    Checked to give exactly the same logits before it is used.
-    """
-    original_check = model._check_tokens
-    probe = torch.randint(0, model.config.d_vocab, (1, min(8, model.config.n_ctx)), device=next(model.parameters()).device)
-    with torch.no_grad():
-        reference = model(probe)
-
-    def check(tokens, what, offset=0):
-        return tokens if tokens.dim() == 2 and tokens.dtype == torch.long else original_check(tokens, what, offset)
-
-    model._check_tokens = check  # instance attributes: other models are not affected
-    for block in model.blocks:
-        block.attn.forward = types.MethodType(_attention_forward_without_sync, block.attn)
-    with torch.no_grad():
-        if not torch.equal(model(probe), reference):
-            raise RuntimeError("the no-sync experiment no longer matches the model (glassformer/model changed): update it")
-    return model
 
 
 def graph_report(model, tokens: torch.Tensor) -> dict:
@@ -115,11 +69,11 @@ def graph_report(model, tokens: torch.Tensor) -> dict:
 
 
 def compile_graphs(shape: Shape) -> dict:
-    """Graph breaks of the model as is and with :func:`without_host_syncs` (runs on CPU: tracing only)."""
+    """Graph breaks of the model as is and without host syncs (bench/experiments.py; tracing only: runs on CPU)."""
     torch.manual_seed(0)
     tokens = torch.randint(0, shape.d_vocab, (shape.batch, shape.n_ctx))
     as_is = Transformer(glassformer_config(shape))
-    patched = without_host_syncs(Transformer(glassformer_config(shape)))
+    patched = patch(Transformer(glassformer_config(shape)), without_host_syncs=True)
     return {"as_is": graph_report(as_is, tokens), "without_host_syncs": graph_report(patched, tokens)}
 
 
@@ -179,7 +133,11 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     peak = matmul_peak_flops(torch.bfloat16, device, sizes=(128,) if args.smoke else None, repeats=2 if args.smoke else 5)
     gf, hf = build_pair(shape, device=device)
-    sides = {"glassformer": gf, "glassformer_no_host_sync": without_host_syncs(build_pair(shape, device=device)[0])}
+    sides = {
+        "glassformer": gf,
+        "glassformer_no_host_sync": patch(build_pair(shape, device=device)[0], without_host_syncs=True),
+        "glassformer_no_sync_matmul": patch(build_pair(shape, device=device)[0], without_host_syncs=True, matmul_projections=True),
+    }
     if not args.no_hf:
         sides["hf_gpt2"] = hf
     steps = {name: train_step_fn(m, name, shape, device, compile, torch.bfloat16) for name, m in sides.items()}
@@ -222,8 +180,8 @@ def graphs_markdown(graphs: dict) -> str:
         "",
         markdown_table(["model", "graphs", "graph breaks", "where"], rows),
         "",
-        "without_host_syncs = the proposed change (bench/bench_gpu.py: without_host_syncs): key positions computed "
-        "on the device, and no min/max of the token ids read back to the host in _check_tokens.",
+        "without_host_syncs = the proposed change (bench/experiments.py): key positions computed on the device, "
+        "and no min/max of the token ids read back to the host in _check_tokens.",
     ])
 
 

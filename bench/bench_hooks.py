@@ -187,7 +187,7 @@ def to_markdown(results: dict) -> str:
     for r in results["cases"]:
         s = Shape(**r["shape"])
         rows.append([
-            r["kind"], s.describe(), f"{r['forward_median_s'] * 1e3:.3g} ms", r["hook_calls_per_forward"],
+            r["kind"], s.describe(), f"{r['forward_median_s'] * 1e3:,.1f} ms", r["hook_calls_per_forward"],
             f"{r['overhead_ab']:+.2%}", f"{r['overhead_counted']:.3%}", f"{r['noise']:.1%}",
             f"{r['module_structure_overhead']:+.1%}" if "module_structure_overhead" in r else "-",
         ])
@@ -207,7 +207,8 @@ def to_markdown(results: dict) -> str:
         "",
         "A/B = as is vs HookPoint.__call__ replaced by an identity, interleaved; counted = calls x cost per call / "
         "forward time; bare functional = the same equations as plain torch calls with the same weights (all module, "
-        "hook and readability overhead together).",
+        "hook and readability overhead together; max |logit difference| to the model: "
+        + ", ".join(f"{r['bare_max_logit_difference']:.1e}" for r in results["cases"] if "bare_max_logit_difference" in r) + ").",
     ])
 
 

@@ -9,7 +9,8 @@ same tokens; the bench checks that they do. Tokens/s counts new tokens: batch * 
 
 HF's generation config is set so it never stops early (no eos), which keeps the work identical.
 For reference the glassformer run without the cache (re-running the whole prefix each step) is timed
-too. The bar: glassformer with the cache >= 1.5x HF.
+too, and glassformer with the proposed change of ``bench/experiments.py`` (attention projections as
+matmuls instead of einsum). The bar: glassformer with the cache >= 1.5x HF.
 
     python bench/bench_sample.py [--quick | --smoke]
 """
@@ -26,15 +27,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import interleaved, machine_info, markdown_table, write_results
+from bench.experiments import patch
 from bench.gpt2_twin import Shape, build_pair
 
-# (shape, batch, prompt length, new tokens): the training bench's gpt-small shape, decoding to n_ctx.
+# (shape incl. batch, prompt length, new tokens, also time the uncached run): the training bench's shapes.
 CASES = [
-    (Shape("gpt-small", n_layers=4, d_model=256, n_heads=4, n_ctx=256, batch=1, d_vocab=256), 16, 240),
-    (Shape("gpt-small", n_layers=4, d_model=256, n_heads=4, n_ctx=256, batch=16, d_vocab=256), 16, 240),
-    (Shape("nanogpt-cpu", n_layers=4, d_model=128, n_heads=4, n_ctx=64, batch=1, d_vocab=65), 8, 56),
+    (Shape("gpt-small", n_layers=4, d_model=256, n_heads=4, n_ctx=256, batch=1, d_vocab=256), 16, 240, False),
+    (Shape("gpt-small", n_layers=4, d_model=256, n_heads=4, n_ctx=256, batch=16, d_vocab=256), 16, 112, False),
+    (Shape("nanogpt-cpu", n_layers=4, d_model=128, n_heads=4, n_ctx=64, batch=1, d_vocab=65), 8, 56, True),
 ]
-SMOKE_CASES = [(Shape("smoke", n_layers=1, d_model=32, n_heads=2, n_ctx=16, batch=2, d_vocab=17), 4, 8)]
+SMOKE_CASES = [(Shape("smoke", n_layers=1, d_model=32, n_heads=2, n_ctx=16, batch=2, d_vocab=17), 4, 8, True)]
 
 
 def sample_fns(shape: Shape, prompt_len: int, new_tokens: int, *, with_uncached: bool):
@@ -56,14 +58,17 @@ def sample_fns(shape: Shape, prompt_len: int, new_tokens: int, *, with_uncached:
 
     out_gf, out_hf = glassformer(), hf_generate()
     same = out_gf.shape == out_hf.shape and bool((out_gf == out_hf).all())
-    fns = {"glassformer": glassformer, "hf_generate": hf_generate}
+    patched = patch(build_pair(shape)[0], matmul_projections=True).eval()  # bench/experiments.py, same weights
+    fns = {"glassformer": glassformer, "hf_generate": hf_generate,
+           "glassformer_matmul_proj": lambda: patched.generate(prompt, new_tokens, greedy=True)}
+    same = same and torch.equal(fns["glassformer_matmul_proj"](), out_gf)
     if with_uncached:
         fns["glassformer_no_cache"] = lambda: glassformer(use_cache=False)
     return fns, {"same_tokens": same, "tokens_gf": out_gf.shape[1], "tokens_hf": out_hf.shape[1]}
 
 
-def bench_case(shape: Shape, prompt_len: int, new_tokens: int, *, repeats: int, warmup: int) -> dict:
-    fns, check = sample_fns(shape, prompt_len, new_tokens, with_uncached=shape.batch == 1)
+def bench_case(shape: Shape, prompt_len: int, new_tokens: int, uncached: bool, *, repeats: int, warmup: int) -> dict:
+    fns, check = sample_fns(shape, prompt_len, new_tokens, with_uncached=uncached)
     timings = interleaved(fns, warmup=warmup, repeats=repeats)
     sides = {}
     for side, t in timings.items():
@@ -114,12 +119,11 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 2 if args.smoke else args.repeats or (5 if args.quick else 9)
     warmup = 1 if args.smoke else 2
     results = {"machine": machine_info(), "settings": {"repeats": repeats, "warmup": warmup}, "cases": []}
-    for shape, prompt_len, new_tokens in cases:
-        r = bench_case(shape, prompt_len, new_tokens, repeats=repeats, warmup=warmup)
+    for shape, prompt_len, new_tokens, uncached in cases:
+        r = bench_case(shape, prompt_len, new_tokens, uncached, repeats=repeats, warmup=warmup)
         results["cases"].append(r)
-        print(f"{shape.describe()} {prompt_len}+{new_tokens}: glassformer {r['sides']['glassformer']['tokens_per_s']:,.0f} "
-              f"tok/s, HF {r['sides']['hf_generate']['tokens_per_s']:,.0f} tok/s -> {r['speedup_vs_hf']:.2f}x "
-              f"(same tokens: {r['same_tokens']})", flush=True)
+        print(f"{shape.describe()} {prompt_len}+{new_tokens}: " + ", ".join(f"{side} {s['tokens_per_s']:,.0f} tok/s"
+              for side, s in r["sides"].items()) + f" -> {r['speedup_vs_hf']:.2f}x HF (same tokens: {r['same_tokens']})", flush=True)
     results["machine"]["load_average_1m_end"] = machine_info()["load_average_1m"]
     path = write_results("sample", results, to_markdown(results), args.results_dir)
     print(f"wrote {path}")

@@ -151,7 +151,7 @@ def run(text: Path, recipes: list[str], steps: int | None, eval_every: int, eval
     return results
 
 
-def plot(results: dict, path: Path, reference: dict | None) -> None:
+def plot(results: dict, path: Path, reference: dict | None, threads: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +170,7 @@ def plot(results: dict, path: Path, reference: dict | None) -> None:
         for ax in axes:
             ax.axhline(reference["val_loss"], color="k", lw=0.7, ls="--")
     axes[0].set_xlabel("optimizer step")
-    axes[1].set_xlabel("training seconds (2-core CPU, evaluation excluded)")
+    axes[1].set_xlabel(f"training seconds ({threads} torch thread{'s' if threads > 1 else ''}, evaluation excluded)")
     for ax in axes:
         ax.set_ylabel("validation loss (nats / character)")
         ax.set_ylim(1.4, 4.4)
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = {"meta": meta, "reference": NANOGPT_README, "recipes": results}
     path = write_results("text", data, to_markdown(results, meta), args.results_dir)
     full_length = all(r["train_config"]["steps"] == NANOGPT_README["steps"] for r in results.values())
-    plot(results, path.with_suffix(".png"), NANOGPT_README if full_length else None)
+    plot(results, path.with_suffix(".png"), NANOGPT_README if full_length else None, meta["machine"]["torch_threads"])
     for name, r in results.items():
         verdict = ""
         if full_length:
