@@ -9,13 +9,13 @@ timed side by side with the model as is:
   more than the matmul itself on small inputs (it permutes and copies the weight: measured ~0.5 ms per call
   at one token, vs ~10-40 us for the matmul), which dominates a KV-cache decode step; at training sizes it
   is ~25% slower for the projections.
-* ``without_host_syncs``: key positions computed on the device (``positions[-1] + 1 - n + arange(n)``)
-  instead of ``int(positions[-1])``, and no min/max of the token ids read back to the host in
-  ``_check_tokens``. Each of those is a device sync on a GPU and a torch.compile graph break; the one inside
-  the block loop makes dynamo skip the whole loop (it runs eager).
+* ``without_host_syncs``: no min/max of the token ids read back to the host in ``_check_tokens``
+  (``bool(lo < 0 or hi >= d_vocab)``): a device sync at the top of every forward on a GPU, and a
+  torch.compile graph break. (The same problem inside attention, ``int(positions[-1])`` in the block loop,
+  which made dynamo skip the whole loop, has since been fixed in the model, e8047f5.)
 
-The patched ``Attention.forward`` below is a copy of the model's at the time of writing with only those
-lines changed; :func:`patch` refuses to apply it if the logits no longer match (the model moved on).
+The patched ``Attention.forward`` below is a copy of the model's at the time of writing with only the
+projection lines changed; :func:`patch` refuses to apply it if the logits no longer match (the model moved on).
 """
 
 from __future__ import annotations
@@ -43,10 +43,8 @@ def combine_heads(z: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
 
 
 def _attention_forward(self, x, memory=None, *, positions, key_padding=None, cache=None, prefix=None):
-    """``Attention.forward`` (copied) with the two experiments switchable by ``self._experiment``."""
-    matmul, device_positions = self._experiment
-    project = project_heads if matmul else self._project
-    q = self.q(project(x, self.W_Q, self.b_Q))  # [batch, q_pos, heads, d_head]
+    """``Attention.forward`` (copied) with the projections done by :func:`project_heads` and :func:`combine_heads`."""
+    q = self.q(project_heads(x, self.W_Q, self.b_Q))  # [batch, q_pos, heads, d_head]
     if self.q_norm is not None:
         q = self.q_norm(q)
     if self.rotary is not None:
@@ -55,23 +53,16 @@ def _attention_forward(self, x, memory=None, *, positions, key_padding=None, cac
         z = self._cross_attend(q, memory, positions, key_padding, cache)
     else:
         y = x if prefix is None else torch.cat([prefix, x], dim=1)  # [batch, k_pos, d_model]
-        if device_positions:
-            k_positions = positions[-1] + 1 - y.shape[1] + torch.arange(y.shape[1], device=x.device)  # no host read
-        else:
-            last = int(positions[-1]) + 1
-            k_positions = torch.arange(last - y.shape[1], last, device=x.device)
-        if matmul:
-            k = self.k(project_heads(y, self.W_K, self.b_K))  # [batch, k_pos, kv_heads, d_head]
-            v = self.v(project_heads(y, self.W_V, self.b_V))
-            if self.k_norm is not None:
-                k = self.k_norm(k)
-            if self.rotary is not None:
-                k = self.rotary(k, k_positions)
-        else:
-            k, v = self._keys_values(y, k_positions)
+        k_positions = positions[-1] + 1 - y.shape[1] + torch.arange(y.shape[1], device=x.device)  # end at the last query
+        k = self.k(project_heads(y, self.W_K, self.b_K))  # [batch, k_pos, kv_heads, d_head]
+        v = self.v(project_heads(y, self.W_V, self.b_V))
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        if self.rotary is not None:
+            k = self.rotary(k, k_positions)
         z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
     z = self.z(z)  # [batch, q_pos, heads, d_head]
-    out = combine_heads(z, self.W_O) if matmul else torch.einsum("bqhe,hed->bqd", z, self.W_O)  # [batch, q_pos, d_model]
+    out = combine_heads(z, self.W_O)  # [batch, q_pos, d_model]
     return out + self.b_O if self.b_O is not None else out
 
 
@@ -90,9 +81,9 @@ def patch(model: Transformer, *, matmul_projections: bool = False, without_host_
             return tokens if tokens.dim() == 2 and tokens.dtype == torch.long else original_check(tokens, what, offset)
 
         model._check_tokens = check
-    for block in model.blocks:
-        block.attn._experiment = (matmul_projections, without_host_syncs)
-        block.attn.forward = types.MethodType(_attention_forward, block.attn)
+    if matmul_projections:
+        for block in model.blocks:
+            block.attn.forward = types.MethodType(_attention_forward, block.attn)
     with torch.no_grad():
         if not torch.allclose(model(probe), reference, atol=1e-5, rtol=1e-4):
             raise RuntimeError("the patched attention no longer matches glassformer/model/attention.py: update bench/experiments.py")

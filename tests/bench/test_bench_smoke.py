@@ -85,7 +85,7 @@ def test_gpu_bench_code_path_and_graph_report(tmp_path):
     graphs = results["compile_graphs"]
     assert graphs["without_host_syncs"]["graph_breaks"] == 0
     assert graphs["as_is"]["graph_breaks"] >= graphs["without_host_syncs"]["graph_breaks"]
-    assert set(results["sides"]) == {"glassformer", "glassformer_no_host_sync", "hf_gpt2"}
+    assert {"glassformer", "glassformer_no_host_sync", "hf_gpt2"} <= set(results["sides"])
 
 
 def test_interleaved_alternates_order_and_counts_samples():
