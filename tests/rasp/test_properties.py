@@ -3,7 +3,7 @@ interpreter on every input up to the maximum length (where the interpreter accep
 
 import itertools
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from glassformer import rasp
@@ -11,7 +11,7 @@ from glassformer.rasp import (
     EQ, GEQ, GT, LEQ, LT, NE, TRUE, Aggregate, Full, Map, Maximum, Minimum, Select, SelectorWidth, SequenceMap,
     indices, numerical, tokens,
 )
-from glassformer.rasp.errors import RaspEvaluationError
+from glassformer.rasp.errors import RaspCompileError, RaspEvaluationError
 
 MAPS = [lambda x: (x + 1) % 4, lambda x: (2 * x) % 5, lambda x: x // 2, lambda x: -x, lambda x: x * x % 7,
         lambda x: x % 2]
@@ -57,7 +57,13 @@ def programs(draw):
 @given(programs(), st.integers(3, 5))
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_random_programs_compile_and_agree(program, max_len):
-    compiled = rasp.compile(program, vocab="abc", max_len=max_len)
+    try:
+        compiled = rasp.compile(program, vocab="abc", max_len=max_len)
+    except RaspCompileError as e:
+        # The one documented refusal a random program can hit: a mean of means whose float values differ
+        # only by rounding (0.49999999999999994 vs 0.5), which no dtype separates. Anything else fails.
+        assume(not e.float_limited)
+        raise
     cases = [list(x) for n in range(1, max_len + 1) for x in itertools.product("abc", repeat=n)]
     outputs = compiled.run_batch(cases)
     for xs, got in zip(cases, outputs):

@@ -32,7 +32,7 @@ from glassformer.rasp.compiler.graph import Attend, build_graph
 from glassformer.rasp.compiler.layout import build_layout
 from glassformer.rasp.compiler.precision import choose_sharpness, output_tolerance
 from glassformer.rasp.compiler.values import ValueSet, infer_values
-from glassformer.rasp.compiler.weights import OutputSpec, build_model
+from glassformer.rasp.compiler.weights import PAD_ID, OutputSpec, build_model
 from glassformer.rasp.errors import RaspCompileError
 
 __all__ = ["compile", "CompiledModel"]
@@ -76,7 +76,7 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
             if attempt + 1 == len(dtypes) or not e.float_limited:
                 raise
     layout = build_layout(plan)
-    output = _output_spec(plan)
+    output = _output_spec(plan, vocab)
     model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output, DTYPES[dtype_name])
     blocks = _blocks(plan, alloc, mlps, heads)
     return CompiledModel(model, vocab, max_len, output, layout.labels, blocks, program, name,
@@ -161,16 +161,23 @@ def build_mlp(task: MLPTask, values: dict[str, ValueSet], noisy: set[str], plan:
     return spec
 
 
-def _output_spec(plan: Assignment) -> OutputSpec:
+def _output_spec(plan: Assignment, vocab: list) -> OutputSpec:
     node = plan.graph.output
     vset = plan.values[node.label]
     tol = output_tolerance(vset, node.is_numerical)
     if node.is_numerical:
         return OutputSpec(True, [], list(vset.non_none) if vset.finite else None, tol)
-    classes = list(vset.non_none)
-    if None in vset.values:
-        classes.append(None)
-    return OutputSpec(False, classes, None, tol)
+    may_be_none = None in vset.values
+    tokens = {_token_key(t) for t in vocab}
+    if all(_token_key(v) in tokens for v in vset.non_none):  # logits over the token ids themselves
+        classes = [None, None] + list(vocab)
+        return OutputSpec(False, classes, None, tol, PAD_ID if may_be_none else None)
+    classes = list(vset.non_none) + ([None] if may_be_none else [])
+    return OutputSpec(False, classes, None, tol, len(classes) - 1 if may_be_none else None)
+
+
+def _token_key(t):
+    return (type(t) is bool, t)
 
 
 def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[Block]:

@@ -169,6 +169,7 @@ class CompiledModel:
                 "classes": [to_json(c) for c in self.output.classes],
                 "values": None if self.output.values is None else [to_json(v) for v in self.output.values],
                 "tolerance": self.output.tolerance,
+                "none_class": self.output.none_class,
             },
             "residual_labels": self.residual_labels,
             "blocks": [vars(b) for b in self.blocks],
@@ -201,7 +202,8 @@ class CompiledModel:
             raise CheckpointError(f"{dir} holds no compiled RASP program (extra.json has no 'rasp' section)")
         out = spec["output"]
         output = OutputSpec(out["numerical"], [from_json(c) for c in out["classes"]],
-                            None if out["values"] is None else [from_json(v) for v in out["values"]], out["tolerance"])
+                            None if out["values"] is None else [from_json(v) for v in out["values"]], out["tolerance"],
+                            out.get("none_class"))
         return cls(ckpt.model, [from_json(t) for t in spec["vocab"]], spec["max_len"], output, spec["residual_labels"],
                    [Block(**b) for b in spec["blocks"]], None, spec.get("program", ""))
 

@@ -392,8 +392,9 @@ def none_rule(f: Callable, numerical_out: bool) -> Callable:
     """``f`` wrapped in RASP's rule: any None argument gives None (0 for a numerical result), f not called."""
 
     def fn(*xs):
-        if any(x is None for x in xs):
-            return 0 if numerical_out else None
+        for x in xs:
+            if x is None:
+                return 0 if numerical_out else None
         y = f(*xs)
         if numerical_out and isinstance(y, bool):
             y = int(y)

@@ -114,8 +114,26 @@ def _scaled(d: dict, c: float) -> dict:
     return {k: c * v for k, v in d.items()}
 
 
-def indicator_units(spec: MLPSpec, w_gate: dict, k: int, w_out: dict, noisy: bool) -> None:
-    """Units equal to ``w_out`` where all ``k`` categorical gates hold (sum of ``w_gate`` = k), else 0."""
+def gate(inputs: list[Node], rect: tuple, sets: list[ValueSet]) -> tuple[dict, float]:
+    """The linear form that is 1 per input whose value lies in its side of the rectangle (0 otherwise):
+    ``(weights, constant)``.  A side holding None (the zero vector) uses 1 - sum of the other values'
+    entries, so "no value" can be matched too."""
+    weights: dict[tuple, float] = {}
+    const = 0.0
+    for node, side, vset in zip(inputs, rect, sets):
+        if None in side:
+            const += 1.0
+            for x in vset.non_none:
+                if x not in side:
+                    weights[cat_key(node, x)] = -1.0
+        else:
+            for x in side:
+                weights[cat_key(node, x)] = 1.0
+    return weights, const
+
+
+def indicator_units(spec: MLPSpec, w_gate: dict, k: int, w_out: dict, noisy: bool, const: float = 0.0) -> None:
+    """Units equal to ``w_out`` where all ``k`` categorical gates hold (``w_gate . x + const`` = k), else 0."""
     if not w_out:
         return
     bos = {BOS: -(2.0 * k + 2.0)}
@@ -123,10 +141,10 @@ def indicator_units(spec: MLPSpec, w_gate: dict, k: int, w_out: dict, noisy: boo
         spec.unit(bos, 1.0, w_out)
         return
     if not noisy:
-        spec.unit({**w_gate, **bos}, -(k - 1.0), w_out)
+        spec.unit({**w_gate, **bos}, const - (k - 1.0), w_out)
         return
     w = {**_scaled(w_gate, 2.0), **bos}
-    centre = -2.0 * (k - 0.5)
+    centre = 2.0 * const - 2.0 * (k - 0.5)
     spec.unit(w, centre + 0.5, w_out)
     spec.unit(w, centre - 0.5, _scaled(w_out, -1.0))
 
@@ -164,7 +182,7 @@ def best_rectangles(points: set[tuple], k: int) -> list[tuple[frozenset, ...]]:
 
 def table(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet], fn: Callable, noisy: set[str]) -> None:
     """All-categorical inputs: one unit (pair) per rectangle of each output value's preimage."""
-    domains = [s.non_none for s in sets]
+    domains = [s.values for s in sets]  # None too: a packed tuple may hold "no value"
     preimage: dict[Any, set] = defaultdict(set)
     for combo in itertools.product(*domains):
         try:
@@ -178,8 +196,8 @@ def table(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet], fn
     for ykey, pts in preimage.items():
         w_out = encode(out, _unkey(ykey))
         for rect in best_rectangles(pts, k):
-            gate = {cat_key(inputs[i], v): 1.0 for i, vals in enumerate(rect) for v in vals}
-            indicator_units(spec, gate, k, w_out, is_noisy)
+            weights, const = gate(inputs, rect, sets)
+            indicator_units(spec, weights, k, w_out, is_noisy, const)
     for i in inputs:  # exact-mode units pass input errors on, so they need exact inputs
         spec.tolerate(i.label, CAT_TOLERANCE / k if is_noisy else 0.0)
     spec.strategy = "table"
@@ -194,7 +212,7 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
     S = [float(v) for v in s_set.non_none]
     if not S:
         raise RaspCompileError(s_node.label, "a numerical input with no values")
-    domains = [c.non_none for c in cat_sets]
+    domains = [c.values for c in cat_sets]  # None too (see ``gate``)
     k = len(cats)
     functions: dict[tuple, set] = defaultdict(set)
     for combo in itertools.product(*domains):
@@ -213,7 +231,7 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
     for g, combos in functions.items():
         rects = best_rectangles(combos, k) if k else [()]
         for rect in rects:
-            gate = {cat_key(cats[i], v): 1.0 for i, vals in enumerate(rect) for v in vals}
+            gate_w, gate_c = gate(cats, rect, cat_sets)
             base = encode(out, _unkey(g[0]))
             err_right = [0.0] * len(S)  # float32 error of the steps saturated at s = S[i], by side
             err_left = [0.0] * len(S)
@@ -242,8 +260,8 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
                                  f"the model's precision at magnitude {s_abs:.3g} (a step between them needs "
                                  f"pre-activations of ~{gate_big * (k + 2):.2g}); use coarser values or a smaller max_len",
                         float_limited=True)
-                w = {num_key(s_node): sign * kappa, BOS: -bos_big, **_scaled(gate, gate_big)}
-                centre = -sign * kappa * t - gate_big * k
+                w = {num_key(s_node): sign * kappa, BOS: -bos_big, **_scaled(gate_w, gate_big)}
+                centre = -sign * kappa * t + gate_big * (gate_c - k)
                 spec.unit(w, centre + 0.5, step_delta)
                 spec.unit(w, centre - 0.5, _scaled(step_delta, -1.0))
                 tol = gap / 4.0
@@ -256,7 +274,7 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
                 magnitude = kappa * extent + 1.0 + (0.0 if exact_bias else abs(centre))
                 err = spec.eps * magnitude * sum(abs(v) for v in delta.values())
                 (err_right if sign > 0 else err_left)[j] = err
-            indicator_units(spec, gate, k, {key: v for key, v in base.items() if v}, gate_noisy)
+            indicator_units(spec, gate_w, k, {key: v for key, v in base.items() if v}, gate_noisy, gate_c)
             right = np.concatenate([[0.0], np.cumsum(err_right[:-1])])  # steps j < i saturate at S[i]
             left = np.cumsum(err_left[::-1])[::-1]  # steps j >= i
             spec.float_error = max(spec.float_error, float(np.max(right + left)))
@@ -321,7 +339,7 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
                 rng: np.random.Generator, n_samples: int = 256) -> None:
     """Run the units (float32) on sampled input combinations, also pushed to the edge of the tolerance,
     and compare with ``fn``: a guard against construction bugs, raising RaspCompileError on a mismatch."""
-    domains = [s.non_none if s.finite else None for s in sets]
+    domains = [(s.non_none if node.is_numerical else s.values) if s.finite else None for node, s in zip(inputs, sets)]
     if any(d is None for d in domains) or spec.passthrough:
         return
     n_samples = max(32, min(n_samples, 100_000 // max(spec.n_units, 1)))  # bounded work for big MLPs
@@ -355,10 +373,8 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
     i_ix, o_ix = {k: i for i, k in enumerate(in_keys)}, {k: i for i, k in enumerate(out_keys)}
     W_in = np.zeros((len(in_keys), spec.n_units), dtype=np.float32)  # [keys, units]
     W_out = np.zeros((spec.n_units, len(out_keys)), dtype=np.float32)  # [units, out keys]
-    for k, u, w in spec.w_in:
-        W_in[i_ix[k], u] += w
-    for u, k, w in spec.w_out:
-        W_out[u, o_ix[k]] += w
+    np.add.at(W_in, ([i_ix[k] for k, _, _ in spec.w_in], [u for _, u, _ in spec.w_in]), [w for _, _, w in spec.w_in])
+    np.add.at(W_out, ([u for u, _, _ in spec.w_out], [o_ix[k] for _, k, _ in spec.w_out]), [w for _, _, w in spec.w_out])
     X = np.zeros((len(cases), len(in_keys)), dtype=np.float32)  # [cases, keys]
     Y = np.zeros((len(cases), len(out_keys)), dtype=np.float32)
     for r, ((_, x), want) in enumerate(zip(cases, wants)):

@@ -99,7 +99,14 @@ def sort_key(v: Any):
 
 
 def sort_values(values) -> list:
-    return sorted(values, key=sort_key)
+    """None first, then the values in their natural order (mixed types: by ``sort_key``)."""
+    values = list(values)
+    rest = [v for v in values if v is not None]
+    nones = [None] * (len(values) - len(rest))
+    try:
+        return nones + sorted(rest)
+    except TypeError:
+        return nones + sorted(rest, key=sort_key)
 
 
 def combinations_count(sets: list[ValueSet]) -> int:
@@ -197,7 +204,7 @@ def mean_values(inner: ValueSet, max_len: int, default: float) -> ValueSet:
     base = ints[0]
     span = ints[-1] - base
     if denom > 1 << 20 or span * max_len > 1 << 40 or abs(base) * max_len > 1 << 50:
-        return ValueSet(None, float(min(fracs + [Fraction(default)])), float(max(fracs + [Fraction(default)])))
+        return _means_by_multisets(fracs, max_len, default)
     offsets = [i - base for i in ints]
     step = 0
     for o in offsets:
@@ -223,6 +230,22 @@ def mean_values(inner: ValueSet, max_len: int, default: float) -> ValueSet:
         chunks.append(numerators.astype(np.float64) / denom / w if denom > 1 else numerators.astype(np.float64) / w)
     means = np.unique(np.concatenate(chunks))
     values = [float(v) for v in means] + [default]
+    return ValueSet.of(values, True)
+
+
+def _means_by_multisets(fracs: list[Fraction], max_len: int, default: float) -> ValueSet:
+    """The same set when the values share no short denominator (e.g. means of means, stored as binary
+    floats): the exact sums of every multiset, level by level, if there are not too many."""
+    lo = float(min(fracs + [Fraction(default)]))
+    hi = float(max(fracs + [Fraction(default)]))
+    m = len(fracs)
+    if sum(math.comb(m + w - 1, w) for w in range(1, max_len + 1)) > MEAN_LIMIT // 4:
+        return ValueSet(None, lo, hi)
+    values = {default}
+    sums = {Fraction(0)}
+    for w in range(1, max_len + 1):
+        sums = {s + f for s in sums for f in fracs}
+        values.update(float(s) / w for s in sums)  # fsum rounds the exact sum once, then / w
     return ValueSet.of(values, True)
 
 

@@ -34,13 +34,16 @@ BOS_ID, PAD_ID, FIRST_TOKEN_ID = 0, 1, 2
 
 @dataclass
 class OutputSpec:
-    """How logits decode: ``classes`` for a categorical output (None among them if it can occur), or
-    a numerical output read from logit 0 and snapped to ``values`` when they are known."""
+    """How logits decode: ``classes[i]`` is the value of logit i for a categorical output (logit
+    ``none_class`` is "no value", with bias 1/2), or a numerical output read from logit 0 and snapped to
+    ``values`` when they are known.  When every output value is a token, the classes are the token ids
+    (BOS, PAD = None, the vocabulary), so the checkpoint's tokenizer decodes the logits too."""
 
     numerical: bool
     classes: list
     values: list | None = None
     tolerance: float = 0.0
+    none_class: int | None = None
 
 
 def cleanup_spec(head: HeadSpec) -> MLPSpec | None:
@@ -182,7 +185,7 @@ def _unembed(params: _Params, plan: Assignment, ix: dict, output: OutputSpec) ->
         params.add("unembed.W_U", (ix[num_key(node)], 0), 1.0)
         return
     for c, y in enumerate(output.classes):
-        if y is None:
-            params.add("unembed.b_U", (c,), 0.5)
-        else:
+        if y is not None and cat_key(node, y) in ix:  # token classes the output never takes stay at 0
             params.add("unembed.W_U", (ix[cat_key(node, y)], c), 1.0)
+    if output.none_class is not None:
+        params.add("unembed.b_U", (output.none_class,), 0.5)
