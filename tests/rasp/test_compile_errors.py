@@ -25,30 +25,49 @@ def test_too_many_input_combinations():
         rasp.compile(big, vocab=vocab, max_len=64)
 
 
+LETTERS = "abcdefghij"
+
+
+def unlisted_mean():
+    """Means of up to 16 of 0.1, 0.2, ..., 1.0: binary floats with no short common denominator, and
+    too many multisets to list."""
+    tenth = numerical(Map(lambda t: 0.1 * (ord(t) - 96), tokens, name="tenth"))
+    return numerical(Aggregate(Select(indices, indices, LEQ), tenth, name="mean"))
+
+
 def test_nonlinear_function_of_an_unlisted_number():
-    tenth = numerical(Map(lambda t: 0.1 * (ord(t) - 96), tokens, name="tenth"))  # 0.1, 0.2, ...: float lattice
-    mean = numerical(Aggregate(Select(indices, indices, LEQ), tenth, name="mean"))
+    mean = unlisted_mean()
     squared = numerical(Map(lambda m: m * m, mean, name="squared"))
     with pytest.raises(RaspCompileError, match=r"'squared'.*finite value set"):
-        rasp.compile(squared, vocab="abc", max_len=8)
+        rasp.compile(squared, vocab=LETTERS, max_len=16)
     linear = numerical(mean * 2 - 1).named("linear")  # an affine map needs no value list
-    compiled = rasp.compile(linear, vocab="abc", max_len=8, approximate=True)
+    compiled = rasp.compile(linear, vocab=LETTERS, max_len=16, approximate=True)
     assert compiled.run("abc") == pytest.approx([-0.8, -0.7, -0.6], abs=1e-5)
 
 
 def test_categorical_function_of_an_unlisted_number():
-    tenth = numerical(Map(lambda t: 0.1 * (ord(t) - 96), tokens, name="tenth"))
-    mean = numerical(Aggregate(Select(indices, indices, LEQ), tenth, name="mean"))
     with pytest.raises(RaspCompileError, match="'positive'"):
-        rasp.compile(Map(lambda m: m > 0.15, mean, name="positive"), vocab="abc", max_len=8)
+        rasp.compile(Map(lambda m: m > 0.15, unlisted_mean(), name="positive"), vocab=LETTERS, max_len=16)
 
 
 def test_extreme_of_unlisted_numbers():
-    tenth = numerical(Map(lambda t: 0.1 * (ord(t) - 96), tokens, name="tenth"))
-    mean = numerical(Aggregate(Select(indices, indices, LEQ), tenth, name="mean"))
-    top = Maximum(Select(indices, indices, TRUE), mean, name="top")
+    top = Maximum(Select(indices, indices, TRUE), unlisted_mean(), name="top")
     with pytest.raises(RaspCompileError, match="'top'.*max needs the finite value set"):
-        rasp.compile(numerical(top * 2), vocab="abc", max_len=8, approximate=True)
+        rasp.compile(numerical(top * 2), vocab=LETTERS, max_len=16, approximate=True)
+
+
+def test_float_rounding_twins_are_refused():
+    """Means of means of thirds: 0.49999999999999994 and 0.5 both occur (float rounding in the
+    interpreter itself); no dtype tells them apart, so compilation refuses instead of guessing."""
+    third = numerical(Map(lambda t: "abc".index(t), tokens))
+    inner = numerical(Aggregate(Select(indices, indices, LEQ), third, name="running_mean"))
+    outer = numerical(Aggregate(Select(indices, indices, TRUE), inner, name="mean_of_means"))
+    with pytest.raises(RaspCompileError, match="'running_mean'.*too close together") as info:
+        rasp.compile(outer, vocab="abc", max_len=4)
+    assert info.value.float_limited
+    above = Map(lambda m: m > 0.5, outer, name="above_half")  # no step between the twins: compiles
+    compiled = rasp.compile(above, vocab="abc", max_len=4)
+    assert all(compiled.run(xs) == rasp.evaluate(above, xs) for xs in ("a", "abc", "cba", "ccab", "bbbb"))
 
 
 def test_values_too_close_for_the_dtype():
@@ -64,12 +83,11 @@ def test_values_too_close_for_the_dtype():
 
 
 def test_an_output_whose_values_cannot_be_listed_is_only_approximate_on_request():
-    tenth = numerical(Map(lambda t: 0.1 * (ord(t) - 96), tokens, name="tenth"))  # 0.1 is no short binary fraction
-    mean = numerical(Aggregate(Select(indices, indices, LEQ), tenth, name="mean"))
+    mean = unlisted_mean()
     with pytest.raises(RaspCompileError, match="'mean'.*cannot be listed.*approximate=True"):
-        rasp.compile(mean, vocab="abc", max_len=8)
-    compiled = rasp.compile(mean, vocab="abc", max_len=8, approximate=True)
-    for xs in ("a", "abc", "ccab"):
+        rasp.compile(mean, vocab=LETTERS, max_len=16)
+    compiled = rasp.compile(mean, vocab=LETTERS, max_len=16, approximate=True)
+    for xs in ("a", "abc", "jjab"):
         assert compiled.run(xs) == pytest.approx(rasp.evaluate(mean, xs), rel=1e-5)
 
 
