@@ -40,7 +40,8 @@ from glassformer.rasp.compiler.values import TABLE_LIMIT, ValueSet, combinations
 from glassformer.rasp.errors import RaspCompileError
 
 BOS = ("bos",)
-CAT_TOLERANCE = 0.25  # total one-hot deviation a step-pair table unit tolerates
+CAT_TOLERANCE = 0.25  # total one-hot deviation a gate tolerates
+MARGIN = 0.125  # delta: a unit reading noisy one-hots fires at (sum - (k-1) - delta) / (1 - delta)
 EPS = {"float32": 2.0 ** -23, "float64": 2.0 ** -52}  # machine epsilon of the model's dtype
 
 
@@ -65,6 +66,7 @@ class MLPSpec:
     eps: float = EPS["float32"]  # the model dtype's machine epsilon
     float_error: float = 0.0  # bound on rounding in the output (large saturated pre-activations)
     relative: set[str] = field(default_factory=set)  # inputs whose tolerance is relative to their value
+    noisy_gain: float = 0.0  # how much a noisy one-hot input's error grows on its way to the output
     strategy: str = ""
 
     @property
@@ -133,20 +135,23 @@ def gate(inputs: list[Node], rect: tuple, sets: list[ValueSet]) -> tuple[dict, f
 
 
 def indicator_units(spec: MLPSpec, w_gate: dict, k: int, w_out: dict, noisy: bool, const: float = 0.0) -> None:
-    """Units equal to ``w_out`` where all ``k`` categorical gates hold (``w_gate . x + const`` = k), else 0."""
+    """One unit equal to ``w_out`` where all ``k`` categorical gates hold (``w_gate . x + const`` = k), else 0.
+
+    Exact inputs: ReLU(gates - (k - 1)).  Noisy inputs (one-hots off by e in total): the unit waits a
+    margin delta, ReLU(gates - (k - 1) - delta) / (1 - delta), so a near miss (gates <= k - 1 + e) stays
+    exactly 0 while e <= delta, and a hit is off by at most e / (1 - delta): the error passes on, scaled.
+    """
     if not w_out:
         return
     bos = {BOS: -(2.0 * k + 2.0)}
     if k == 0:  # a constant: 1 everywhere but BOS
         spec.unit(bos, 1.0, w_out)
         return
-    if not noisy:
-        spec.unit({**w_gate, **bos}, const - (k - 1.0), w_out)
-        return
-    w = {**_scaled(w_gate, 2.0), **bos}
-    centre = 2.0 * const - 2.0 * (k - 0.5)
-    spec.unit(w, centre + 0.5, w_out)
-    spec.unit(w, centre - 0.5, _scaled(w_out, -1.0))
+    margin = MARGIN if noisy else 0.0
+    w_out = _scaled(w_out, 1.0 / (1.0 - margin))
+    spec.unit({**w_gate, **bos}, const - (k - 1.0) - margin, w_out)
+    if noisy:  # an input error e reaches the output as at most e * |w_out|_1
+        spec.noisy_gain = max(spec.noisy_gain, sum(abs(v) for v in w_out.values()))
 
 
 def rectangles(points: set[tuple], k: int) -> list[tuple[frozenset, ...]]:
@@ -198,8 +203,10 @@ def table(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet], fn
         for rect in best_rectangles(pts, k):
             weights, const = gate(inputs, rect, sets)
             indicator_units(spec, weights, k, w_out, is_noisy, const)
-    for i in inputs:  # exact-mode units pass input errors on, so they need exact inputs
-        spec.tolerate(i.label, CAT_TOLERANCE / k if is_noisy else 0.0)
+    for i in inputs:
+        spec.tolerate(i.label, MARGIN / k if is_noisy else 0.0)
+        if is_noisy:
+            spec.passthrough[i.label] = spec.noisy_gain
     spec.strategy = "table"
 
 
@@ -282,8 +289,10 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
         spec.relative.add(s_node.label)
     spec.tolerate(s_node.label, s_tol)
     for c in cats:
-        tol = min(CAT_TOLERANCE / max(k, 1), 0.25 / g_max if g_max else math.inf) if gate_noisy else 0.0
+        tol = min(MARGIN / max(k, 1), 0.25 / g_max if g_max else math.inf) if gate_noisy else 0.0
         spec.tolerate(c.label, tol)
+        if gate_noisy:  # the base unit passes a noisy gate's error on (see indicator_units)
+            spec.passthrough[c.label] = spec.noisy_gain
     spec.strategy = "lookup"
 
 
@@ -340,7 +349,7 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
     """Run the units (float32) on sampled input combinations, also pushed to the edge of the tolerance,
     and compare with ``fn``: a guard against construction bugs, raising RaspCompileError on a mismatch."""
     domains = [(s.non_none if node.is_numerical else s.values) if s.finite else None for node, s in zip(inputs, sets)]
-    if any(d is None for d in domains) or spec.passthrough:
+    if any(d is None for d in domains):
         return
     n_samples = max(32, min(n_samples, 100_000 // max(spec.n_units, 1)))  # bounded work for big MLPs
     total = combinations_count([ValueSet(d) for d in domains])
@@ -386,7 +395,10 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
     if spec.eps < EPS["float32"]:
         X, W_in, W_out = X.astype(np.float64), W_in.astype(np.float64), W_out.astype(np.float64)
     got = np.maximum(X @ W_in + np.asarray(spec.b_in, dtype=X.dtype), 0.0) @ W_out  # [cases, out keys]
-    bad = np.abs(got - Y) > 1e-4 * np.maximum(1.0, np.abs(Y)) + 2.0 * spec.float_error
+    passed_on = sum(a * 0.9 * spec.tolerance.get(label, 0.0) for label, a in spec.passthrough.items()
+                    if not math.isinf(spec.tolerance.get(label, 0.0)))
+    slack = 1e-4 * np.maximum(1.0, np.abs(Y)) + 2.0 * spec.float_error + passed_on * np.ones_like(Y)
+    bad = np.abs(got - Y) > slack
     if bad.any():
         r = int(np.argwhere(bad)[0][0])
         raise RaspCompileError(spec.op, f"internal check failed: the MLP is not exact on input {cases[r][0]} "
