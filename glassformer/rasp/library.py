@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from glassformer.rasp.language import (
-    EQ, GEQ, GT, LEQ, LT, TRUE, Aggregate, Full, Map, Maximum, Minimum, Select, SelectorWidth, SequenceMap, SOp,
+    EQ, GT, LEQ, LT, TRUE, Aggregate, Full, Map, Maximum, Minimum, Select, SelectorWidth, SequenceMap, SOp,
     indices, numerical, tokens,
 )
 

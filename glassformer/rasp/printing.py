@@ -36,7 +36,7 @@ def _lambda_source(f: Callable) -> str | None:
     except (OSError, TypeError):
         return None
     text = textwrap.dedent("".join(lines))
-    for candidate in (text, text.strip().rstrip(",") ,"(" + text.strip().rstrip(",") + ")"):
+    for candidate in (text, text.strip().rstrip(","), "(" + text.strip().rstrip(",") + ")"):
         try:
             tree = ast.parse(candidate)
         except SyntaxError:

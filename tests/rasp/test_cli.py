@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from glassformer.cli import main
 from glassformer.rasp.compiler import CompiledModel

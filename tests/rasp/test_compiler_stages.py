@@ -3,8 +3,6 @@ layer allocation, residual layout, sharpness."""
 
 import itertools
 import math
-import random
-from fractions import Fraction
 
 import numpy as np
 import pytest

@@ -22,8 +22,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from glassformer.rasp.compiler.graph import Attend, Clause, ElementWise, Embedded, Graph, Node, SelectorIR
-from glassformer.rasp.compiler.values import TABLE_LIMIT, ValueSet, combinations_count, node_values
+from glassformer.rasp.compiler.graph import Attend, ElementWise, Graph, Node
+from glassformer.rasp.compiler.values import TABLE_LIMIT, ValueSet, combinations_count
 from glassformer.rasp.errors import RaspCompileError
 
 
@@ -111,7 +111,6 @@ def _lower_numerical_inputs(graph: Graph, values: dict[str, ValueSet], vocab: li
             continue
         args = list(op.args)
         nums = [a for a in args if a.is_numerical]
-        sets = [values[a.label] for a in args]
         if not nums or _mlp_task(node, tuple(args), op.fn, values, linear=op.linear) is not None:
             continue
         finite = [a for a in nums if values[a.label].finite]
@@ -130,7 +129,6 @@ def _lower_numerical_inputs(graph: Graph, values: dict[str, ValueSet], vocab: li
                 args[i] = copies[a.label]
         node.op = ElementWise(op.fn, tuple(args))
         changed = True
-        del sets
     if changed:
         graph.refresh()
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -230,6 +229,3 @@ def from_json(v: Any) -> Any:
         return tuple(from_json(x) for x in v["tuple"])
     return v
 
-
-def dumps(spec: dict) -> str:
-    return json.dumps(spec, indent=1)

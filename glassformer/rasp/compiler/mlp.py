@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from glassformer.rasp.compiler.graph import Node
-from glassformer.rasp.compiler.values import TABLE_LIMIT, ValueSet, combinations_count
+from glassformer.rasp.compiler.values import ValueSet, combinations_count
 from glassformer.rasp.errors import RaspCompileError
 
 BOS = ("bos",)
@@ -404,6 +404,3 @@ def check_exact(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSe
         raise RaspCompileError(spec.op, f"internal check failed: the MLP is not exact on input {cases[r][0]} "
                                         f"(pushed to {cases[r][1]})")
 
-
-def table_size(sets: list[ValueSet]) -> int:
-    return combinations_count(sets) if all(s.finite for s in sets) else TABLE_LIMIT + 1
