@@ -108,8 +108,13 @@ class Attention(nn.Module):
 
     @staticmethod
     def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """x W[h] + b[h] for every head h: [batch, pos, d_model] -> [batch, pos, heads, d_head]."""
-        out = torch.einsum("bpd,hde->bphe", x, W)
+        """x W[h] + b[h] for every head h: [batch, pos, d_model] -> [batch, pos, heads, d_head].
+
+        The same as ``einsum("bpd,hde->bphe", x, W)``, written as one matmul broadcast over heads: on a CPU,
+        einsum copies the permuted weight on every call, which dominated a KV-cache decoding step."""
+        batch, pos, d_model = x.shape
+        out = torch.matmul(x.reshape(1, batch * pos, d_model), W)  # [heads, batch * pos, d_head]
+        out = out.transpose(0, 1).reshape(batch, pos, W.shape[0], W.shape[2])  # [batch, pos, heads, d_head]
         return out + b if b is not None else out
 
     def forward(
@@ -135,7 +140,8 @@ class Attention(nn.Module):
             k, v = self._keys_values(y, k_positions)  # [batch, k_pos, kv_heads, d_head]
             z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
         z = self.z(z)  # [batch, q_pos, heads, d_head]
-        out = torch.einsum("bqhe,hed->bqd", z, self.W_O)  # [batch, q_pos, d_model]
+        batch, q_pos, heads, d_head = z.shape  # sum_h z_h W_O[h] = Concat_h(z_h) W^O
+        out = z.reshape(batch, q_pos, heads * d_head) @ self.W_O.reshape(heads * d_head, -1)  # [batch, q_pos, d_model]
         return out + self.b_O if self.b_O is not None else out
 
     def _keys_values(self, y: torch.Tensor, k_positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
