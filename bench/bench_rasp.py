@@ -168,7 +168,8 @@ def main(argv=None) -> int:
 def _compare_md(r: dict) -> str:
     from glassformer.rasp.compare import Comparison
 
-    fields = {k: r[k] for k in ("program", "trained", "compiled", "selectors", "trained_heads", "scores", "best")}
+    fields = {k: r[k] for k in ("program", "trained", "compiled", "selectors", "trained_heads", "scores", "best",
+                                "example")}
     return Comparison(**fields).table()
 
 

@@ -20,7 +20,7 @@ import torch
 from glassformer.errors import ConfigError
 from glassformer.model import ModelConfig, Transformer
 from glassformer.rasp.compiler.compiled import CompiledModel, to_json
-from glassformer.rasp.compiler.weights import PAD_ID
+from glassformer.rasp.compiler.weights import FIRST_TOKEN_ID, PAD_ID
 from glassformer.rasp.errors import RaspEvaluationError
 from glassformer.rasp.interpreter import evaluate
 from glassformer.train.batch import Batch
@@ -98,6 +98,7 @@ class Comparison:
     trained_heads: list[str]  # "L{layer}H{head}"
     scores: list[list[float]]  # [trained head][selector] pattern score (1 - total variation)
     best: dict = field(default_factory=dict)  # selector -> (best trained head, score)
+    example: dict = field(default_factory=dict)  # one input: each selector's pattern and its best trained head's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,7 +141,7 @@ def train_and_compare(compiled: CompiledModel, *, steps: int = 1500, d_model: in
     eval_batch = held.layout(held.examples)
     trained_acc = evaluate_model(model, _Fixed(eval_batch), n_batches=1, batch_size=len(held.examples))
     compiled_acc = _compiled_accuracy(compiled, held)
-    scores, selectors, heads = _pattern_scores(model, compiled, eval_batch)
+    scores, selectors, heads, example = _pattern_scores(model, compiled, eval_batch)
     best = {}
     for j, sel in enumerate(selectors):
         i = max(range(len(heads)), key=lambda i: scores[i][j])
@@ -153,6 +154,8 @@ def train_and_compare(compiled: CompiledModel, *, steps: int = 1500, d_model: in
         {**compiled_acc, "layers": cc.n_layers, "heads": sum(1 for b in compiled.blocks if b.kind == "attention"),
          "d_model": cc.d_model, "params": compiled.model.num_params()},
         selectors, heads, scores, best,
+        {"tokens": example["tokens"], "compiled": example["compiled"],
+         "trained": [example["trained"][best[sel][0]] for sel in selectors]},
     )
     return comparison, model
 
@@ -197,6 +200,13 @@ def _pattern_scores(trained: Transformer, compiled: CompiledModel, batch: Batch)
     query_mask = batch.loss_mask  # [batch, pos]: real positions, not BOS or padding
     cfg = trained.config
     names_t, scores = [], []
+    lengths = mask.sum(-1)  # [batch]
+    ex = int(torch.argmax(lengths))  # the longest held-out input, to draw
+    n = int(lengths[ex])
+    example = {"tokens": [compiled.vocab[i - FIRST_TOKEN_ID] if i >= FIRST_TOKEN_ID else "BOS"
+                          for i in batch.inputs[ex, :n].tolist()],
+               "compiled": [cache_c[f"blocks.{lc}.attn.pattern"][ex, hc, :n, :n].tolist() for lc, hc in heads_c],
+               "trained": {}}
     for lt in range(cfg.n_layers):
         pt = cache_t[f"blocks.{lt}.attn.pattern"].float()  # [batch, heads, q, k]
         for ht in range(cfg.n_heads):
@@ -207,31 +217,51 @@ def _pattern_scores(trained: Transformer, compiled: CompiledModel, batch: Batch)
                 s = pattern_score(pt[:, ht], ref, method="tv", query_mask=query_mask)  # [batch]
                 row.append(float(torch.nanmean(s)))
             scores.append(row)
-    return scores, names_c, names_t
+            example["trained"][names_t[-1]] = pt[ex, ht, :n, :n].tolist()
+    return scores, names_c, names_t, example
 
 
 def plot(comparison: Comparison, path: str | Path) -> Path:
-    """A heatmap of the head-by-selector scores, with the two models' numbers in the title."""
+    """Top: the head-by-selector score heatmap, with both models' accuracy and size in the title.
+    Below, on one held-out input: each compiled head's pattern over the best-matching trained head's."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     scores = torch.tensor(comparison.scores)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * max(1, scores.shape[1]), 1.2 + 0.45 * max(1, scores.shape[0])))
+    n_sel = max(1, scores.shape[1])
+    example = comparison.example or {}
+    show = bool(example.get("compiled"))
+    width = max(6.5, 1.6 + 1.3 * n_sel, 3.2 * n_sel if show else 0)
+    heights = [1.4 + 0.45 * max(1, scores.shape[0])] + ([2.6] if show else [])
+    fig = plt.figure(figsize=(width, sum(heights)))
+    grid = fig.add_gridspec(len(heights), 2 * n_sel, height_ratios=heights)
+    ax = fig.add_subplot(grid[0, :])
     im = ax.imshow(scores.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(comparison.selectors)), comparison.selectors, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(comparison.selectors)), comparison.selectors, rotation=20, ha="right", fontsize=8)
     ax.set_yticks(range(len(comparison.trained_heads)), comparison.trained_heads, fontsize=8)
     for i in range(scores.shape[0]):
         for j in range(scores.shape[1]):
             ax.text(j, i, f"{scores[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if scores[i, j] < 0.6 else "black")
     t, c = comparison.trained, comparison.compiled
-    ax.set_title(f"{comparison.program}: trained acc {t['sequence_accuracy']:.3f} ({t['params']:,} params) vs "
-                 f"compiled {c['sequence_accuracy']:.3f} ({c['params']:,})", fontsize=9)
-    ax.set_xlabel("compiled selector (head)")
-    ax.set_ylabel("trained head")
+    ax.set_title(f"{comparison.program}: trained sequence accuracy {t['sequence_accuracy']:.3f} ({t['params']:,} params)"
+                 f"\ncompiled {c['sequence_accuracy']:.3f} ({c['params']:,} params)", fontsize=9)
+    ax.set_xlabel("compiled head", fontsize=8)
+    ax.set_ylabel("trained head", fontsize=8)
     fig.colorbar(im, ax=ax, label="pattern score (1 - TV)")
+    if show:
+        ticks = example["tokens"]
+        for j, sel in enumerate(comparison.selectors):
+            head = comparison.best[sel][0]
+            for side, (pattern, title) in enumerate([(example["compiled"][j], f"compiled {sel}"),
+                                                      (example["trained"][j], f"best trained: {head}")]):
+                a = fig.add_subplot(grid[1, 2 * j + side])
+                a.imshow(pattern, vmin=0, vmax=1, cmap="Blues")
+                a.set_title(title, fontsize=7)
+                a.set_xticks(range(len(ticks)), ticks, fontsize=6)
+                a.set_yticks(range(len(ticks)), ticks, fontsize=6)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
