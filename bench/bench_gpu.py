@@ -180,8 +180,8 @@ def graphs_markdown(graphs: dict) -> str:
         "",
         markdown_table(["model", "graphs", "graph breaks", "where"], rows),
         "",
-        "without_host_syncs = the proposed change (bench/experiments.py): key positions computed on the device, "
-        "and no min/max of the token ids read back to the host in _check_tokens.",
+        "without_host_syncs = the proposed change (bench/experiments.py): no min/max of the token ids read back "
+        "to the host in Transformer._check_tokens.",
     ])
 
 
