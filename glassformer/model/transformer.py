@@ -225,10 +225,11 @@ class Transformer(HookedMixin, nn.Module):
             tokens = tokens[None]
         if tokens.dim() != 2 or tokens.shape[1] == 0:
             raise InputError(f"{what} must have shape [batch, pos] with pos >= 1, got {tuple(tokens.shape)}")
-        lo, hi = torch.aminmax(tokens)
-        if lo < 0 or hi >= self.config.d_vocab:
-            bad = int(hi) if hi >= self.config.d_vocab else int(lo)
-            raise InputError(f"{what} contains token id {bad}, outside the vocabulary [0, {self.config.d_vocab})")
+        if not torch.compiler.is_compiling():  # reading the range back is a host sync and a graph break
+            lo, hi = torch.aminmax(tokens)
+            if lo < 0 or hi >= self.config.d_vocab:
+                bad = int(hi) if hi >= self.config.d_vocab else int(lo)
+                raise InputError(f"{what} contains token id {bad}, outside the vocabulary [0, {self.config.d_vocab})")
         if self.config.positional == "learned" and offset + tokens.shape[1] > self.config.n_ctx:
             raise InputError(
                 f"{what} has {offset + tokens.shape[1]} positions but the model's context is n_ctx = {self.config.n_ctx}"
