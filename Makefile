@@ -24,7 +24,7 @@ demo: $(VENV)/.base
 	$(VENV)/bin/glassformer demo
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto  # pytest-xdist: one worker per core
 
 bench: $(VENV)/.test
 	$(PIP) -e ".[bench]"
