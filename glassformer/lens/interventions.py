@@ -167,7 +167,7 @@ def patch_layers_positions(
     mlp_out) at one position at a time: values [layers, positions]."""
     p = stack_prefix(model, stack)
     names = [f"{p}blocks.{l}.{hook}" for l in range(n_blocks(model, p))]
-    clean_logits, clean_cache, corrupted_value, clean_value = _baselines(model, clean, corrupted, metric, names)
+    _, clean_cache, corrupted_value, clean_value = _baselines(model, clean, corrupted, metric, names)
     n_pos = clean_cache[names[0]].shape[1]
     values = torch.empty(len(names), n_pos)
     for l, name in enumerate(names):

@@ -18,7 +18,7 @@ from glassformer.lens.cache import ModelInput, call_args, run_with_cache, tokens
 from glassformer.lens.detectors import DETECTORS, detect_heads
 from glassformer.lens.logit_lens import logit_lens
 from glassformer.viz import html as H
-from glassformer.viz.lens_plots import plot_attribution, plot_head_scores, plot_logit_lens
+from glassformer.viz.lens_plots import plot_attribution, plot_head_scores, plot_logit_lens, show_token
 from glassformer.viz.patterns import plot_layer, plot_token_attention
 
 MAX_GRID_POSITIONS = 40  # the logit-lens grid shows at most the last 40 positions
@@ -34,7 +34,7 @@ def token_strings(tokenizer, ids) -> list[str]:
 
 def first_sequence(inputs: ModelInput) -> ModelInput:
     """The inputs of the batch's first row, still batched ([1, pos])."""
-    args, kwargs = call_args(inputs)
+    _, kwargs = call_args(inputs)
     tokens = tokens_of(inputs)[:1]
     if not kwargs:
         return tokens
@@ -83,7 +83,7 @@ def write_report(path: str | Path, model: nn.Module, inputs: ModelInput, **optio
 
 
 def _tokens_html(text: list[str]) -> str:
-    return " ".join(f'<span class="tok">{H.esc(t)}</span>' for t in text)
+    return " ".join(f'<span class="tok">{H.esc(show_token(t))}</span>' for t in text)
 
 
 def _overview(model, text, src_text, predicted, tokenizer) -> str:
@@ -94,7 +94,7 @@ def _overview(model, text, src_text, predicted, tokenizer) -> str:
     if src_text is not None:
         body += f"<p>Source ({len(src_text)} tokens): {_tokens_html(src_text)}</p>"
     body += f"<p>Input ({len(text)} tokens): {_tokens_html(text)}</p>"
-    rows = [(token_strings(tokenizer, [i])[0], i, f"{p:.3f}") for i, p in predicted]
+    rows = [(show_token(token_strings(tokenizer, [i])[0]), i, f"{p:.3f}") for i, p in predicted]
     body += "<p>Next-token prediction at the last position:</p>" + H.table(["token", "id", "probability"], rows)
     return body
 
@@ -112,7 +112,7 @@ def _attention_section(model, cache, text, src_text) -> str:
         for l in range(len(module.blocks)):
             pattern = cache[f"{prefix}blocks.{l}.{kind}.pattern"][0]  # [heads, q, k]
             fig = plot_layer(pattern, queries, keys, layer=l, title=f"{name}, layer {l}")
-            parts.append(H.img(fig, f"{name} layer {l}", dpi=64))
+            parts.append(H.img(fig, f"{name} layer {l}", dpi=90))
     return "".join(parts)
 
 
@@ -130,7 +130,7 @@ def _detector_section(scores, summary) -> str:
     note = ('<p class="note">Share of each head\'s attention on: the previous token; the first token; earlier copies '
             "of the current token; the token after an earlier copy of the current token (induction). "
             "NaN-free scores need an input with repeated tokens.</p>")
-    return note + H.img(fig, "head detector scores", dpi=72) + H.table(["detector", "strongest head", "score"], rows)
+    return note + H.img(fig, "head detector scores", dpi=96) + H.table(["detector", "strongest head", "score"], rows)
 
 
 def _token_view(model, cache, text, scores) -> str:
@@ -144,7 +144,7 @@ def _token_view(model, cache, text, scores) -> str:
     pattern = cache[f"blocks.{layer}.attn.pattern"][0, head]  # [q, k]
     fig = plot_token_attention(pattern, text, query=len(text) - 1,
                                title=f"L{layer}H{head} ({best_name.replace('_', ' ')} score {best_value:.2f}): attention from the last token")
-    return H.img(fig, "token-by-token attention", dpi=72)
+    return H.img(fig, "token-by-token attention", dpi=96)
 
 
 def _lens_section(model, inputs, text, tokenizer) -> str:
@@ -156,7 +156,7 @@ def _lens_section(model, inputs, text, tokenizer) -> str:
     fig = plot_logit_lens(probs[:, 0, keep, 0], grid_text, lens.labels, text[keep])
     note = ('<p class="note">Each residual stream read through the final norm and the unembedding; a cell shows the '
             "most likely next token there and is shaded by its probability.</p>")
-    return note + H.img(fig, "logit lens", dpi=72)
+    return note + H.img(fig, "logit lens", dpi=96)
 
 
 def _attribution_section(model, cache, predicted, answer, tokenizer, summary) -> str:
@@ -173,4 +173,4 @@ def _attribution_section(model, cache, predicted, answer, tokenizer, summary) ->
     summary["attribution"] = {"target": what, "total": round(total, 4), "top": [(n, round(v, 4)) for n, v in attribution.top(5)]}
     note = (f'<p class="note">Each component\'s write into the residual stream, through the final norm (scale '
             f"fixed at the forward pass's), projected on the direction of {H.esc(what)} = {total:.3f}; the bars sum to it.</p>")
-    return note + H.img(fig, "direct logit attribution", dpi=72)
+    return note + H.img(fig, "direct logit attribution", dpi=96)

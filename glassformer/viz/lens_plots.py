@@ -124,7 +124,7 @@ def plot_head_scores(scores: Mapping[str, torch.Tensor], *, title: str | None = 
         raise InputError("plot_head_scores needs at least one detector's scores")
     names = list(scores)
     n_layers, n_heads = _numpy(scores[names[0]]).shape
-    fig = Figure(figsize=(0.8 + (0.5 * n_heads + 1.2) * len(names), 1.2 + 0.45 * n_layers))
+    fig = Figure(figsize=(0.8 + (0.5 * n_heads + 1.2) * len(names), 1.4 + 0.45 * n_layers), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     image = None
     for ax, name in zip(axes, names):

@@ -59,7 +59,7 @@ def plot_layer(
     keys = list(tokens if key_tokens is None else key_tokens)
     if (q, k) != (len(tokens), len(keys)):
         raise InputError(f"patterns [{q} x {k}] do not match {len(tokens)} query and {len(keys)} key tokens")
-    fig = Figure(figsize=(panel_size * n_heads + 0.8, panel_size + 0.6))
+    fig = Figure(figsize=(panel_size * n_heads + 0.8, panel_size + 0.6), layout="constrained")
     axes = fig.subplots(1, n_heads, squeeze=False)[0]
     image = None
     show_labels = max(q, k) <= 24

@@ -79,11 +79,12 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     finding = (
         f"A {s['n_layers']}-layer, d_model {s['d_model']} character model trained for {s['steps']} steps reaches "
         f"{summary['loss']:.2f} nats per character on held-out text. Read through the logit lens, the residual stream "
-        f"predicts the next character with top-1 accuracy {fmt(stats['accuracy'])} after layers {', '.join(plain.labels)}: "
-        f"the embedding alone already gives a bigram guess, and each layer adds to it. The KL divergence from the final "
-        f"prediction falls {fmt(stats['kl_to_final'])} nats. A tuned lens (one affine map per layer, {s['lens_steps']} "
-        f"steps of the project's Trainer) brings the intermediate layers closer to the final prediction: mean KL "
-        f"{tuned_mid:.2f} against {plain_mid:.2f} for the plain logit lens (per layer: {fmt(tuned_stats['kl_to_final'])})."
+        f"predicts the next character with top-1 accuracy {fmt(stats['accuracy'])} at {', '.join(plain.labels)} "
+        f"(0_pre is the embeddings alone, final the model's output): the prediction is assembled layer by layer. "
+        f"The KL divergence from the final prediction falls {fmt(stats['kl_to_final'])} nats. A tuned lens (one affine "
+        f"map per layer, {s['lens_steps']} steps of the project's Trainer) reads the intermediate layers much closer to "
+        f"the final prediction: mean KL {tuned_mid:.2f} against {plain_mid:.2f} for the plain logit lens over the "
+        f"intermediate layers (per layer: {fmt(tuned_stats['kl_to_final'])}; accuracy {fmt(tuned_stats['accuracy'])})."
     )
     metrics = {
         "held_out_loss": summary["loss"], "layers": plain.labels,

@@ -1,0 +1,218 @@
+"""``run_with_cache`` on every hook point, against TransformerLens, and the cost of ``names=`` filtering.
+
+Both sides run the same function: a 4-layer, d_model 128, 4-head, d_mlp 512 GPT-shaped decoder
+(pre-LN, learned positions, tanh-GELU, untied W_U, biases) on a batch of 32 x 64 random tokens, with
+the same random weights copied from glassformer into TransformerLens's ``HookedTransformer`` (same
+parameter names); the bench checks their logits agree before timing anything.
+
+Measured in one run (``bench.common``: interleaved repeats, medians; peak RSS growth in a fresh process):
+
+* time and peak memory of ``run_with_cache`` storing every hook point, glassformer vs TransformerLens
+  (each side's default: every hook its forward calls), as ratios (bar: <= 1.0x on both);
+* the cost of a forward with ``names=`` filtering vs a plain forward: caching one residual stream should
+  cost what it stores and nothing more (the rest of the pass stays fused), while asking for attention
+  patterns makes attention run explicitly.
+
+TransformerLens is only needed here: ``pip install "transformer-lens>=3,<4"`` (3.x still has
+``HookedTransformer``). Without it the bench still measures the ``names=`` costs.
+
+    python bench/bench_lens.py [--quick | --smoke] [--threads N] [--results-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import RESULTS_DIR, _jsonable, interleaved, machine_info, markdown_table, peak_memory_cpu
+from glassformer import ModelConfig, Transformer
+
+
+@dataclass
+class Shape:
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    n_ctx: int = 64
+    batch: int = 32
+    d_vocab: int = 512
+
+
+FULL, SMOKE = Shape(), Shape(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=8, batch=2, d_vocab=17)
+FILTERS = {  # the names= filters timed against a plain forward
+    "one residual stream": ["blocks.{last}.resid_post"],
+    "every resid_post": ["blocks.*.resid_post"],
+    "every attention pattern": ["blocks.*.attn.pattern"],
+}
+
+
+def glassformer_model(shape: Shape) -> Transformer:
+    torch.manual_seed(0)
+    config = ModelConfig(arch="decoder", d_model=shape.d_model, n_layers=shape.n_layers, n_heads=shape.n_heads,
+                         d_mlp=shape.d_mlp, d_vocab=shape.d_vocab, n_ctx=shape.n_ctx, act="gelu_tanh",
+                         norm="layernorm", positional="learned", tie_embeddings=False)
+    return Transformer(config).eval()
+
+
+def tl_model(shape: Shape, weights: dict[str, torch.Tensor]):
+    """TransformerLens's HookedTransformer of the same shape, holding glassformer's weights."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    config = HookedTransformerConfig(
+        n_layers=shape.n_layers, d_model=shape.d_model, n_heads=shape.n_heads, d_head=shape.d_model // shape.n_heads,
+        d_mlp=shape.d_mlp, n_ctx=shape.n_ctx, d_vocab=shape.d_vocab, act_fn="gelu_new", normalization_type="LN",
+        positional_embedding_type="standard", device="cpu", seed=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HookedTransformer's deprecation notice in 3.x
+        model = HookedTransformer(config)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.endswith(("mask", "IGNORE"))]  # TL's buffers
+    if missing or unexpected:
+        raise RuntimeError(f"weights do not map onto TransformerLens: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()
+
+
+def tokens_for(shape: Shape) -> torch.Tensor:
+    return torch.randint(0, shape.d_vocab, (shape.batch, shape.n_ctx), generator=torch.Generator().manual_seed(3))
+
+
+def build(side: str, what: str, shape: dict) -> callable:
+    """The zero-argument workload ``side`` / ``what`` (module level, so a fresh process can build it)."""
+    s = Shape(**shape)
+    model = glassformer_model(s)
+    tokens = tokens_for(s)
+    if side == "transformer_lens":
+        model = tl_model(s, model.state_dict())
+        if what == "forward":
+            return lambda: _no_grad(model, tokens)
+        return lambda: _no_grad(model.run_with_cache, tokens)
+    if what == "forward":
+        return lambda: _no_grad(model, tokens)
+    names = None if what == "cache all" else [n.format(last=s.n_layers - 1) for n in FILTERS[what]]
+    return lambda: _no_grad(model.run_with_cache, tokens, names=names)
+
+
+def _no_grad(fn, *args, **kwargs):
+    with torch.no_grad():
+        return fn(*args, **kwargs)
+
+
+def cache_size(cache) -> tuple[int, float]:
+    """(activations stored, MB they hold)."""
+    tensors = list(cache.values())
+    return len(tensors), sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--smoke", action="store_true", help="a tiny shape, seconds (what the smoke test runs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where lens_cache.{json,md} go")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = SMOKE if args.smoke else FULL
+    repeats, warmup = (3, 1) if args.smoke else ((7, 2) if args.quick else (15, 3))
+    try:
+        import transformer_lens  # noqa: F401
+
+        have_tl = True
+    except ImportError:
+        have_tl = False
+
+    model, tokens = glassformer_model(shape), tokens_for(shape)
+    candidates = {"glassformer forward": build("glassformer", "forward", asdict(shape)),
+                  "glassformer cache all": build("glassformer", "cache all", asdict(shape))}
+    for what in FILTERS:
+        candidates[f"glassformer names={what}"] = build("glassformer", what, asdict(shape))
+    result: dict = {"machine": machine_info(), "shape": asdict(shape), "transformer_lens": have_tl}
+    _, cache = candidates["glassformer cache all"]()
+    result["glassformer_cache"] = dict(zip(("activations", "mb"), cache_size(cache)))
+    if have_tl:
+        tl = tl_model(shape, model.state_dict())
+        with torch.no_grad():
+            difference = (tl(tokens) - model(tokens)).abs().max().item()
+            _, tl_cache = tl.run_with_cache(tokens)
+        if difference > 1e-4:
+            raise RuntimeError(f"TransformerLens and glassformer disagree by {difference} logits: not the same function")
+        result["max_logit_difference"] = difference
+        result["transformer_lens_cache"] = dict(zip(("activations", "mb"), cache_size(tl_cache)))
+        candidates["transformer_lens forward"] = build("transformer_lens", "forward", asdict(shape))
+        candidates["transformer_lens cache all"] = build("transformer_lens", "cache all", asdict(shape))
+
+    timings = interleaved(candidates, warmup=warmup, repeats=repeats)
+    result["timings"] = timings
+    plain = timings["glassformer forward"].median
+    result["names_cost"] = {what: timings[f"glassformer names={what}"].median / plain for what in FILTERS}
+    result["cache_all_cost"] = timings["glassformer cache all"].median / plain
+    memory_cases = [("glassformer", "forward"), ("glassformer", "cache all"), ("glassformer", "one residual stream")]
+    if have_tl:
+        memory_cases += [("transformer_lens", "forward"), ("transformer_lens", "cache all")]
+        result["time_ratio_vs_tl"] = timings["glassformer cache all"].median / timings["transformer_lens cache all"].median
+        result["forward_time_ratio_vs_tl"] = plain / timings["transformer_lens forward"].median
+    result["memory"] = {f"{side} {what}": peak_memory_cpu(build, {"side": side, "what": what, "shape": asdict(shape)})
+                        for side, what in memory_cases}
+    if have_tl:
+        gf, tl_mem = result["memory"]["glassformer cache all"], result["memory"]["transformer_lens cache all"]
+        if "error" not in gf and "error" not in tl_mem:
+            result["memory_ratio_vs_tl"] = gf["peak_rss_growth_mb"] / max(tl_mem["peak_rss_growth_mb"], 1e-9)
+    write(result, args.results_dir)
+    return result
+
+
+def write(result: dict, results_dir: Path) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "lens_cache.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    (results_dir / "lens_cache.md").write_text(to_markdown(result) + "\n")
+
+
+def to_markdown(r: dict) -> str:
+    s, m = Shape(**r["shape"]), r["machine"]
+    rows = []
+    for name, timing in r["timings"].items():
+        mem = r["memory"].get(name.replace(" names=", " "), {})
+        rows.append([name, f"{timing.median * 1e3:.3g} ms", f"{timing.spread:.0%}",
+                     f"{mem['peak_rss_growth_mb']:.0f} MB" if "peak_rss_growth_mb" in mem else "-"])
+    lines = [
+        "# run_with_cache: glassformer vs TransformerLens, and names= filtering",
+        "",
+        f"Shape: {s.n_layers} layers, d_model {s.d_model}, {s.n_heads} heads, d_mlp {s.d_mlp}, batch {s.batch} x {s.n_ctx} "
+        f"tokens, d_vocab {s.d_vocab}, random weights (the same on both sides). Machine: {m['cpu']} "
+        f"({m['torch_threads']} threads), torch {m['torch']}, load average {m['load_average_1m']:.1f} at start.",
+        "",
+        markdown_table(["workload", "median time", "noise (IQR/median)", "peak RSS growth"], rows),
+        "",
+    ]
+    g = r["glassformer_cache"]
+    lines.append(f"glassformer's full cache: {g['activations']} activations, {g['mb']:.0f} MB.")
+    if r["transformer_lens"]:
+        t = r["transformer_lens_cache"]
+        lines += [
+            f"TransformerLens's full cache: {t['activations']} activations, {t['mb']:.0f} MB "
+            f"(logits agree to {r['max_logit_difference']:.1e}).",
+            "",
+            f"**run_with_cache, every hook point: glassformer / TransformerLens = {r['time_ratio_vs_tl']:.2f}x time, "
+            f"{r.get('memory_ratio_vs_tl', float('nan')):.2f}x peak memory** (bar: <= 1.0x). Plain forward: "
+            f"{r['forward_time_ratio_vs_tl']:.2f}x.",
+        ]
+    costs = ", ".join(f"{what}: {cost:.2f}x" for what, cost in r["names_cost"].items())
+    lines += ["", f"Forward with names= filtering, relative to a plain forward: {costs}; every hook point: "
+              f"{r['cache_all_cost']:.2f}x. Caching residual streams costs what storing them costs; asking for "
+              "attention patterns makes attention run explicitly (no fused kernel), which is the price of materialising them."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
