@@ -18,7 +18,6 @@ log-probabilities, and returns the best finished one after dividing by length **
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from glassformer.errors import InputError
 

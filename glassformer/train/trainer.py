@@ -202,7 +202,8 @@ def evaluate(model: Transformer, task, *, n_batches: int = 4, batch_size: int = 
 class Trainer:
     """Trains ``model`` on ``task`` (anything with ``.batch(batch_size, arch, generator)``).
 
-    ``eval_task`` (default: ``task``) supplies evaluation batches from a separately seeded stream.
+    ``eval_task`` (default: the task's held-out split, ``task.with_split("val")``) supplies the
+    evaluation batches, from their own seeded stream.
     ``trainer.train()`` returns the summary of the final evaluation; ``trainer.losses`` holds every
     step's training loss. Resume with :meth:`Trainer.from_checkpoint`.
     """
@@ -232,6 +233,7 @@ class Trainer:
         self.last_eval: dict | None = None
         self.out_dir = Path(config.out_dir) if config.out_dir else None
         self._stop_requested = False
+        self._last_lr, self._last_grad_norm = config.lr, float("nan")
 
     # -- set-up --------------------------------------------------------------------------------------
 
@@ -306,7 +308,7 @@ class Trainer:
         )
         return (
             f"training diverged at step {self.step + 1}: {what}; stopped without updating the model. {where}. "
-            "Try a lower lr, more warm-up_steps, or grad_clip."
+            "Try a lower lr, more warmup_steps, or grad_clip."
         )
 
     # -- evaluation ----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def evals(run_dir: Path) -> list[float]:
     return [r["eval_loss"] for r in records if "eval_loss" in r]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_take_the_same_steps_as_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "glassformer"]

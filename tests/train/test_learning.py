@@ -33,6 +33,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,options,arch,sizes,overrides,steps", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_task_is_learned(name, options, arch, sizes, overrides, steps):
     torch.manual_seed(0)
@@ -46,6 +47,7 @@ def test_task_is_learned(name, options, arch, sizes, overrides, steps):
     assert fresh["sequence_accuracy"] >= 0.99, (summary, fresh)
 
 
+@pytest.mark.slow
 def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance():
     """The grokking set-up, shrunk to p = 31 with 90% of the pairs for training: the model fits the
     training pairs, and already answers far more held-out pairs than chance (1/31) would. Full
@@ -63,6 +65,7 @@ def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance(
     assert held_out["sequence_accuracy"] >= 0.5, held_out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TINY.is_file(), reason="shared/data/shakespeare/tiny.txt is not beside the repository")
 def test_character_level_language_model_learns_shakespeare(tmp_path, monkeypatch):
     monkeypatch.setenv("GLASSFORMER_CACHE", str(tmp_path))
