@@ -123,12 +123,14 @@ def check_tables(model, cache, tables) -> set[str]:
     for t in tables:
         expected = truth(model, cache, t["kind"], t["source"])
         assert t["cells"], t["source"]
+        # float32 rounding: an entry near zero (cancellation) is only as exact as the tensor's scale allows
+        tiny = 1e-5 * float(np.nanmax(np.abs(np.where(np.isinf(expected), np.nan, expected)))) + 1e-9
         for (r, c), shown in t["cells"].items():
             value = expected[c] if r is None else expected[r, c]
             if math.isinf(shown):
                 assert value == shown, (t["source"], r, c)
             else:
-                assert shown == pytest.approx(value, rel=6e-4, abs=1e-9), (t["source"], r, c, shown, value)
+                assert shown == pytest.approx(value, rel=6e-4, abs=tiny), (t["source"], r, c, shown, value)
         if t["kind"] == "hook":
             checked.add(split_source(t["source"])[0])
     return checked
