@@ -231,11 +231,16 @@ def _describe(model: Transformer, task) -> str:
     return f"{c.n_layers}-layer {c.arch} (d_model {c.d_model}, {c.n_heads} heads, {model.num_params():,} parameters) on {what}"
 
 
-def _report(summary: dict, out: Path) -> None:
+def _metrics_line(metrics: dict, text: bool) -> str:
+    """Loss and accuracies (for text, whole-window accuracy means nothing: left out)."""
+    line = f"loss {metrics['loss']:.4f}, token accuracy {metrics['token_accuracy']:.2%}"
+    return line if text else line + f", sequence accuracy {metrics['sequence_accuracy']:.2%}"
+
+
+def _report(summary: dict, out: Path, text: bool) -> None:
     _say(
         f"done: {summary['steps']} steps in {summary['seconds']:.1f} s ({summary['tokens_per_second']:,.0f} tokens/s); "
-        f"eval loss {summary['loss']:.4f}, token accuracy {summary['token_accuracy']:.2%}, "
-        f"sequence accuracy {summary['sequence_accuracy']:.2%}",
+        f"eval {_metrics_line(summary, text)}",
         f"checkpoint: {out / 'checkpoint'}",
         f"metrics:    {out / 'metrics.jsonl'}, {out / 'summary.json'}",
     )
@@ -259,7 +264,7 @@ def cmd_train(args) -> int:
             trainer = Trainer(model, task, train_config(args, task, str(out)))
             _say(f"training a {_describe(model, task)} on {trainer.device} for {trainer.config.steps} steps")
         summary = trainer.train()
-        _report(summary, out)
+        _report(summary, out, text=trainer.spec["name"] == TextTask.name)
     finally:
         D.cleanup()
     return 0
@@ -383,7 +388,7 @@ def cmd_eval(args) -> int:
         print(json.dumps(metrics))
     else:
         print(f"{checkpoint.path}: {checkpoint.task['name']} on {args.batches} x {args.batch_size} fresh examples (seed {args.seed})")
-        print(f"loss {metrics['loss']:.4f}   token accuracy {metrics['token_accuracy']:.2%}   sequence accuracy {metrics['sequence_accuracy']:.2%}")
+        print(_metrics_line(metrics, text=checkpoint.task["name"] == TextTask.name))
     return 0
 
 
