@@ -9,8 +9,7 @@ same tokens; the bench checks that they do. Tokens/s counts new tokens: batch * 
 
 HF's generation config is set so it never stops early (no eos), which keeps the work identical.
 For reference the glassformer run without the cache (re-running the whole prefix each step) is timed
-too, and glassformer with the proposed change of ``bench/experiments.py`` (attention projections as
-matmuls instead of einsum). The bar: glassformer with the cache >= 1.5x HF.
+too. The bar: glassformer with the cache >= 1.5x HF.
 
     python bench/bench_sample.py [--quick | --smoke]
 """
@@ -27,7 +26,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import interleaved, machine_info, markdown_table, write_results
-from bench.experiments import patch
 from bench.gpt2_twin import Shape, build_pair
 
 # (shape incl. batch, prompt length, new tokens, also time the uncached run): the training bench's shapes.
@@ -58,10 +56,7 @@ def sample_fns(shape: Shape, prompt_len: int, new_tokens: int, *, with_uncached:
 
     out_gf, out_hf = glassformer(), hf_generate()
     same = out_gf.shape == out_hf.shape and bool((out_gf == out_hf).all())
-    patched = patch(build_pair(shape)[0], matmul_projections=True).eval()  # bench/experiments.py, same weights
-    fns = {"glassformer": glassformer, "hf_generate": hf_generate,
-           "glassformer_matmul_proj": lambda: patched.generate(prompt, new_tokens, greedy=True)}
-    same = same and torch.equal(fns["glassformer_matmul_proj"](), out_gf)
+    fns = {"glassformer": glassformer, "hf_generate": hf_generate}
     if with_uncached:
         fns["glassformer_no_cache"] = lambda: glassformer(use_cache=False)
     return fns, {"same_tokens": same, "tokens_gf": out_gf.shape[1], "tokens_hf": out_hf.shape[1]}

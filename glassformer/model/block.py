@@ -27,11 +27,16 @@ from glassformer.model.patterns import make_attention
 from glassformer.model.segment_memory import LayerMemory
 
 
+def make_dropout(p: float) -> nn.Module:
+    """Dropout with probability p; the identity (and no call into it) when p = 0."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, causal: bool, cross_attention: bool = False):
         super().__init__()
         self.residual = RESIDUAL_RULES[config.norm_position]  # pre_norm_residual or post_norm_residual
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = make_dropout(config.dropout)
         self.resid_pre = HookPoint()  # [batch, pos, d_model]
         self.ln1 = make_norm(config)
         self.attn = make_attention(config, causal=causal)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from glassformer.model.config import ModelConfig
@@ -92,8 +93,7 @@ class Unembed(nn.Module):
         return self._tied_to[0].W_E.T if self._tied_to is not None else self.W_U
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = x @ self.weight  # [batch, pos, d_vocab_out]
-        return logits + self.b_U if self.b_U is not None else logits
+        return F.linear(x, self.weight.T, self.b_U)  # [batch, pos, d_vocab_out]: one op, one logits buffer
 
 
 class UnembedTransform(nn.Module):

@@ -17,9 +17,13 @@ log-probabilities, and returns the best finished one after dividing by length **
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from glassformer.errors import InputError
+from glassformer.model.attention import fused_qkv
 
 
 def _check_tokens(model, tokens: torch.Tensor, name: str = "tokens") -> None:
@@ -142,23 +146,24 @@ def generate(
         raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     stops = _as_token_list(stop_tokens)
     pad = pad_token if pad_token is not None else (stops[0] if stops else 0)
-    was_training = model.training
-    model.eval()
-    try:
+    with _decoding(model):
         step = _Stepper(model, use_cache, src, src_attention_mask)
-        finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)  # [batch]
+        batch, length = tokens.shape
+        out = tokens.new_empty(batch, length + max_new_tokens)  # [batch, pos + new]: filled in step by step
+        out[:, :length] = tokens
+        finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)  # [batch]
+        stop_ids = torch.tensor(stops, device=tokens.device)
         for _ in range(max_new_tokens):
-            logits = step(tokens)  # [batch, d_vocab_out]
+            logits = step(out[:, :length])  # [batch, d_vocab_out]
             new = next_token(logits, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-            new = torch.where(finished, torch.full_like(new, pad), new)  # [batch]
-            tokens = torch.cat([tokens, new[:, None]], dim=1)  # [batch, pos + 1]
             if stops:
-                finished |= torch.isin(new, torch.tensor(stops, device=new.device))
-                if bool(finished.all()):
-                    break
-    finally:
-        model.train(was_training)
-    return tokens
+                new = new.masked_fill(finished, pad)  # [batch]: a finished row only pads
+                finished |= torch.isin(new, stop_ids)
+            out[:, length] = new
+            length += 1
+            if stops and bool(finished.all()):
+                break
+    return out[:, :length].contiguous()
 
 
 @torch.no_grad()
@@ -191,9 +196,7 @@ def beam_search(
     pad = pad_token if pad_token is not None else (stops[0] if stops else 0)
     batch, device = tokens.shape[0], tokens.device
     rows = torch.arange(batch, device=device).repeat_interleave(beam_size)  # [batch * beam]
-    was_training = model.training
-    model.eval()
-    try:
+    with _decoding(model):
         step = _Stepper(
             model,
             use_cache,
@@ -228,11 +231,22 @@ def beam_search(
         normalised = scores / lengths.clamp(min=1.0) ** length_penalty  # [batch, beam]
         best = normalised.argmax(dim=-1)  # [batch]
         winners = sequences.view(batch, beam_size, -1)[torch.arange(batch, device=device), best]
-    finally:
-        model.train(was_training)
     if return_scores:
         return winners, scores[torch.arange(batch, device=device), best]
     return winners
+
+
+@contextlib.contextmanager
+def _decoding(model) -> Iterator[None]:
+    """For one decoding loop: eval mode (no dropout) and q, k, v projected with one fused matmul (the
+    weights cannot change while it runs); the model's training mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with fused_qkv(model):
+            yield
+    finally:
+        model.train(was_training)
 
 
 def _as_token_list(stop_tokens) -> list[int]:

@@ -11,39 +11,80 @@ What a layer keeps depends on its attention pattern:
 * sliding window:  only the last ``window - 1`` (all a future query can see), so it stops growing
 * linear:          no keys at all, only the running sums S = sum_j phi(k_j) v_j^T and u = sum_j phi(k_j)
                    ([batch, n_kv_heads, d_head, d_head] and [batch, n_kv_heads, d_head]): constant size
+
+Keys and values live in a preallocated buffer that doubles when full, and each step writes its new
+keys into the next free slots: appending one token costs O(1) copies, not the O(seen) of concatenating
+the whole cache every step. ``k`` and ``v`` are views of the kept part of the buffer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
 
 @dataclass
 class LayerCache:
-    k: torch.Tensor | None = None  # [batch, kept, n_kv_heads, d_head]: keys of positions seen - kept .. seen - 1
-    v: torch.Tensor | None = None  # [batch, kept, n_kv_heads, d_head]
+    k_buffer: torch.Tensor | None = None  # [batch, capacity, n_kv_heads, d_head]; kept keys in [start, end)
+    v_buffer: torch.Tensor | None = None
+    start: int = 0
+    end: int = 0
     cross_k: torch.Tensor | None = None  # [batch, src_pos, n_kv_heads, d_head]
     cross_v: torch.Tensor | None = None
     S: torch.Tensor | None = None  # linear attention: [batch, n_kv_heads, d_head, d_head]
     u: torch.Tensor | None = None  # linear attention: [batch, n_kv_heads, d_head]
     seen: int = 0  # how many positions this layer has processed
 
+    @property
+    def k(self) -> torch.Tensor | None:
+        """Keys of positions seen - kept .. seen - 1: [batch, kept, n_kv_heads, d_head] (a view)."""
+        return None if self.k_buffer is None else self.k_buffer[:, self.start : self.end]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self.v_buffer is None else self.v_buffer[:, self.start : self.end]
+
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Add this step's keys/values; return all kept keys/values and the position of the first one."""
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=1)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=1)
-        self.seen += k.shape[1]
-        return self.k, self.v, self.seen - self.k.shape[1]
+        n = k.shape[1]
+        self._make_room(n, k)
+        self.k_buffer[:, self.end : self.end + n] = k
+        self.v_buffer[:, self.end : self.end + n] = v
+        self.end += n
+        self.seen += n
+        return self.k, self.v, self.seen - (self.end - self.start)
+
+    def _make_room(self, n: int, like: torch.Tensor) -> None:
+        """Ensure n free slots after ``end``: slide the kept keys to the front if that frees enough, else
+        double the buffer (both amortised O(1) per appended position)."""
+        capacity = 0 if self.k_buffer is None else self.k_buffer.shape[1]
+        if self.end + n <= capacity:
+            return
+        kept = self.end - self.start
+        if kept + n > capacity // 2 or self.k_buffer is None:
+            capacity = max(2 * capacity, kept + n)
+        batch, _, heads, d_head = like.shape
+        new_k, new_v = (like.new_empty(batch, capacity, heads, d_head) for _ in range(2))
+        if kept:
+            new_k[:, :kept], new_v[:, :kept] = self.k, self.v
+        self.k_buffer, self.v_buffer, self.start, self.end = new_k, new_v, 0, kept
 
     def keep_last(self, n: int) -> None:
         """Forget all but the last ``n`` keys/values (sliding-window attention never looks further back)."""
-        if self.k is not None and self.k.shape[1] > n:
-            self.k, self.v = self.k[:, self.k.shape[1] - n :], self.v[:, self.v.shape[1] - n :]
+        self.start = max(self.start, self.end - n)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search)."""
+        for name in ("k_buffer", "v_buffer", "cross_k", "cross_v", "S", "u"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.index_select(0, index))
 
     def tensors(self) -> list[torch.Tensor]:
-        return [t for f in fields(self) if isinstance(t := getattr(self, f.name), torch.Tensor)]
+        """What the cache holds: the kept keys and values (not the buffer's free slots), cross keys, sums."""
+        held = [self.k, self.v, self.cross_k, self.cross_v, self.S, self.u]
+        return [t for t in held if t is not None]
 
 
 class KVCache:
@@ -59,10 +100,7 @@ class KVCache:
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` (beam search: follow each surviving beam's history)."""
         for layer in self.layers:
-            for f in fields(layer):
-                t = getattr(layer, f.name)
-                if isinstance(t, torch.Tensor):
-                    setattr(layer, f.name, t.index_select(0, index))
+            layer.reorder(index)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.tensors())

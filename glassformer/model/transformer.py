@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from glassformer.errors import InputError
-from glassformer.model.block import Block
+from glassformer.model.block import Block, make_dropout
 from glassformer.model.config import ModelConfig
 from glassformer.model.embed import Embed, Unembed, UnembedTransform, make_positional
 from glassformer.model.hooks import HookedMixin, HookPoint
@@ -36,7 +36,7 @@ class Encoder(nn.Module):
         self.embed = Embed(config.d_vocab, config.d_model)
         self.pos_embed = make_positional(config)
         self.ln_embed = make_norm(config) if config.embed_norm else None
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, causal=False) for _ in range(config.n_layers))
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
 
@@ -68,7 +68,7 @@ class Transformer(HookedMixin, nn.Module):
         self.embed = PatchEmbed(config) if vision else Embed(config.d_vocab, config.d_model)
         self.pos_embed = make_positional(config)
         self.ln_embed = make_norm(config) if config.embed_norm else None
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = make_dropout(config.dropout)
         n_blocks = config.n_decoder_layers if encoder_decoder else config.n_layers
         self.blocks = nn.ModuleList(
             Block(config, causal=config.causal, cross_attention=encoder_decoder) for _ in range(n_blocks)
@@ -226,9 +226,9 @@ class Transformer(HookedMixin, nn.Module):
         if tokens.dim() != 2 or tokens.shape[1] == 0:
             raise InputError(f"{what} must have shape [batch, pos] with pos >= 1, got {tuple(tokens.shape)}")
         if not torch.compiler.is_compiling():  # reading the range back is a host sync and a graph break
-            lo, hi = torch.aminmax(tokens)
+            lo, hi = (int(t) for t in torch.aminmax(tokens))
             if lo < 0 or hi >= self.config.d_vocab:
-                bad = int(hi) if hi >= self.config.d_vocab else int(lo)
+                bad = hi if hi >= self.config.d_vocab else lo
                 raise InputError(f"{what} contains token id {bad}, outside the vocabulary [0, {self.config.d_vocab})")
         if self.config.positional == "learned" and offset + tokens.shape[1] > self.config.n_ctx:
             raise InputError(
