@@ -7,11 +7,12 @@ n_ctx 1024, vocabulary 50,304 = 50,257 padded to a multiple of 64) on random tok
     torch.compile(model), fused AdamW
 
 and reports tokens/s and MFU against the device's *measured* bf16 matmul peak (goal >= 45%), next to
-the HF GPT-2 twin with the same weights and the same loop, and glassformer with the proposed changes of
-``bench/experiments.py`` (no host syncs: no torch.compile graph breaks; matmul projections).
+the HF GPT-2 twin with the same weights and the same loop.
 
-On any machine it also traces a small model with ``torch._dynamo.explain`` and reports the graph breaks,
-as is and with the no-host-sync change (tracing only: cheap, and deterministic).
+On any machine it also traces a small model with ``torch._dynamo.explain`` and reports its graph breaks
+(tracing only: cheap, and deterministic). The model should trace as one graph with no breaks: the token
+range check in ``Transformer._check_tokens`` reads a value back to the host, so it is skipped while
+compiling.
 
 Without a GPU it prints why it skipped and leaves earlier GPU results in place. ``--smoke`` runs the
 same code path on CPU with a tiny shape (no compile by default) so the script is kept working.
@@ -45,7 +46,6 @@ from bench.common import (
     train_flops_per_token,
     write_results,
 )
-from bench.experiments import patch
 from bench.gpt2_twin import Shape, build_pair, glassformer_config
 from glassformer import Transformer
 
@@ -69,12 +69,10 @@ def graph_report(model, tokens: torch.Tensor) -> dict:
 
 
 def compile_graphs(shape: Shape) -> dict:
-    """Graph breaks of the model as is and without host syncs (bench/experiments.py; tracing only: runs on CPU)."""
+    """Graph breaks of the model as is (tracing only: runs on CPU)."""
     torch.manual_seed(0)
     tokens = torch.randint(0, shape.d_vocab, (shape.batch, shape.n_ctx))
-    as_is = Transformer(glassformer_config(shape))
-    patched = patch(Transformer(glassformer_config(shape)), without_host_syncs=True)
-    return {"as_is": graph_report(as_is, tokens), "without_host_syncs": graph_report(patched, tokens)}
+    return {"as_is": graph_report(Transformer(glassformer_config(shape)), tokens)}
 
 
 def train_step_fn(model, side: str, shape: Shape, device: torch.device, compile: bool, amp_dtype: torch.dtype):
@@ -88,7 +86,7 @@ def train_step_fn(model, side: str, shape: Shape, device: torch.device, compile:
 
     def step() -> None:
         with torch.autocast(device_type=device.type, dtype=amp_dtype):
-            out = forward(x) if side.startswith("glassformer") else forward(input_ids=x).logits  # [batch, n_ctx, vocab]
+            out = forward(x) if side == "glassformer" else forward(input_ids=x).logits  # [batch, n_ctx, vocab]
         loss = F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1))
         loss.backward()
         optimizer.step()
@@ -112,9 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     graphs = compile_graphs(Shape("graphs", n_layers=2, d_model=64, n_heads=4, n_ctx=32, batch=2, d_vocab=64))
-    print(f"torch.compile graphs of a 2-layer model: as is {graphs['as_is']['graphs']} graphs / "
-          f"{graphs['as_is']['graph_breaks']} breaks; without host syncs {graphs['without_host_syncs']['graphs']} / "
-          f"{graphs['without_host_syncs']['graph_breaks']}", flush=True)
+    print(f"torch.compile graphs of a 2-layer model: {graphs['as_is']['graphs']} graphs / "
+          f"{graphs['as_is']['graph_breaks']} breaks", flush=True)
     if not cuda and not args.smoke:
         reason = "skipped: no CUDA device (torch.cuda.is_available() is False); run this on a GPU machine"
         print(reason)
@@ -133,11 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     peak = matmul_peak_flops(torch.bfloat16, device, sizes=(128,) if args.smoke else None, repeats=2 if args.smoke else 5)
     gf, hf = build_pair(shape, device=device)
-    sides = {
-        "glassformer": gf,
-        "glassformer_no_host_sync": patch(build_pair(shape, device=device)[0], without_host_syncs=True),
-        "glassformer_no_sync_matmul": patch(build_pair(shape, device=device)[0], without_host_syncs=True, matmul_projections=True),
-    }
+    sides = {"glassformer": gf}
     if not args.no_hf:
         sides["hf_gpt2"] = hf
     steps = {name: train_step_fn(m, name, shape, device, compile, torch.bfloat16) for name, m in sides.items()}
@@ -179,9 +172,6 @@ def graphs_markdown(graphs: dict) -> str:
         "## torch.compile graph breaks (2-layer decoder, traced on this machine)",
         "",
         markdown_table(["model", "graphs", "graph breaks", "where"], rows),
-        "",
-        "without_host_syncs = the proposed change (bench/experiments.py): no min/max of the token ids read back "
-        "to the host in Transformer._check_tokens.",
     ])
 
 

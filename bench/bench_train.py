@@ -38,7 +38,6 @@ from bench.common import (
     train_flops_per_token,
     write_results,
 )
-from bench.experiments import patch
 from bench.gpt2_twin import Shape, build_pair, max_logit_difference
 
 SHAPES = {
@@ -82,15 +81,11 @@ def build_workload(shape: dict, side: str, steps: int = 1):
     return run
 
 
-def bench_shape(shape: Shape, *, repeats: int, warmup: int, steps_per_sample: int, peak_flops: float, memory: bool,
-                experiment: bool = True) -> dict:
+def bench_shape(shape: Shape, *, repeats: int, warmup: int, steps_per_sample: int, peak_flops: float, memory: bool) -> dict:
     gf, hf = build_pair(shape)
     probe = torch.randint(0, shape.d_vocab, (2, shape.n_ctx))
     logit_diff = max_logit_difference(gf, hf, probe)
     steps = {"glassformer": train_step_fn(gf, "glassformer", shape), "hf_gpt2": train_step_fn(hf, "hf_gpt2", shape)}
-    if experiment:  # the proposed change (bench/experiments.py), on a copy with the same weights
-        patched = patch(build_pair(shape)[0], matmul_projections=True)
-        steps["glassformer_matmul_proj"] = train_step_fn(patched, "glassformer", shape)
     # Same weights and data: the first step's losses must agree (a check that both do the same work).
     first_loss = {side: step() for side, step in steps.items()}
     candidates = {side: (lambda s=step: [s() for _ in range(steps_per_sample)]) for side, step in steps.items()}
@@ -113,7 +108,7 @@ def bench_shape(shape: Shape, *, repeats: int, warmup: int, steps_per_sample: in
             "flops_per_s": tokens_per_s * flops_per_token,
             "mfu": tokens_per_s * flops_per_token / peak_flops,
         }
-        if memory and side in ("glassformer", "hf_gpt2"):
+        if memory:
             result["sides"][side]["memory"] = peak_memory_cpu(build_workload, {"shape": shape.__dict__, "side": side, "steps": 1}, calls=2)
     result["speedup_vs_hf"] = result["sides"]["glassformer"]["tokens_per_s"] / result["sides"]["hf_gpt2"]["tokens_per_s"]
     return result
@@ -147,8 +142,7 @@ def to_markdown(results: dict) -> str:
                                 f"(max |logit diff| {r['max_logit_difference']:.1e})" for r in results["shapes"]),
         "",
         "FLOPs per token = 6 N + 12 n_layers d_model n_ctx (N = matmul parameters incl. W_U); median of "
-        f"{results['settings']['repeats']} interleaved samples. glassformer_matmul_proj = the proposed change in "
-        "bench/experiments.py (attention projections as matmuls instead of einsum), same weights.",
+        f"{results['settings']['repeats']} interleaved samples.",
     ]
     return "\n".join(lines)
 
@@ -160,7 +154,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated subset of {list(SHAPES)}")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per side (default 9, quick 5)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--no-experiment", action="store_true", help="skip the proposed-change side (bench/experiments.py)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--results-dir", type=Path, default=None, help="where to write core_train.{json,md}")
     args = parser.parse_args(argv)
@@ -179,8 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     for shape in shapes:
         steps_per_sample = max(1, round(2e10 / (train_flops_per_token(matmul_params(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab), shape.n_layers, shape.d_model, shape.n_ctx) * shape.tokens_per_batch)))
         steps_per_sample = 1 if args.smoke else min(steps_per_sample, 20)
-        r = bench_shape(shape, repeats=repeats, warmup=warmup, steps_per_sample=steps_per_sample, peak_flops=peak["peak_flops"], memory=memory,
-                        experiment=not args.no_experiment)
+        r = bench_shape(shape, repeats=repeats, warmup=warmup, steps_per_sample=steps_per_sample, peak_flops=peak["peak_flops"], memory=memory)
         r["steps_per_sample"] = steps_per_sample
         results["shapes"].append(r)
         print(f"{shape.name}: glassformer {r['sides']['glassformer']['tokens_per_s']:,.0f} tok/s "
