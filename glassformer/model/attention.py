@@ -155,7 +155,7 @@ class Attention(nn.Module):
             W, b = self.W_QKV  # [d_model, (heads + 2 kv_heads) * d_head], [(heads + 2 kv_heads) * d_head]
             qkv = F.linear(x, W.T, b)  # [batch, pos, (heads + 2 kv_heads) * d_head]
             (batch, pos, _), h, kv, e = x.shape, self.n_heads, self.n_kv_heads, self.d_head
-            q, k, v = qkv.split([h * e, kv * e, kv * e], dim=-1)
+            q, k, v = qkv.split_with_sizes([h * e, kv * e, kv * e], dim=-1)
             return q.view(batch, pos, h, e), k.view(batch, pos, kv, e), v.view(batch, pos, kv, e)
         return self._project(x, self.W_Q, self.b_Q), self._project(y, self.W_K, self.b_K), self._project(y, self.W_V, self.b_V)
 

@@ -47,20 +47,19 @@ class LayerCache:
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Add this step's keys/values; return all kept keys/values and the position of the first one."""
-        n = k.shape[1]
-        self._make_room(n, k)
-        self.k_buffer[:, self.end : self.end + n] = k
-        self.v_buffer[:, self.end : self.end + n] = v
-        self.end += n
-        self.seen += n
-        return self.k, self.v, self.seen - (self.end - self.start)
+        n, start, end = k.shape[1], self.start, self.end
+        if self.k_buffer is None or end + n > self.k_buffer.shape[1]:
+            self._make_room(n, k)
+            start, end = self.start, self.end
+        self.k_buffer[:, end : end + n] = k
+        self.v_buffer[:, end : end + n] = v
+        self.end, self.seen = end + n, self.seen + n
+        return self.k_buffer[:, start : end + n], self.v_buffer[:, start : end + n], self.seen - (end + n - start)
 
     def _make_room(self, n: int, like: torch.Tensor) -> None:
-        """Ensure n free slots after ``end``: slide the kept keys to the front if that frees enough, else
+        """Make n free slots after ``end`` (there are fewer): slide the kept keys to the front if that frees enough, else
         double the buffer (both amortised O(1) per appended position)."""
         capacity = 0 if self.k_buffer is None else self.k_buffer.shape[1]
-        if self.end + n <= capacity:
-            return
         kept = self.end - self.start
         if kept + n > capacity // 2 or self.k_buffer is None:
             capacity = max(2 * capacity, kept + n)

@@ -58,3 +58,27 @@ def test_padding_keys_get_no_attention():
     pattern = cache["blocks.0.attn.pattern"]  # [batch, heads, q, k]
     assert pattern[..., 5:].abs().max() == 0
     torch.testing.assert_close(pattern.sum(-1), torch.ones_like(pattern.sum(-1)))
+
+
+@pytest.mark.parametrize("extra", [{}, {"n_kv_heads": 2, "bias": False}, {"qk_norm": True, "positional": "rope"}])
+def test_fused_qkv_projection_gives_the_same_activations(extra):
+    """Inside ``fused_qkv`` (what generate uses) q, k and v come from one matmul against [W_Q | W_K | W_V]:
+    the same q, k, v and logits as the three per-head projections, hooks still fire, and on exit the
+    model is as before (no fused copy left behind)."""
+    from glassformer.model.attention import fused_qkv
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_heads=4, d_vocab=11, **extra)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # non-zero biases, so their order in [b_Q | b_K | b_V] is tested too
+            p.normal_(std=0.3)
+    tokens = torch.randint(0, 11, (2, 9))
+    names = ["blocks.1.attn.q", "blocks.1.attn.k", "blocks.1.attn.v"]
+    logits, cache = model.run_with_cache(tokens, names=names)
+    with fused_qkv(model):
+        assert all(block.attn.W_QKV is not None for block in model.blocks)
+        fused_logits, fused_cache = model.run_with_cache(tokens, names=names)
+    torch.testing.assert_close(fused_logits, logits, atol=1e-5, rtol=1e-5)
+    for name in names:
+        torch.testing.assert_close(fused_cache[name], cache[name], atol=1e-5, rtol=1e-5)
+    assert all(block.attn.W_QKV is None for block in model.blocks)

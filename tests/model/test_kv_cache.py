@@ -37,3 +37,30 @@ def test_reorder_follows_beams():
     k = cache.layers[1].k.clone()
     cache.reorder(torch.tensor([2, 2, 0]))
     torch.testing.assert_close(cache.layers[1].k, k[[2, 2, 0]])
+
+
+def test_cache_buffer_grows_and_slides_without_changing_the_logits():
+    """The cache writes into a preallocated buffer that doubles when full (and, for a sliding window,
+    slides its kept keys to the front): one token at a time over 5x the first chunk, every step's
+    logits equal the full forward's."""
+    torch.manual_seed(0)
+    for extra in ({}, {"attention": "sliding", "window": 3}):
+        model = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=7, n_ctx=64, positional="rope", **extra)).eval()
+        tokens = torch.randint(0, 7, (2, 40))
+        full = model(tokens)
+        cache = model.new_cache()
+        steps = [model(tokens[:, :8], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(8, 40)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+        layer = cache.layers[0]
+        kept = 40 if not extra else 2  # a window of 3 keeps the last 2 keys for the next query
+        assert layer.k.shape == (2, kept, 2, 8) and layer.seen == 40
+        assert layer.k_buffer.shape[1] <= 2 * 40  # amortised doubling, not one slot per append
+
+
+def test_a_chunk_larger_than_the_buffer_fits():
+    model = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=7, n_ctx=64)).eval()
+    tokens = torch.randint(0, 7, (1, 30))
+    cache = model.new_cache()
+    steps = [model(tokens[:, :2], cache=cache), model(tokens[:, 2:30], cache=cache)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), model(tokens), atol=1e-5, rtol=1e-5)
+    assert cache.layers[0].k.shape[1] == 30
