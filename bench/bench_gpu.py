@@ -36,15 +36,16 @@ if __package__ in (None, ""):
 
 from bench.common import (
     RESULTS_DIR,
+    bench_options,
     fmt_si,
-    interleaved,
     machine_info,
     markdown_table,
-    matmul_params,
     matmul_peak_flops,
+    parse_options,
     peak_memory_cuda,
-    train_flops_per_token,
-    write_results,
+    save_results,
+    throughput,
+    timing_settings,
 )
 from bench.gpt2_twin import Shape, build_pair, glassformer_config
 from glassformer import Transformer
@@ -95,6 +96,20 @@ def train_step_fn(model, side: str, shape: Shape, device: torch.device, compile:
     return step
 
 
+def bench_training(shape: Shape, device: torch.device, *, compile: bool, hf: bool, settings: dict, steps_per_sample: int,
+                   peak_flops: float) -> dict:
+    """Training tokens/s and MFU of glassformer (and its HF twin) in bf16 autocast; peak memory on CUDA."""
+    gf, hf_model = build_pair(shape, device=device)
+    models = {"glassformer": gf, "hf_gpt2": hf_model} if hf else {"glassformer": gf}
+    steps = {side: train_step_fn(model, side, shape, device, compile, torch.bfloat16) for side, model in models.items()}
+    sides = throughput(steps, tokens_per_call=shape.tokens_per_batch, calls_per_sample=steps_per_sample, **settings,
+                       device=device, flops_per_token=shape.train_flops_per_token, peak_flops=peak_flops)
+    if device.type == "cuda":
+        for side in sides:
+            sides[side]["memory"] = peak_memory_cuda(steps[side], calls=1)
+    return sides
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -103,11 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--compile", action="store_true", help="compile even in --smoke mode")
     parser.add_argument("--no-hf", action="store_true", help="glassformer only")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="where to write core_gpu.{json,md}")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_options(bench_options(parser, "gpu"), argv)
     cuda = torch.cuda.is_available()
     graphs = compile_graphs(Shape("graphs", n_layers=2, d_model=64, n_heads=4, n_ctx=32, batch=2, d_vocab=64))
     print(f"torch.compile graphs of a 2-layer model: {graphs['as_is']['graphs']} graphs / "
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = args.results_dir or RESULTS_DIR
         if not (out / "core_gpu.json").exists() or "skipped" in json.loads((out / "core_gpu.json").read_text()):
             md = f"# GPU training MFU\n\n{reason}.\n\n{graphs_markdown(graphs)}"
-            write_results("gpu", {"skipped": reason, "machine": machine_info(), "compile_graphs": graphs}, md, args.results_dir)
+            save_results("gpu", {"skipped": reason, "machine": machine_info(), "compile_graphs": graphs}, md, args.results_dir)
         return {"skipped": reason, "compile_graphs": graphs}
     device = torch.device("cuda" if cuda else "cpu")
     shape = SMOKE if args.smoke else GPT2_124M
@@ -129,41 +140,32 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     peak = matmul_peak_flops(torch.bfloat16, device, sizes=(128,) if args.smoke else None, repeats=2 if args.smoke else 5)
-    gf, hf = build_pair(shape, device=device)
-    sides = {"glassformer": gf}
-    if not args.no_hf:
-        sides["hf_gpt2"] = hf
-    steps = {name: train_step_fn(m, name, shape, device, compile, torch.bfloat16) for name, m in sides.items()}
-    inner = 1 if args.smoke else 10
-    candidates = {name: (lambda s=s: [s() for _ in range(inner)]) for name, s in steps.items()}
-    warmup = 1 if args.smoke else 3  # the first calls compile
-    repeats = 2 if args.smoke else 5 if args.quick else 10
-    timings = interleaved(candidates, warmup=warmup, repeats=repeats, device=device)
-    n = matmul_params(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab)
-    flops_per_token = train_flops_per_token(n, shape.n_layers, shape.d_model, shape.n_ctx)
+    settings = timing_settings(args, full=10, quick=5, warmup=3)  # the first calls compile
+    steps_per_sample = 1 if args.smoke else 10
     results = {"machine": machine_info(), "peak": peak, "shape": shape.__dict__, "compile": compile, "dtype": "bfloat16",
-               "flops_per_token": flops_per_token, "steps_per_sample": inner, "compile_graphs": graphs, "sides": {}}
-    for name, t in timings.items():
-        tokens_per_s = shape.tokens_per_batch * inner / t.median
-        results["sides"][name] = {"timing": t.summary(), "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * flops_per_token / peak["peak_flops"]}
-        if cuda:
-            results["sides"][name]["memory"] = peak_memory_cuda(steps[name], calls=1)
-        print(f"{name}: {tokens_per_s:,.0f} tokens/s, MFU {results['sides'][name]['mfu']:.1%}", flush=True)
-    rows = [[name, f"{s['tokens_per_s']:,.0f}", f"{s['mfu']:.1%}", f"{s['timing']['spread']:.1%}",
-             f"{s['memory']['peak_allocated_mb']:,.0f}" if "memory" in s else "-"] for name, s in results["sides"].items()]
-    md = "\n".join([
-        "# GPU training MFU (bf16 autocast, fused attention, torch.compile)" if compile else "# GPU training MFU (no compile)",
+               "flops_per_token": shape.train_flops_per_token, "steps_per_sample": steps_per_sample, "compile_graphs": graphs}
+    results["sides"] = bench_training(shape, device, compile=compile, hf=not args.no_hf, settings=settings,
+                                      steps_per_sample=steps_per_sample, peak_flops=peak["peak_flops"])
+    for side, s in results["sides"].items():
+        print(f"{side}: {s['tokens_per_s']:,.0f} tokens/s, MFU {s['mfu']:.1%}", flush=True)
+    save_results("gpu", results, to_markdown(results), args.results_dir)
+    return results
+
+
+def to_markdown(results: dict) -> str:
+    rows = [[side, f"{s['tokens_per_s']:,.0f}", f"{s['mfu']:.1%}", f"{s['timing']['spread']:.1%}",
+             f"{s['memory']['peak_allocated_mb']:,.0f}" if "memory" in s else "-"] for side, s in results["sides"].items()]
+    return "\n".join([
+        "# GPU training MFU (bf16 autocast, fused attention, torch.compile)" if results["compile"] else "# GPU training MFU (no compile)",
         "",
-        f"Device: {results['machine']['cuda'] or 'cpu (smoke)'}; measured bf16 matmul peak {fmt_si(peak['peak_flops'], 'FLOP/s')}; "
-        f"shape {shape.describe()}. Goal: glassformer MFU >= 45%.",
+        f"Device: {results['machine']['cuda'] or 'cpu (smoke)'}; measured bf16 matmul peak "
+        f"{fmt_si(results['peak']['peak_flops'], 'FLOP/s')}; shape {Shape(**results['shape']).describe()}. "
+        "Goal: glassformer MFU >= 45%.",
         "",
         markdown_table(["side", "tokens/s", "MFU", "noise (IQR/median)", "peak allocated (MB)"], rows),
         "",
-        graphs_markdown(graphs),
+        graphs_markdown(results["compile_graphs"]),
     ])
-    path = write_results("gpu", results, md, args.results_dir)
-    print(f"wrote {path}")
-    return results
 
 
 def graphs_markdown(graphs: dict) -> str:

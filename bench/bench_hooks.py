@@ -35,7 +35,18 @@ import torch.nn.functional as F
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import interleaved, machine_info, markdown_table, write_results
+from bench.common import (
+    bench_options,
+    interleaved,
+    machine_info,
+    machine_line,
+    markdown_table,
+    parse_options,
+    ratio,
+    repeat,
+    save_results,
+    timing_settings,
+)
 from bench.gpt2_twin import Shape, glassformer_config
 from glassformer import Transformer
 from glassformer.model.hooks import HookPoint
@@ -149,15 +160,11 @@ def case_fns(kind: str, shape: Shape):
 def bench_case(kind: str, shape: Shape, *, repeats: int, warmup: int, per_call_s: float) -> dict:
     model, run, bare, agree = case_fns(kind, shape)
     inner = 50 if kind == "decode-step" else 1
-
-    def as_is():
-        for _ in range(inner):
-            run()
+    as_is = repeat(run, inner)
 
     def bypassed():
         with hooks_bypassed():
-            for _ in range(inner):
-                run()
+            as_is()
 
     candidates = {"as_is": as_is, "hooks_bypassed": bypassed}
     if bare is not None:
@@ -172,13 +179,13 @@ def bench_case(kind: str, shape: Shape, *, repeats: int, warmup: int, per_call_s
         "hook_calls_per_forward": n_calls,
         "forward_median_s": forward_s,
         "timings": {name: t.summary() for name, t in timings.items()},
-        "overhead_ab": timings["as_is"].median / timings["hooks_bypassed"].median - 1,
+        "overhead_ab": ratio(timings["as_is"], timings["hooks_bypassed"]) - 1,
         "overhead_counted": n_calls * per_call_s / forward_s,
         "noise": max(t.spread for t in timings.values()),
     }
     if bare is not None:
         result["bare_max_logit_difference"] = agree
-        result["module_structure_overhead"] = timings["as_is"].median / timings["bare_functional"].median - 1
+        result["module_structure_overhead"] = ratio(timings["as_is"], timings["bare_functional"]) - 1
     return result
 
 
@@ -191,12 +198,10 @@ def to_markdown(results: dict) -> str:
             f"{r['overhead_ab']:+.2%}", f"{r['overhead_counted']:.3%}", f"{r['noise']:.1%}",
             f"{r['module_structure_overhead']:+.1%}" if "module_structure_overhead" in r else "-",
         ])
-    m = results["machine"]
     return "\n".join([
         "# Hook points with nothing attached",
         "",
-        f"Machine: {m['cpu']} ({m['torch_threads']} threads), torch {m['torch']}, load average "
-        f"{m['load_average_1m']:.1f} at start. One idle hook-point call costs {results['hook_call_ns']:.0f} ns. "
+        f"{machine_line(results['machine'])} One idle hook-point call costs {results['hook_call_ns']:.0f} ns. "
         "Bar: < 3% of the forward.",
         "",
         markdown_table(
@@ -216,24 +221,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--smoke", action="store_true", help="tiny model, few repeats (for tests)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per side (default 21, quick 9)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="where to write core_hooks.{json,md}")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cases = SMOKE_CASES if args.smoke else CASES
-    repeats = 3 if args.smoke else args.repeats or (9 if args.quick else 21)
-    warmup = 1 if args.smoke else 3
+    args = parse_options(bench_options(parser, "hooks", repeats=(21, 9)), argv)
+    settings = timing_settings(args, full=21, quick=9, smoke=3, warmup=3)
     per_call_s = hook_call_seconds(20_000 if args.smoke else 1_000_000)
-    results = {"machine": machine_info(), "settings": {"repeats": repeats, "warmup": warmup}, "hook_call_ns": per_call_s * 1e9, "cases": []}
-    for kind, shape in cases:
-        r = bench_case(kind, shape, repeats=repeats, warmup=warmup, per_call_s=per_call_s)
+    results = {"machine": machine_info(), "settings": settings, "hook_call_ns": per_call_s * 1e9, "cases": []}
+    for kind, shape in SMOKE_CASES if args.smoke else CASES:
+        r = bench_case(kind, shape, **settings, per_call_s=per_call_s)
         results["cases"].append(r)
         print(f"{kind} {shape.describe()}: A/B {r['overhead_ab']:+.2%}, counted {r['overhead_counted']:.3%} "
               f"({r['hook_calls_per_forward']} calls), noise {r['noise']:.1%}", flush=True)
-    path = write_results("hooks", results, to_markdown(results), args.results_dir)
-    print(f"wrote {path}")
+    save_results("hooks", results, to_markdown(results), args.results_dir)
     return results
 
 

@@ -25,7 +25,17 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import interleaved, machine_info, markdown_table, write_results
+from bench.common import (
+    bench_options,
+    machine_info,
+    machine_line,
+    markdown_table,
+    parse_options,
+    save_results,
+    speedup,
+    throughput,
+    timing_settings,
+)
 from bench.gpt2_twin import Shape, build_pair
 
 # (shape incl. batch, prompt length, new tokens, also time the uncached run): the training bench's shapes.
@@ -64,17 +74,14 @@ def sample_fns(shape: Shape, prompt_len: int, new_tokens: int, *, with_uncached:
 
 def bench_case(shape: Shape, prompt_len: int, new_tokens: int, uncached: bool, *, repeats: int, warmup: int) -> dict:
     fns, check = sample_fns(shape, prompt_len, new_tokens, with_uncached=uncached)
-    timings = interleaved(fns, warmup=warmup, repeats=repeats)
-    sides = {}
-    for side, t in timings.items():
-        sides[side] = {"timing": t.summary(), "tokens_per_s": shape.batch * new_tokens / t.median}
+    sides = throughput(fns, tokens_per_call=shape.batch * new_tokens, warmup=warmup, repeats=repeats)
     return {
         "shape": shape.__dict__,
         "prompt_len": prompt_len,
         "new_tokens": new_tokens,
         **check,
         "sides": sides,
-        "speedup_vs_hf": sides["glassformer"]["tokens_per_s"] / sides["hf_generate"]["tokens_per_s"],
+        "speedup_vs_hf": speedup(sides, "glassformer", "hf_generate"),
     }
 
 
@@ -83,17 +90,15 @@ def to_markdown(results: dict) -> str:
     for r in results["cases"]:
         shape = Shape(**r["shape"])
         for side, s in r["sides"].items():
-            ratio = s["tokens_per_s"] / r["sides"]["hf_generate"]["tokens_per_s"]
             rows.append([
                 shape.name, shape.batch, f"{r['prompt_len']}+{r['new_tokens']}", side,
-                f"{s['tokens_per_s']:,.0f}", f"{s['timing']['spread']:.1%}", f"{ratio:.2f}x", "yes" if r["same_tokens"] else "NO",
+                f"{s['tokens_per_s']:,.0f}", f"{s['timing']['spread']:.1%}", f"{speedup(r['sides'], side, 'hf_generate'):.2f}x",
+                "yes" if r["same_tokens"] else "NO",
             ])
-    m = results["machine"]
     return "\n".join([
         "# Sampling with the KV cache: glassformer generate vs HF generate (greedy, same weights)",
         "",
-        f"Machine: {m['cpu']} ({m['torch_threads']} threads), torch {m['torch']}, transformers {m.get('transformers')}, "
-        f"load average {m['load_average_1m']:.1f} at start. Bar: glassformer >= 1.5x HF. Median of "
+        f"{machine_line(results['machine'])} Bar: glassformer >= 1.5x HF. Median of "
         f"{results['settings']['repeats']} interleaved samples.",
         "",
         markdown_table(["shape", "batch", "prompt+new", "side", "new tokens/s", "noise (IQR/median)", "vs HF", "same tokens"], rows),
@@ -104,24 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 2 repeats (for tests)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per side (default 9, quick 5)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="where to write core_sample.{json,md}")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cases = SMOKE_CASES if args.smoke else CASES
-    repeats = 2 if args.smoke else args.repeats or (5 if args.quick else 9)
-    warmup = 1 if args.smoke else 2
-    results = {"machine": machine_info(), "settings": {"repeats": repeats, "warmup": warmup}, "cases": []}
-    for shape, prompt_len, new_tokens, uncached in cases:
-        r = bench_case(shape, prompt_len, new_tokens, uncached, repeats=repeats, warmup=warmup)
+    args = parse_options(bench_options(parser, "sample", repeats=(9, 5)), argv)
+    settings = timing_settings(args, full=9, quick=5)
+    results = {"machine": machine_info(), "settings": settings, "cases": []}
+    for shape, prompt_len, new_tokens, uncached in SMOKE_CASES if args.smoke else CASES:
+        r = bench_case(shape, prompt_len, new_tokens, uncached, **settings)
         results["cases"].append(r)
         print(f"{shape.describe()} {prompt_len}+{new_tokens}: " + ", ".join(f"{side} {s['tokens_per_s']:,.0f} tok/s"
               for side, s in r["sides"].items()) + f" -> {r['speedup_vs_hf']:.2f}x HF (same tokens: {r['same_tokens']})", flush=True)
-    results["machine"]["load_average_1m_end"] = machine_info()["load_average_1m"]
-    path = write_results("sample", results, to_markdown(results), args.results_dir)
-    print(f"wrote {path}")
+    save_results("sample", results, to_markdown(results), args.results_dir)
     return results
 
 

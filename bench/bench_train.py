@@ -28,15 +28,18 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    bench_options,
     fmt_si,
-    interleaved,
     machine_info,
+    machine_line,
     markdown_table,
-    matmul_params,
     matmul_peak_flops,
+    parse_options,
     peak_memory_cpu,
-    train_flops_per_token,
-    write_results,
+    save_results,
+    speedup,
+    throughput,
+    timing_settings,
 )
 from bench.gpt2_twin import Shape, build_pair, max_logit_difference
 
@@ -88,30 +91,25 @@ def bench_shape(shape: Shape, *, repeats: int, warmup: int, steps_per_sample: in
     steps = {"glassformer": train_step_fn(gf, "glassformer", shape), "hf_gpt2": train_step_fn(hf, "hf_gpt2", shape)}
     # Same weights and data: the first step's losses must agree (a check that both do the same work).
     first_loss = {side: step() for side, step in steps.items()}
-    candidates = {side: (lambda s=step: [s() for _ in range(steps_per_sample)]) for side, step in steps.items()}
-    timings = interleaved(candidates, warmup=warmup, repeats=repeats)
-    n = matmul_params(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab)
-    flops_per_token = train_flops_per_token(n, shape.n_layers, shape.d_model, shape.n_ctx)
-    result = {
+    sides = throughput(steps, tokens_per_call=shape.tokens_per_batch, calls_per_sample=steps_per_sample, warmup=warmup,
+                       repeats=repeats, flops_per_token=shape.train_flops_per_token, peak_flops=peak_flops)
+    if memory:
+        for side in sides:
+            sides[side]["memory"] = peak_memory_cpu(build_workload, {"shape": shape.__dict__, "side": side, "steps": 1}, calls=2)
+    return {
         "shape": shape.__dict__,
-        "matmul_params": n,
-        "flops_per_token": flops_per_token,
+        "matmul_params": shape.matmul_params,
+        "flops_per_token": shape.train_flops_per_token,
         "max_logit_difference": logit_diff,
         "first_step_loss": first_loss,
-        "sides": {},
+        "sides": sides,
+        "speedup_vs_hf": speedup(sides, "glassformer", "hf_gpt2"),
     }
-    for side, t in timings.items():
-        tokens_per_s = shape.tokens_per_batch * steps_per_sample / t.median
-        result["sides"][side] = {
-            "timing": t.summary(),
-            "tokens_per_s": tokens_per_s,
-            "flops_per_s": tokens_per_s * flops_per_token,
-            "mfu": tokens_per_s * flops_per_token / peak_flops,
-        }
-        if memory:
-            result["sides"][side]["memory"] = peak_memory_cpu(build_workload, {"shape": shape.__dict__, "side": side, "steps": 1}, calls=2)
-    result["speedup_vs_hf"] = result["sides"]["glassformer"]["tokens_per_s"] / result["sides"]["hf_gpt2"]["tokens_per_s"]
-    return result
+
+
+def steps_per_sample(shape: Shape) -> int:
+    """Training steps per timed sample: about 2e10 FLOPs (a second or so on one core), at most 20."""
+    return min(20, max(1, round(2e10 / (shape.train_flops_per_token * shape.tokens_per_batch))))
 
 
 def to_markdown(results: dict) -> str:
@@ -126,15 +124,14 @@ def to_markdown(results: dict) -> str:
                 f"{s['mfu']:.1%}",
                 f"{s['timing']['spread']:.1%}",
                 f"{mem:,.0f}" if mem is not None else "-",
-                f"{s['tokens_per_s'] / r['sides']['hf_gpt2']['tokens_per_s']:.2f}x",
+                f"{speedup(r['sides'], side, 'hf_gpt2'):.2f}x",
             ])
     peak = results["peak"]
     lines = [
         "# Training throughput: glassformer vs HF GPT-2 (same shape, batch, weights, loop)",
         "",
-        f"Machine: {results['machine']['cpu']} ({results['machine']['torch_threads']} threads), torch "
-        f"{results['machine']['torch']}, transformers {results['machine'].get('transformers')}; measured fp32 matmul "
-        f"peak {fmt_si(peak['peak_flops'], 'FLOP/s')}. Bar: glassformer >= 1.0x HF.",
+        f"{machine_line(results['machine'])} Measured fp32 matmul peak {fmt_si(peak['peak_flops'], 'FLOP/s')}. "
+        "Bar: glassformer >= 1.0x HF.",
         "",
         markdown_table(["shape", "side", "tokens/s", "MFU", "noise (IQR/median)", "peak RSS growth (MB)", "vs HF"], rows),
         "",
@@ -152,35 +149,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about a minute)")
     parser.add_argument("--smoke", action="store_true", help="tiny shape, 2 repeats, no memory probe (for tests)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated subset of {list(SHAPES)}")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per side (default 9, quick 5)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="where to write core_train.{json,md}")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_options(bench_options(parser, "train", repeats=(9, 5)), argv)
 
+    settings = timing_settings(args, full=9, quick=5)
     if args.smoke:
-        shapes, repeats, warmup, memory = [SMOKE_SHAPE], 2, 1, False
+        shapes, memory = [SMOKE_SHAPE], False
         peak = matmul_peak_flops(sizes=(128,), repeats=2)
     else:
-        shapes = [SHAPES[name] for name in args.shapes.split(",")]
-        repeats = args.repeats or (5 if args.quick else 9)
-        warmup, memory = 2, not args.no_memory
+        shapes, memory = [SHAPES[name] for name in args.shapes.split(",")], not args.no_memory
         peak = matmul_peak_flops()
-    results = {"machine": machine_info(), "peak": peak, "settings": {"repeats": repeats, "warmup": warmup}, "shapes": []}
+    results = {"machine": machine_info(), "peak": peak, "settings": settings, "shapes": []}
     for shape in shapes:
-        steps_per_sample = max(1, round(2e10 / (train_flops_per_token(matmul_params(shape.n_layers, shape.d_model, shape.d_mlp, shape.d_vocab), shape.n_layers, shape.d_model, shape.n_ctx) * shape.tokens_per_batch)))
-        steps_per_sample = 1 if args.smoke else min(steps_per_sample, 20)
-        r = bench_shape(shape, repeats=repeats, warmup=warmup, steps_per_sample=steps_per_sample, peak_flops=peak["peak_flops"], memory=memory)
-        r["steps_per_sample"] = steps_per_sample
+        n_steps = 1 if args.smoke else steps_per_sample(shape)
+        r = bench_shape(shape, **settings, steps_per_sample=n_steps, peak_flops=peak["peak_flops"], memory=memory)
+        r["steps_per_sample"] = n_steps
         results["shapes"].append(r)
-        print(f"{shape.name}: glassformer {r['sides']['glassformer']['tokens_per_s']:,.0f} tok/s "
-              f"(MFU {r['sides']['glassformer']['mfu']:.1%}), HF {r['sides']['hf_gpt2']['tokens_per_s']:,.0f} tok/s "
-              f"(MFU {r['sides']['hf_gpt2']['mfu']:.1%}) -> {r['speedup_vs_hf']:.2f}x", flush=True)
-    results["machine"]["load_average_1m_end"] = machine_info()["load_average_1m"]
-    path = write_results("train", results, to_markdown(results), args.results_dir)
-    print(f"wrote {path}")
+        gf, hf = r["sides"]["glassformer"], r["sides"]["hf_gpt2"]
+        print(f"{shape.name}: glassformer {gf['tokens_per_s']:,.0f} tok/s (MFU {gf['mfu']:.1%}), "
+              f"HF {hf['tokens_per_s']:,.0f} tok/s (MFU {hf['mfu']:.1%}) -> {r['speedup_vs_hf']:.2f}x", flush=True)
+    save_results("train", results, to_markdown(results), args.results_dir)
     return results
 
 

@@ -13,6 +13,11 @@ Timing on a shared machine is noisy, so every comparison is measured the same wa
 * MFU (model FLOP utilisation) = achieved model FLOP/s / the machine's *measured* matmul peak, measured
   here with large square ``torch.mm`` calls in the same dtype (the best of the per-size medians).
 
+A bench script then only says what it compares: its options (``bench_options``/``parse_options`` add
+the shared ``--threads``, ``--results-dir`` and ``--repeats``), the candidates (zero-argument callables, one
+per side), ``throughput(...)`` to time them and turn the medians into tokens/s and MFU, and its tables;
+``save_results`` writes ``core_<name>.{json,md}``.
+
 Training FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B):
 
     6 * N  +  12 * n_layers * d_model * n_ctx
@@ -26,6 +31,7 @@ the causal mask, as PaLM and nanoGPT count it). A forward pass alone is a third 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import multiprocessing
@@ -116,6 +122,60 @@ def interleaved(
 def ratio(numerator: Timing, denominator: Timing) -> float:
     """median(numerator) / median(denominator)."""
     return numerator.median / denominator.median
+
+
+def repeat(fn: Callable[[], Any], n: int) -> Callable[[], None]:
+    """A candidate that calls ``fn`` ``n`` times: one timed sample long enough to measure."""
+    if n == 1:
+        return fn
+
+    def run() -> None:
+        for _ in range(n):
+            fn()
+
+    return run
+
+
+def timing_settings(args: argparse.Namespace, *, full: int, quick: int, smoke: int = 2, warmup: int = 2,
+                    smoke_warmup: int = 1) -> dict[str, int]:
+    """``{"repeats", "warmup"}`` for the run's mode: ``--smoke``, ``--quick`` or full (``--repeats``, where the
+    bench has it, overrides the last two)."""
+    if args.smoke:
+        return {"repeats": smoke, "warmup": smoke_warmup}
+    return {"repeats": getattr(args, "repeats", None) or (quick if args.quick else full), "warmup": warmup}
+
+
+def throughput(
+    candidates: dict[str, Callable[[], Any]],
+    *,
+    tokens_per_call: float,
+    calls_per_sample: int = 1,
+    warmup: int,
+    repeats: int,
+    device: torch.device | str = "cpu",
+    flops_per_token: float | None = None,
+    peak_flops: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Time the candidates with :func:`interleaved` (a sample = ``calls_per_sample`` calls) and report per
+    side ``{"timing", "tokens_per_s"}``, plus ``"flops_per_s"`` given ``flops_per_token`` and ``"mfu"``
+    (FLOP/s / ``peak_flops``) given both."""
+    timings = interleaved(
+        {side: repeat(fn, calls_per_sample) for side, fn in candidates.items()}, warmup=warmup, repeats=repeats, device=device
+    )
+    sides = {}
+    for side, t in timings.items():
+        tokens_per_s = tokens_per_call * calls_per_sample / t.median
+        sides[side] = {"timing": t.summary(), "tokens_per_s": tokens_per_s}
+        if flops_per_token is not None:
+            sides[side]["flops_per_s"] = tokens_per_s * flops_per_token
+            if peak_flops is not None:
+                sides[side]["mfu"] = tokens_per_s * flops_per_token / peak_flops
+    return sides
+
+
+def speedup(sides: dict[str, dict[str, Any]], side: str, reference: str) -> float:
+    """tokens/s of ``side`` / tokens/s of ``reference`` (entries of :func:`throughput`'s result)."""
+    return sides[side]["tokens_per_s"] / sides[reference]["tokens_per_s"]
 
 
 # --- memory -----------------------------------------------------------------------------------------
@@ -240,6 +300,16 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """The "Machine: ..." sentence of a results page, from :func:`machine_info`."""
+    parts = [f"Machine: {machine['cpu']} ({machine['torch_threads']} threads)", f"torch {machine['torch']}"]
+    if machine.get("transformers"):
+        parts.append(f"transformers {machine['transformers']}")
+    if machine.get("load_average_1m") is not None:
+        parts.append(f"load average {machine['load_average_1m']:.1f} at start")
+    return ", ".join(parts) + "."
+
+
 # --- FLOPs ------------------------------------------------------------------------------------------
 
 
@@ -264,6 +334,35 @@ def write_results(name: str, data: dict[str, Any], markdown: str, results_dir: P
     (out / f"core_{name}.json").write_text(json.dumps(_jsonable(data), indent=2) + "\n")
     (out / f"core_{name}.md").write_text(markdown.rstrip() + "\n")
     return out / f"core_{name}.json"
+
+
+def save_results(name: str, results: dict[str, Any], markdown: str, results_dir: Path | None = None) -> Path:
+    """:func:`write_results`, after noting the load average at the end of the run beside the one at its start."""
+    if "machine" in results:
+        results["machine"]["load_average_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    path = write_results(name, results, markdown, results_dir)
+    print(f"wrote {path}")
+    return path
+
+
+def bench_options(parser: argparse.ArgumentParser, name: str, *, repeats: tuple[int, int] | None = None) -> argparse.ArgumentParser:
+    """Add the options every core bench has besides its modes: ``--threads``, ``--results-dir`` and, given the
+    (full, quick) defaults, ``--repeats``. ``--quick`` and ``--smoke`` stay in each script, which says what
+    they mean there (and ``run_all.py`` passes them only to scripts whose source names them)."""
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=None,
+                            help=f"timed samples per side (default {repeats[0]}, quick {repeats[1]})")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--results-dir", type=Path, default=None, help=f"where to write core_{name}.{{json,md}}")
+    return parser
+
+
+def parse_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` and apply ``--threads``."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def _jsonable(value: Any) -> Any:

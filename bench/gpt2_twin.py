@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.common import matmul_params, train_flops_per_token
 from glassformer import ModelConfig, Transformer
 from glassformer.interop import to_hf_gpt2
 
@@ -36,6 +37,16 @@ class Shape:
     @property
     def tokens_per_batch(self) -> int:
         return self.batch * self.n_ctx
+
+    @property
+    def matmul_params(self) -> int:
+        """N of the training-FLOPs formula (``bench/common.py``)."""
+        return matmul_params(self.n_layers, self.d_model, self.d_mlp, self.d_vocab)
+
+    @property
+    def train_flops_per_token(self) -> float:
+        """6 N + 12 n_layers d_model n_ctx."""
+        return train_flops_per_token(self.matmul_params, self.n_layers, self.d_model, self.n_ctx)
 
     def describe(self) -> str:
         return f"{self.n_layers}L d{self.d_model} {self.n_heads}h ctx{self.n_ctx} b{self.batch} V{self.d_vocab}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ sys.path.insert(0, str(REPO))  # `bench` lives beside the package, not in it
 pytest.importorskip("transformers")
 
 from bench import bench_gpu, bench_hooks, bench_sample, bench_text, bench_train, run_all  # noqa: E402
-from bench.common import Timing, interleaved, train_flops_per_token  # noqa: E402
+from bench import common  # noqa: E402
+from bench.common import Timing, interleaved, speedup, throughput, timing_settings, train_flops_per_token  # noqa: E402
 from glassformer.model.hooks import HookPoint  # noqa: E402
 
 
@@ -95,6 +97,34 @@ def test_interleaved_alternates_order_and_counts_samples():
     assert all(len(t.samples) == 3 for t in timings.values())
     assert Timing([1.0, 2.0, 3.0, 4.0, 100.0]).median == 3.0
     assert train_flops_per_token(1000, 2, 8, 16) == 6 * 1000 + 12 * 2 * 8 * 16
+
+
+def test_throughput_turns_median_samples_into_rates(monkeypatch):
+    calls = []
+
+    def fake_interleaved(candidates, *, warmup, repeats, device):  # one sample each, fixed timings
+        for fn in candidates.values():
+            fn()
+        return {"a": Timing([2.0, 4.0, 6.0]), "b": Timing([8.0, 8.0, 8.0])}
+
+    monkeypatch.setattr(common, "interleaved", fake_interleaved)
+    sides = throughput({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, tokens_per_call=10,
+                       calls_per_sample=3, warmup=0, repeats=3, flops_per_token=2.0, peak_flops=40.0)
+    assert calls == ["a"] * 3 + ["b"] * 3  # a sample is calls_per_sample calls
+    assert sides["a"]["tokens_per_s"] == 10 * 3 / 4.0  # over the median sample
+    assert sides["a"]["flops_per_s"] == 15.0 and sides["a"]["mfu"] == 15.0 / 40.0
+    assert sides["a"]["timing"]["median_s"] == 4.0
+    assert speedup(sides, "a", "b") == 2.0
+
+
+def test_timing_settings_follow_the_mode():
+    def args(**kw):
+        return Namespace(**{"smoke": False, "quick": False, "repeats": None, **kw})
+
+    assert timing_settings(args(smoke=True, repeats=7), full=9, quick=5) == {"repeats": 2, "warmup": 1}
+    assert timing_settings(args(quick=True), full=9, quick=5) == {"repeats": 5, "warmup": 2}
+    assert timing_settings(args(repeats=7), full=9, quick=5) == {"repeats": 7, "warmup": 2}
+    assert timing_settings(Namespace(smoke=False, quick=False), full=10, quick=5, warmup=3) == {"repeats": 10, "warmup": 3}
 
 
 def test_run_all_discovers_benches_and_passes_flags_only_where_understood(tmp_path):
