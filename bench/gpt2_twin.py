@@ -73,19 +73,11 @@ def glassformer_config(shape: Shape) -> ModelConfig:
 
 def build_pair(shape: Shape, seed: int = 0, attn_implementation: str = "sdpa", device: str | torch.device = "cpu"):
     """(glassformer Transformer, HF GPT2LMHeadModel) with identical random weights, both in training mode."""
-    from transformers.utils import logging as hf_logging
-
     torch.manual_seed(seed)
     gf = Transformer(glassformer_config(shape))
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # GPT-2's bos/eos id 50256 lies outside a small vocabulary: replaced below
-    try:
-        hf = to_hf_gpt2(gf).train()  # a copy: the two sides share no storage
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    hf = to_hf_gpt2(gf).train()  # a copy: the two sides share no storage
     hf.set_attn_implementation(attn_implementation)
-    for config in (hf.config, hf.generation_config):  # token 0 for bos/eos/pad: ids that exist in a small vocabulary
-        config.bos_token_id = config.eos_token_id = config.pad_token_id = 0
+    hf.generation_config.pad_token_id = hf.config.eos_token_id  # what generate() would pick itself, with a warning
     return gf.to(device), hf.to(device)
 
 

@@ -135,6 +135,9 @@ def hf_gpt2_config(config: ModelConfig):
         attn_pdrop=config.dropout,
         scale_attn_weights=scale_attn_weights,
         tie_word_embeddings=config.tie_embeddings,
+        # GPT-2's <|endoftext|> (bos = eos) is its last token id, 50256; keep that rule for any vocabulary size
+        bos_token_id=config.d_vocab - 1,
+        eos_token_id=config.d_vocab - 1,
     )
     # What GPT-2 can express is whatever reads back from that config unchanged; every other field differs.
     back = config_from_hf(HFSource(hf_config.to_dict(), None, "export"))
