@@ -55,10 +55,12 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class RASPExpr:
     """A node of a RASP program.  ``name`` is its label (unique in a program once compiled);
-    ``children`` are the expressions it reads; ``id`` is unique per Python object."""
+    ``children`` are the expressions it reads (the attributes named in ``_child_attrs``); ``id`` is
+    unique per Python object."""
 
     _ids = itertools.count()
     kind = "expr"  # the prefix of default names
+    _child_attrs: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None):
         self.id = next(RASPExpr._ids)
@@ -70,7 +72,7 @@ class RASPExpr:
 
     @property
     def children(self) -> tuple[RASPExpr, ...]:
-        return ()
+        return tuple(getattr(self, attr) for attr in self._child_attrs)
 
     def named(self, name: str) -> RASPExpr:
         """A copy of this expression with the label ``name`` (a Python identifier)."""
@@ -194,21 +196,19 @@ class Map(SOp):
     """``Map(f, x)[i] = f(x[i])``: a function applied at every position (an MLP computes it)."""
 
     kind = "map"
+    _child_attrs = ("inner",)
 
     def __init__(self, f: Callable[[Any], Any], inner: SOp, encoding: str = CATEGORICAL, name: str | None = None):
         super().__init__(encoding, name)
         self.f = _check_callable(f, self, 1)
         self.inner = _check_sop(inner, self, "input")
 
-    @property
-    def children(self):
-        return (self.inner,)
-
 
 class SequenceMap(SOp):
     """``SequenceMap(f, x, y)[i] = f(x[i], y[i])``: a function of two SOps, position by position."""
 
     kind = "sequence_map"
+    _child_attrs = ("fst", "snd")
 
     def __init__(self, f: Callable[[Any, Any], Any], fst: SOp, snd: SOp, encoding: str = CATEGORICAL,
                  name: str | None = None):
@@ -216,10 +216,6 @@ class SequenceMap(SOp):
         self.f = _check_callable(f, self, 2)
         self.fst = _check_sop(fst, self, "first input")
         self.snd = _check_sop(snd, self, "second input")
-
-    @property
-    def children(self):
-        return (self.fst, self.snd)
 
 
 # -- selectors (attention patterns) ---------------------------------------------------------------
@@ -280,6 +276,7 @@ class Select(Selector):
     """
 
     kind = "select"
+    _child_attrs = ("keys", "queries")
 
     def __init__(self, keys: SOp, queries: SOp, predicate: Predicate | Callable[[Any, Any], bool],
                  name: str | None = None):
@@ -291,37 +288,27 @@ class Select(Selector):
             predicate = Predicate(getattr(fn, "__name__", "predicate"), fn)
         self.predicate = predicate
 
-    @property
-    def children(self):
-        return (self.keys, self.queries)
-
 
 class SelectorAnd(Selector):
     """Both selectors select (k, q)."""
 
     kind = "select_and"
+    _child_attrs = ("fst", "snd")
 
     def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
         super().__init__(name)
         self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
-
-    @property
-    def children(self):
-        return (self.fst, self.snd)
 
 
 class SelectorOr(Selector):
     """Either selector selects (k, q)."""
 
     kind = "select_or"
+    _child_attrs = ("fst", "snd")
 
     def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
         super().__init__(name)
         self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
-
-    @property
-    def children(self):
-        return (self.fst, self.snd)
 
 
 class SelectorNot(Selector):
@@ -329,14 +316,11 @@ class SelectorNot(Selector):
     satisfies neither a comparison nor its negation (see the module docstring)."""
 
     kind = "select_not"
+    _child_attrs = ("inner",)
 
     def __init__(self, inner: Selector, name: str | None = None):
         super().__init__(name)
         self.inner = _check_selector(inner, self, "inner")
-
-    @property
-    def children(self):
-        return (self.inner,)
 
 
 # -- attention operations -------------------------------------------------------------------------
@@ -351,6 +335,7 @@ class Aggregate(SOp):
     """
 
     kind = "aggregate"
+    _child_attrs = ("selector", "sop")
 
     def __init__(self, selector: Selector, sop: SOp, default: Any = None, encoding: str | None = None,
                  name: str | None = None):
@@ -368,29 +353,23 @@ class Aggregate(SOp):
             default = _check_number(0 if default is None else default, f"Aggregate {self.name} default")
         self.default = default
 
-    @property
-    def children(self):
-        return (self.selector, self.sop)
-
 
 class SelectorWidth(SOp):
     """How many key positions the selector selects, at each query position (0 ... n)."""
 
     kind = "selector_width"
+    _child_attrs = ("selector",)
 
     def __init__(self, selector: Selector, encoding: str = CATEGORICAL, name: str | None = None):
         super().__init__(encoding, name)
         self.selector = _check_selector(selector, self, "selector")
-
-    @property
-    def children(self):
-        return (self.selector,)
 
 
 class Maximum(SOp):
     """The largest value of ``sop`` among the selected positions (``default`` where none is selected)."""
 
     kind = "maximum"
+    _child_attrs = ("selector", "sop")
     reduce = staticmethod(max)
 
     def __init__(self, selector: Selector, sop: SOp, default: Any = None, name: str | None = None):
@@ -401,10 +380,6 @@ class Maximum(SOp):
         if self.is_numerical:
             default = _check_number(0 if default is None else default, f"{type(self).__name__} {self.name} default")
         self.default = default
-
-    @property
-    def children(self):
-        return (self.selector, self.sop)
 
 
 class Minimum(Maximum):
