@@ -235,21 +235,26 @@ class Predicate:
 
 
 class Comparison:
-    """The built-in predicates, read as ``key <op> query`` (Tracr's convention): ``Select(indices,
-    indices, LT)`` selects, for query position q, every key position k < q."""
-
-    EQ = Predicate("EQ", lambda k, q: k == q, "==")
-    NE = Predicate("NE", lambda k, q: k != q, "!=")
-    LT = Predicate("LT", lambda k, q: k < q, "<")
-    LEQ = Predicate("LEQ", lambda k, q: k <= q, "<=")
-    GT = Predicate("GT", lambda k, q: k > q, ">")
-    GEQ = Predicate("GEQ", lambda k, q: k >= q, ">=")
-    TRUE = Predicate("TRUE", lambda k, q: True, "True")
-    FALSE = Predicate("FALSE", lambda k, q: False, "False")
+    """The built-in predicates, read as ``key <symbol> query`` (Tracr's convention): ``Select(indices,
+    indices, LT)`` selects, for query position q, every key position k < q.  TRUE selects every key
+    position, FALSE none.  ``Comparison.LT`` is ``LT``; ``COMPARISONS`` holds them by name."""
 
 
-EQ, NE, LT, LEQ, GT, GEQ, TRUE, FALSE = (Comparison.EQ, Comparison.NE, Comparison.LT, Comparison.LEQ,
-                                         Comparison.GT, Comparison.GEQ, Comparison.TRUE, Comparison.FALSE)
+COMPARISONS = {name: Predicate(name, fn, symbol) for name, (symbol, fn) in {
+    # name: (symbol, predicate(key, query))
+    "EQ": ("==", operator.eq),
+    "NE": ("!=", operator.ne),
+    "LT": ("<", operator.lt),
+    "LEQ": ("<=", operator.le),
+    "GT": (">", operator.gt),
+    "GEQ": (">=", operator.ge),
+    "TRUE": ("True", lambda key, query: True),
+    "FALSE": ("False", lambda key, query: False),
+}.items()}
+for _name, _predicate in COMPARISONS.items():
+    setattr(Comparison, _name, _predicate)
+del _name, _predicate
+EQ, NE, LT, LEQ, GT, GEQ, TRUE, FALSE = COMPARISONS.values()  # in the table's order
 NEQ = NE
 CONSTANT_PREDICATES = (TRUE, FALSE)
 

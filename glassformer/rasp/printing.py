@@ -55,9 +55,7 @@ def _ref(expr: L.RASPExpr) -> str:
 
 
 def _predicate(p: L.Predicate) -> str:
-    if p.name in {"EQ", "NE", "LT", "LEQ", "GT", "GEQ", "TRUE", "FALSE"}:
-        return p.name
-    return describe_function(p.fn)
+    return p.name if p.name in L.COMPARISONS else describe_function(p.fn)
 
 
 def _encoding(expr: L.SOp, default: str = L.CATEGORICAL) -> str:

@@ -33,6 +33,19 @@ def test_select_matrix_is_predicate_of_key_and_query(pred, expected):
     assert evaluate(Select(indices, indices, pred), "abc") == [[bool(v) for v in row] for row in expected]
 
 
+def test_built_in_predicates_are_one_table():
+    from glassformer.rasp.language import COMPARISONS, CONSTANT_PREDICATES
+
+    assert list(COMPARISONS) == ["EQ", "NE", "LT", "LEQ", "GT", "GEQ", "TRUE", "FALSE"] and rasp.NEQ is NE
+    for name, predicate in COMPARISONS.items():
+        assert getattr(rasp, name) is predicate and getattr(rasp.Comparison, name) is predicate
+        assert predicate.name == repr(predicate) == name
+        for key, query in [(1, 2), (2, 2), (3, 2)]:  # key <symbol> query
+            written = predicate.symbol if predicate in CONSTANT_PREDICATES else f"{key} {predicate.symbol} {query}"
+            assert predicate(key, query) == eval(written)
+        assert rasp.to_code(Select(indices, tokens, predicate).named("s")) == f"s = Select(indices, tokens, {name})"
+
+
 def test_selector_combinators_and_user_predicate():
     a = Select(indices, indices, LEQ)
     b = Select(tokens, tokens, EQ)
