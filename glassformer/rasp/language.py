@@ -93,6 +93,18 @@ def _check_name(name: Any, expr: RASPExpr) -> str:
     return name
 
 
+def _arithmetic(fn: Callable[[Any, Any], Any], symbol: str) -> tuple[Callable, Callable]:
+    """The SOp methods behind ``x <symbol> other`` and ``other <symbol> x`` (see ``SOp._binary``)."""
+
+    def method(self: SOp, other: Any) -> SOp:
+        return self._binary(other, fn, symbol)
+
+    def reflected(self: SOp, other: Any) -> SOp:
+        return self._binary(other, fn, symbol, reflected=True)
+
+    return method, reflected
+
+
 class SOp(RASPExpr):
     """A sequence operation: one value per position, ``categorical`` or ``numerical``."""
 
@@ -108,7 +120,8 @@ class SOp(RASPExpr):
     def is_numerical(self) -> bool:
         return self.encoding == NUMERICAL
 
-    # Arithmetic builds Maps (with a constant) and SequenceMaps (with another SOp).  The result is
+    # Arithmetic builds Maps (with a constant) and SequenceMaps (with another SOp): ``x + 1`` is
+    # ``Map(lambda x: x + 1, x)``, ``x + y`` is ``SequenceMap(lambda x, y: x + y, x, y)``.  The result is
     # numerical when every SOp operand is numerical, categorical otherwise.
     def _binary(self, other: Any, fn: Callable, symbol: str, reflected: bool = False) -> SOp:
         if isinstance(other, SOp):
@@ -119,24 +132,22 @@ class SOp(RASPExpr):
             raise RaspProgramError(f"cannot combine SOp {self.name} with {type(other).__name__} {other.name} using {symbol}")
         return Map(_Op1(fn, symbol, other, reflected), self, encoding=self.encoding)
 
-    def __add__(self, other): return self._binary(other, operator.add, "+")
-    def __radd__(self, other): return self._binary(other, operator.add, "+", reflected=True)
-    def __sub__(self, other): return self._binary(other, operator.sub, "-")
-    def __rsub__(self, other): return self._binary(other, operator.sub, "-", reflected=True)
-    def __mul__(self, other): return self._binary(other, operator.mul, "*")
-    def __rmul__(self, other): return self._binary(other, operator.mul, "*", reflected=True)
-    def __truediv__(self, other): return self._binary(other, operator.truediv, "/")
-    def __rtruediv__(self, other): return self._binary(other, operator.truediv, "/", reflected=True)
-    def __floordiv__(self, other): return self._binary(other, operator.floordiv, "//")
-    def __mod__(self, other): return self._binary(other, operator.mod, "%")
-    def __and__(self, other): return self._binary(other, _logical_and, "and")
-    def __rand__(self, other): return self._binary(other, _logical_and, "and", reflected=True)
-    def __or__(self, other): return self._binary(other, _logical_or, "or")
-    def __ror__(self, other): return self._binary(other, _logical_or, "or", reflected=True)
-    def __neg__(self): return Map(_Op1(operator.neg, "-", None, unary=True), self, encoding=self.encoding)
+    def _unary(self, fn: Callable, symbol: str) -> SOp:
+        return Map(_Op1(fn, symbol, None, unary=True), self, encoding=self.encoding)
 
-    def __invert__(self):
-        return Map(_Op1(_logical_not, "not", None, unary=True), self, encoding=self.encoding)
+    # One operator a line: the methods for ``x <symbol> other`` and for the reflected ``other <symbol> x``.
+    # ``&``, ``|`` and ``~`` are the logical and, or and not.
+    __add__, __radd__ = _arithmetic(operator.add, "+")
+    __sub__, __rsub__ = _arithmetic(operator.sub, "-")
+    __mul__, __rmul__ = _arithmetic(operator.mul, "*")
+    __truediv__, __rtruediv__ = _arithmetic(operator.truediv, "/")
+    __floordiv__ = _arithmetic(operator.floordiv, "//")[0]  # no reflected ``c // x``
+    __mod__ = _arithmetic(operator.mod, "%")[0]  # no reflected ``c % x``
+    __and__, __rand__ = _arithmetic(_logical_and, "and")
+    __or__, __ror__ = _arithmetic(_logical_or, "or")
+
+    def __neg__(self): return self._unary(operator.neg, "-")
+    def __invert__(self): return self._unary(_logical_not, "not")
 
     # Equality stays Python's identity (SOps are dict keys); compare values with a Map.
     __hash__ = object.__hash__

@@ -46,6 +46,25 @@ def test_built_in_predicates_are_one_table():
         assert rasp.to_code(Select(indices, tokens, predicate).named("s")) == f"s = Select(indices, tokens, {name})"
 
 
+def test_operators_print_and_evaluate():
+    x = numerical(Map(int, tokens)).named("x")
+    d = (x - 2).named("d")
+    for expr, code, expected in [
+        (x + 1, "Map(lambda x: x + 1, x, encoding='numerical')", [2, 3, 4]),
+        (10 - x, "Map(lambda x: 10 - x, x, encoding='numerical')", [9, 8, 7]),
+        (x * indices, "SequenceMap(lambda x, y: x * y, x, indices)", [0, 2, 6]),
+        (6 / x, "Map(lambda x: 6 / x, x, encoding='numerical')", [6.0, 3.0, 2.0]),
+        (x // 2, "Map(lambda x: x // 2, x, encoding='numerical')", [0, 1, 1]),
+        (x % 2, "Map(lambda x: x % 2, x, encoding='numerical')", [1, 0, 1]),
+        (-x, "Map(lambda x: -x, x, encoding='numerical')", [-1, -2, -3]),
+        (d & indices, "SequenceMap(lambda x, y: x and y, d, indices)", [False, False, True]),
+        (0 | d, "Map(lambda x: 0 or x, d, encoding='numerical')", [True, False, True]),
+        (~d, "Map(lambda x: not x, d, encoding='numerical')", [False, True, False]),
+    ]:
+        assert repr(expr) == f"{expr.name} = {code}"
+        assert evaluate(expr, "123") == expected
+
+
 def test_selector_combinators_and_user_predicate():
     a = Select(indices, indices, LEQ)
     b = Select(tokens, tokens, EQ)
