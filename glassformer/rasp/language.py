@@ -305,26 +305,26 @@ class Select(Selector):
         self.predicate = predicate
 
 
-class SelectorAnd(Selector):
+class _SelectorPair(Selector):
+    """Two selectors combined key by key and query by query (``&``, ``|``)."""
+
+    _child_attrs = ("fst", "snd")
+
+    def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
+        super().__init__(name)
+        self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
+
+
+class SelectorAnd(_SelectorPair):
     """Both selectors select (k, q)."""
 
     kind = "select_and"
-    _child_attrs = ("fst", "snd")
-
-    def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
-        super().__init__(name)
-        self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
 
 
-class SelectorOr(Selector):
+class SelectorOr(_SelectorPair):
     """Either selector selects (k, q)."""
 
     kind = "select_or"
-    _child_attrs = ("fst", "snd")
-
-    def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
-        super().__init__(name)
-        self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
 
 
 class SelectorNot(Selector):
@@ -365,9 +365,7 @@ class Aggregate(SOp):
                 f"Aggregate {self.name}: cannot {what} {sop_.encoding} SOp {sop_.name}; a numerical Aggregate "
                 f"averages a numerical SOp, a categorical one copies a categorical SOp"
             )
-        if self.is_numerical:
-            default = _check_number(0 if default is None else default, f"Aggregate {self.name} default")
-        self.default = default
+        self.default = _numerical_default(self, default) if self.is_numerical else default
 
 
 class SelectorWidth(SOp):
@@ -393,9 +391,7 @@ class Maximum(SOp):
         super().__init__(sop_.encoding, name)
         self.selector = _check_selector(selector, self, "selector")
         self.sop = sop_
-        if self.is_numerical:
-            default = _check_number(0 if default is None else default, f"{type(self).__name__} {self.name} default")
-        self.default = default
+        self.default = _numerical_default(self, default) if self.is_numerical else default
 
 
 class Minimum(Maximum):
@@ -430,8 +426,7 @@ def _with_encoding(sop: SOp, encoding: str) -> SOp:
     new.encoding = encoding
     if isinstance(new, (Full, Aggregate, Maximum)) and encoding == NUMERICAL:
         attr = "value" if isinstance(new, Full) else "default"
-        value = getattr(new, attr)
-        setattr(new, attr, _check_number(0 if value is None else value, f"{type(sop).__name__} {sop.name} {attr}"))
+        setattr(new, attr, _numerical_default(sop, getattr(new, attr), attr))
     return new
 
 
@@ -465,6 +460,11 @@ def _check_number(value: Any, where: str) -> int | float:
     if not isinstance(value, Real) or not math.isfinite(float(value)):
         raise RaspProgramError(f"{where}: a numerical value must be a finite number, got {value!r}")
     return value
+
+
+def _numerical_default(expr: SOp, value: Any, attr: str = "default") -> int | float:
+    """``value`` as a numerical SOp's default (or Full value): None reads as 0, "no value"."""
+    return _check_number(0 if value is None else value, f"{type(expr).__name__} {expr.name} {attr}")
 
 
 def is_number(value: Any) -> bool:
