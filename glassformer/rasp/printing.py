@@ -50,6 +50,9 @@ def _lambda_source(f: Callable) -> str | None:
     return None
 
 
+_PRIMITIVES = (L.Tokens, L.Indices, L.Length)  # each written as its kind: tokens, indices, length
+
+
 def _ref(expr: L.RASPExpr) -> str:
     return expr.name
 
@@ -62,33 +65,33 @@ def _encoding(expr: L.SOp, default: str = L.CATEGORICAL) -> str:
     return f", encoding={expr.encoding!r}" if expr.encoding != default else ""
 
 
+def _default(expr: L.Aggregate | L.Maximum) -> str:
+    """The ``default=`` argument, left out where it is "no value" (None, or 0 for a numerical SOp)."""
+    no_value = expr.default is None or (expr.is_numerical and expr.default == 0)
+    return "" if no_value else f", default={expr.default!r}"
+
+
 def expr_to_code(expr: L.RASPExpr) -> str:
     """The right-hand side that builds ``expr`` from its children's names."""
-    if isinstance(expr, (L.Tokens, L.Indices, L.Length)):
-        base = {L.Tokens: "tokens", L.Indices: "indices", L.Length: "length"}[type(expr)]
-        return f"numerical({base})" if expr.is_numerical else base
+    inputs = ", ".join(_ref(child) for child in expr.children)
+    if isinstance(expr, _PRIMITIVES):
+        return f"numerical({expr.kind})" if expr.is_numerical else expr.kind
     if isinstance(expr, L.Full):
         return f"Full({expr.value!r}{_encoding(expr)})"
-    if isinstance(expr, L.Map):
-        return f"Map({describe_function(expr.f)}, {_ref(expr.inner)}{_encoding(expr)})"
-    if isinstance(expr, L.SequenceMap):
-        return f"SequenceMap({describe_function(expr.f)}, {_ref(expr.fst)}, {_ref(expr.snd)}{_encoding(expr)})"
+    if isinstance(expr, (L.Map, L.SequenceMap)):  # Map(f, x), SequenceMap(f, x, y)
+        return f"{type(expr).__name__}({describe_function(expr.f)}, {inputs}{_encoding(expr)})"
     if isinstance(expr, L.Select):
-        return f"Select({_ref(expr.keys)}, {_ref(expr.queries)}, {_predicate(expr.predicate)})"
+        return f"Select({inputs}, {_predicate(expr.predicate)})"
     if isinstance(expr, L.SelectorAnd):
         return f"{_ref(expr.fst)} & {_ref(expr.snd)}"
     if isinstance(expr, L.SelectorOr):
         return f"{_ref(expr.fst)} | {_ref(expr.snd)}"
     if isinstance(expr, L.SelectorNot):
         return f"~{_ref(expr.inner)}"
-    if isinstance(expr, L.Aggregate):
-        default = "" if expr.default is None or (expr.is_numerical and expr.default == 0) else f", default={expr.default!r}"
-        return f"Aggregate({_ref(expr.selector)}, {_ref(expr.sop)}{default})"
+    if isinstance(expr, (L.Aggregate, L.Maximum)):  # Aggregate, Maximum, Minimum (selector, sop)
+        return f"{type(expr).__name__}({inputs}{_default(expr)})"
     if isinstance(expr, L.SelectorWidth):
-        return f"SelectorWidth({_ref(expr.selector)}{_encoding(expr)})"
-    if isinstance(expr, L.Maximum):
-        default = "" if expr.default is None or (expr.is_numerical and expr.default == 0) else f", default={expr.default!r}"
-        return f"{type(expr).__name__}({_ref(expr.selector)}, {_ref(expr.sop)}{default})"
+        return f"SelectorWidth({inputs}{_encoding(expr)})"
     return type(expr).__name__
 
 
@@ -96,7 +99,7 @@ def to_code(program: L.RASPExpr) -> str:
     """The program as Python statements, one operation per line, ending with the program's own name."""
     lines = []
     for expr in L.walk(program):
-        if isinstance(expr, (L.Tokens, L.Indices, L.Length)) and expr.name == expr.kind and not expr.is_numerical:
+        if isinstance(expr, _PRIMITIVES) and expr.name == expr.kind and not expr.is_numerical:
             continue  # the primitives need no definition
         lines.append(f"{expr.name} = {expr_to_code(expr)}")
     return "\n".join(lines) if lines else program.name
