@@ -82,6 +82,7 @@ class Transformer(HookedMixin, nn.Module):
         self.classifier = SequenceClassifier(config) if config.n_classes else None
         self.reset_parameters()
         self.setup_hooks()
+        bind_submodules(self)
 
     # -- initialisation ------------------------------------------------------------------------------
 
@@ -246,6 +247,19 @@ class Transformer(HookedMixin, nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"arch={c.arch!r}, d_model={c.d_model}, n_layers={c.n_layers}, n_heads={c.n_heads}, params={self.num_params():,}"
+
+
+def bind_submodules(root: nn.Module) -> None:
+    """Store every submodule (hook points included) also as a plain attribute of its parent.
+
+    nn.Module keeps submodules in ``_modules``, so ``self.attn`` first fails Python's normal attribute lookup
+    and then runs ``nn.Module.__getattr__``: ~1 us each, ~100 times in a one-token decoding step (8% of its
+    time, measured). A plain attribute is found by the normal lookup. Replacing a submodule later
+    (``block.attn = ...``) goes through ``nn.Module.__setattr__``, which drops the plain attribute, so it stays
+    correct. Parameters are not bound: ``.to()`` and ``torch.func`` may swap them behind ``_parameters``."""
+    for module in root.modules():
+        if not isinstance(module, (nn.ModuleList, nn.ModuleDict)):  # containers index ``_modules`` themselves
+            module.__dict__.update(module._modules)
 
 
 class SequenceClassifier(nn.Module):

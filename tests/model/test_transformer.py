@@ -97,3 +97,24 @@ def test_sinusoidal_positions_match_the_paper():
     p, i = 3, 1
     assert pe[p, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(p / 10000 ** (2 * i / 8))).item(), abs=1e-6)
     assert pe[p, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(p / 10000 ** (2 * i / 8))).item(), abs=1e-6)
+
+
+def test_replacing_a_submodule_after_construction_takes_effect():
+    """Submodules are also bound as plain attributes (a faster lookup); replacing one must still work."""
+    import copy
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=7, n_ctx=8)).eval()
+    tokens = torch.randint(0, 7, (1, 5))
+    before = model(tokens)
+
+    class Zero(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros_like(x)
+
+    twin = copy.deepcopy(model)
+    model.blocks[0].mlp = Zero()
+    assert model.blocks[0].mlp.__class__ is Zero and "mlp" in dict(model.blocks[0].named_children())
+    assert not torch.allclose(model(tokens), before)
+    torch.testing.assert_close(twin(tokens), before)  # the copy kept its own MLP
+    assert twin.blocks[0].mlp is twin.blocks[0]._modules["mlp"]
