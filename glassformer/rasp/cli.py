@@ -134,7 +134,8 @@ def _parse_input(text: str, entry: library.Entry | None, vocab: list | None) -> 
     return list(text)
 
 
-def _show(values: list) -> str:
+def show_values(values: list) -> str:
+    """A program's input or output as one line: a string for characters, else space-separated values."""
     if all(isinstance(v, str) and len(v) == 1 for v in values):
         return "".join(values)
     return " ".join("None" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in values)
@@ -160,13 +161,13 @@ def cmd_run(args) -> int:
     if args.code:
         print(to_code(program))
         print()
-    print(f"input:       {_show(xs)}")
-    print(f"interpreter: {_show(evaluate(program, xs))}")
+    print(f"input:       {show_values(xs)}")
+    print(f"interpreter: {show_values(evaluate(program, xs))}")
     if args.compiled:
         from glassformer.rasp import compile as compile_program
 
         compiled = compile_program(program, vocab=vocab, max_len=args.max_len or max(len(xs), 1))
-        print(f"compiled:    {_show(compiled.run(xs))}   ({compiled.summary()['layers']} layers, "
+        print(f"compiled:    {show_values(compiled.run(xs))}   ({compiled.summary()['layers']} layers, "
               f"{compiled.summary()['params']:,} parameters)")
     return 0
 

@@ -127,7 +127,8 @@ def _add_train(subparsers) -> None:
 def _add_sample(subparsers) -> None:
     p = subparsers.add_parser("sample", help="generate from a checkpoint", description="Continue a prompt with a trained model.")
     p.add_argument("dir", metavar="DIR", help="checkpoint folder or training run folder")
-    p.add_argument("--prompt", required=True, help="prompt text (for tasks, e.g. 'abcdefgh>'; encoder-decoder: the source)")
+    p.add_argument("--prompt", required=True, help="prompt text (for tasks, e.g. 'abcdefgh>'; encoder-decoder: the source; "
+                   "a compiled RASP program: its input, whose outputs are printed)")
     p.add_argument("--max-new-tokens", type=int, help="tokens to generate (default: the task's answer length, 200 for text)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (default for task checkpoints)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
@@ -324,6 +325,8 @@ def _complete(model: Transformer, tokenizer, prompt: str, n_new: int) -> str:
 
 def cmd_sample(args) -> int:
     checkpoint = load_checkpoint(args.dir, device=args.device)
+    if "rasp" in checkpoint.extra:
+        return _run_compiled_program(args)
     model, tokenizer, config = checkpoint.model, checkpoint.tokenizer, checkpoint.config
     if tokenizer is None:
         raise InputError(f"{checkpoint.path} has no tokenizer, so text prompts cannot be encoded")
@@ -349,6 +352,19 @@ def cmd_sample(args) -> int:
                                  top_p=args.top_p, use_cache=not args.no_cache, generator=generator)
         completion = tokenizer.decode(out[0, ids.shape[1]:])
         print(f"{args.prompt} -> {completion}" if task is not None and not isinstance(task, TextTask) else args.prompt + completion)
+    return 0
+
+
+def _run_compiled_program(args) -> int:
+    """A compiled RASP program (``glassformer rasp compile``) maps its input to one output per position:
+    nothing is sampled, the prompt is the input and the model's decoded outputs are printed."""
+    from glassformer.rasp.cli import show_values
+    from glassformer.rasp.compiler.compiled import CompiledModel
+
+    compiled = CompiledModel.load(args.dir, device=args.device)
+    ints = all(isinstance(v, int) for v in compiled.vocab)
+    xs = [int(t) for t in args.prompt.replace(",", " ").split()] if ints else list(args.prompt)
+    print(f"{show_values(xs)} -> {show_values(compiled.run(xs))}")
     return 0
 
 

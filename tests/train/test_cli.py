@@ -115,3 +115,13 @@ def test_bad_input_gets_a_named_error(capsys, tmp_path):
     assert code == 2 and "not found" in err
     code, _, err = run(capsys, "train", "--text", tmp_path / "missing.txt", "--out", tmp_path)
     assert code == 2 and "missing.txt" in err
+
+
+def test_sample_runs_a_compiled_rasp_program(capsys, tmp_path):
+    """A compiled RASP checkpoint is an encoder with one output per position: `sample` runs it on the prompt."""
+    out = tmp_path / "reverse"
+    assert run(capsys, "rasp", "compile", "reverse", "--max-len", 6, "--out", out)[0] == 0
+    code, text, _ = run(capsys, "sample", out, "--prompt", "abcd")
+    assert code == 0 and text.strip() == "abcd -> dcba"
+    code, _, err = run(capsys, "sample", out, "--prompt", "abz")
+    assert code != 0 and "'z'" in err and "vocabulary" in err
