@@ -20,7 +20,8 @@ Linformer; ``glassformer/model/patterns/``) subclass it and replace one method, 
 (q, k, v -> z), so the projections, the hooks and the parameter names are the same for all of them.
 
 When no hook asks for ``scores`` or ``pattern``, full attention runs as one fused kernel
-(``F.scaled_dot_product_attention``); a test checks the two paths agree.
+(``F.scaled_dot_product_attention``); a test checks the two paths agree. While generating
+(:func:`fused_qkv`), q, k and v of self-attention come from one matmul against [W_Q | W_K | W_V].
 """
 
 from __future__ import annotations
