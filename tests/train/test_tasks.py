@@ -32,7 +32,7 @@ def solve(task, problem: str) -> str:
     if task.name == "sort":
         return "".join(sorted(problem))
     if task.name == "histogram":
-        return "".join(BASE36[problem.count(ch)] for ch in problem)
+        return "".join(ch + BASE36[problem.count(ch)] for ch in problem)  # each letter, then its count
     if task.name == "addition":
         a, b = problem.split("+")
         assert len(a) == len(b) == o["n_digits"]
@@ -184,6 +184,13 @@ def test_reverse_prompt_is_plain_text():
     prompt, answer = task.example()
     assert len(prompt) == 9 and prompt.endswith(">") and answer == prompt[:-1][::-1]
     assert prompt.isprintable() and all("a" <= ch <= "h" for ch in answer)
+
+
+def test_histogram_answer_is_each_letter_then_its_count():
+    task = get_task("histogram", length=4, vocab_size=3)
+    problems = torch.tensor([task.tokenizer.encode("abca")])
+    assert task.tokenizer.decode(task.answer(problems)[0]) == "a2b1c1a2"
+    assert task.answer_len == 8 and task.n_ctx("decoder") == 4 + 1 + 8 - 1 and task.n_ctx("encoder-decoder") == 8
 
 
 @pytest.mark.parametrize("name", ["dyck", "contains-ab"])

@@ -11,7 +11,7 @@ task               decoder example                      archs                   
 copy               ``abcdefgh>abcdefgh``                decoder, encoder-decoder        length=8, vocab_size=8
 reverse            ``abcdefgh>hgfedcba``                decoder, encoder-decoder        length=8, vocab_size=8
 sort               ``dbcahgfe>abcdefgh``                decoder, encoder-decoder        length=8, vocab_size=8
-histogram          ``abcabdaa>42142144``                decoder, encoder-decoder        length=8, vocab_size=6
+histogram          ``abcabdaa>a4b2c1a4b2d1a4a4``       decoder, encoder-decoder        length=8, vocab_size=6
 addition           ``042+919=0961``                     decoder, encoder-decoder        n_digits=3, reverse_answer
 dyck               ``(()())()()()?1``                   decoder, encoder (2 classes)    length=12, n_types=1
 modular-addition   ``7+ç=î`` (numbers as characters)    decoder                         p=113, train_fraction=0.3,
