@@ -2,9 +2,12 @@
 
 Each case trains a small model until an evaluation on the task's held-out stream reaches 100%
 sequence accuracy (or its step budget runs out), then checks >= 99% on 1024 *other* fresh examples.
-Options are the defaults except where noted: histogram and modular-addition are shrunk so they fit
-in a test (at their defaults they need thousands of steps: histogram sits on a long plateau before
-it learns to count, and modular addition generalises by grokking; those are experiments, not tests).
+Options are the defaults except where noted: modular-addition is shrunk so it fits in a test (at its
+defaults it generalises by grokking, after thousands of steps: an experiment, not a test). Histogram
+runs at its defaults because its answer names each letter before its count (``abca>a2b1c1a2``);
+with counts alone it sat on a plateau for thousands of steps (see ``Histogram``). The dyck encoder
+uses lr 1e-3: at 3e-3 two of five initialisations stopped at 97-98% after 1,200 steps, while at
+1e-3 all of them reached 100% within 350-850 steps.
 """
 
 from pathlib import Path
@@ -23,9 +26,10 @@ CASES = [
     ("reverse", {}, "decoder", SMALL, {}, 400),
     ("reverse", {}, "encoder-decoder", SMALL, {}, 600),
     ("sort", {}, "decoder", SMALL, {"stop_at_accuracy": None}, 1200),  # the full schedule: a margin above 99%
-    ("histogram", {"length": 4, "vocab_size": 3}, "decoder", SMALL, {}, 1500),
+    ("histogram", {}, "decoder", SMALL, {}, 2000),  # stops at ~1,800
     ("addition", {"reverse_answer": True}, "decoder", SMALL, {}, 2500),
     ("dyck", {}, "decoder", SMALL, {}, 1200),
+    ("dyck", {}, "encoder", SMALL, {"lr": 1e-3}, 1200),  # stops at ~350-850
     ("contains-ab", {}, "encoder", SMALL, {}, 400),
     ("majority", {}, "encoder", SMALL, {}, 600),
     ("induction", {}, "decoder", SMALL, {}, 400),
