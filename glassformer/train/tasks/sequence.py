@@ -72,8 +72,9 @@ class Histogram(_LetterSequenceTask):
     only then count it; the small model of the learning tests sat on that plateau (token accuracy
     ~0.6, sequence accuracy ~4% after 3,000 steps at length 8), while with the letters it reaches
     100% in ~1,800 steps. A start token (the BOS of RASP's histogram) did not help: the separator
-    already is a token every answer position can attend to. The copied letters are answer tokens too: they count in the loss and in
-    token accuracy (half the answer tokens), and sequence accuracy needs every letter and count.
+    already is a token every answer position can attend to. The copied letters are answer tokens too:
+    they count in the loss and in token accuracy (half the answer tokens), and sequence accuracy needs
+    every letter and count.
     """
 
     name = "histogram"
