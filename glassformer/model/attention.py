@@ -35,6 +35,7 @@ from torch import nn
 
 from glassformer.model.config import ModelConfig
 from glassformer.model.hooks import HookPoint
+from glassformer.model.init import residual_weight, weight
 from glassformer.model.kv_cache import LayerCache
 from glassformer.model.norms import make_qk_norm
 from glassformer.model.positional import ALiBi, Rotary, T5RelativeBias
@@ -78,7 +79,7 @@ def make_score_bias(config: ModelConfig, causal: bool) -> nn.Module | None:
     if config.positional == "alibi":
         return ALiBi(config.n_heads)
     if config.positional == "t5":
-        return T5RelativeBias(config.n_heads, not causal, config.t5_buckets, config.t5_max_distance)
+        return T5RelativeBias(config.n_heads, not causal, config.t5_buckets, config.t5_max_distance, config.init_std)
     return None
 
 
@@ -90,10 +91,10 @@ class Attention(nn.Module):
         h, kv, d, e = config.n_heads, config.n_kv_heads, config.d_model, config.d_head
         self.n_heads, self.n_kv_heads, self.d_head = h, kv, e
         self.causal, self.cross, self.scale = causal, cross, config.scale
-        self.W_Q = nn.Parameter(torch.empty(h, d, e))
-        self.W_K = nn.Parameter(torch.empty(kv, d, e))
-        self.W_V = nn.Parameter(torch.empty(kv, d, e))
-        self.W_O = nn.Parameter(torch.empty(h, e, d))
+        self.W_Q = weight(config, h, d, e)
+        self.W_K = weight(config, kv, d, e)
+        self.W_V = weight(config, kv, d, e)
+        self.W_O = residual_weight(config, h, e, d)
         if config.bias:
             self.b_Q = nn.Parameter(torch.zeros(h, e))
             self.b_K = nn.Parameter(torch.zeros(kv, e))

@@ -162,6 +162,12 @@ class ModelConfig:
         return self.attn_scale if self.attn_scale is not None else 1.0 / math.sqrt(self.d_head)
 
     @property
+    def n_residual_writes(self) -> int:
+        """How many sublayers add into residual streams: 2 per block (attention, MLP), encoder blocks included
+        (GPT-2's count; a decoder block's cross-attention is not counted). W_O and W_out start smaller by its sqrt."""
+        return 2 * (self.n_layers + (self.n_decoder_layers if self.arch == "encoder-decoder" else 0))
+
+    @property
     def n_patches(self) -> int:
         """input="patches": how many patches an image is cut into, (image_size / patch_size)^2."""
         return (self.image_size // self.patch_size) ** 2 if self.input == "patches" else 0

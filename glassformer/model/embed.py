@@ -19,6 +19,7 @@ from torch import nn
 
 from glassformer.model.config import ModelConfig
 from glassformer.model.hooks import HookPoint
+from glassformer.model.init import normal, weight
 from glassformer.model.mlp import ACTIVATIONS
 from glassformer.model.norms import make_norm
 
@@ -26,9 +27,9 @@ from glassformer.model.norms import make_norm
 class Embed(nn.Module):
     """embed = W_E[tokens]: row ``t`` of W_E is token ``t``'s vector in the residual stream."""
 
-    def __init__(self, d_vocab: int, d_model: int):
+    def __init__(self, d_vocab: int, d_model: int, init_std: float = 0.02):
         super().__init__()
-        self.W_E = nn.Parameter(torch.empty(d_vocab, d_model))
+        self.W_E = normal(d_vocab, d_model, std=init_std)
         self.output = HookPoint()  # named "embed"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -38,9 +39,9 @@ class Embed(nn.Module):
 class LearnedPositional(nn.Module):
     """pos_embed = W_pos[positions]: one learned vector per position (GPT, BERT)."""
 
-    def __init__(self, n_ctx: int, d_model: int):
+    def __init__(self, n_ctx: int, d_model: int, init_std: float = 0.02):
         super().__init__()
-        self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
+        self.W_pos = normal(n_ctx, d_model, std=init_std)
         self.output = HookPoint()  # named "pos_embed"
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
@@ -71,7 +72,7 @@ class SinusoidalPositional(nn.Module):
 def make_positional(config: ModelConfig) -> nn.Module | None:
     """The additive positional embedding, or None for schemes that act inside attention (or none at all)."""
     if config.positional == "learned":
-        return LearnedPositional(config.n_ctx, config.d_model)
+        return LearnedPositional(config.n_ctx, config.d_model, config.init_std)
     if config.positional == "sinusoidal":
         return SinusoidalPositional(config.d_model)
     return None
@@ -80,11 +81,11 @@ def make_positional(config: ModelConfig) -> nn.Module | None:
 class Unembed(nn.Module):
     """logits = x W_U + b_U: read each position's residual vector out as scores over the vocabulary."""
 
-    def __init__(self, d_model: int, d_vocab_out: int, bias: bool, tied_to: Embed | None = None):
+    def __init__(self, d_model: int, d_vocab_out: int, bias: bool, tied_to: Embed | None = None, init_std: float = 0.02):
         super().__init__()
         # Tied: W_U is W_E^T, read from the embedding at call time (one parameter, two uses).
         self._tied_to = [tied_to] if tied_to is not None else None  # a list hides it from the module tree
-        self.W_U = None if tied_to is not None else nn.Parameter(torch.empty(d_model, d_vocab_out))
+        self.W_U = None if tied_to is not None else normal(d_model, d_vocab_out, std=init_std)
         self.b_U = nn.Parameter(torch.zeros(d_vocab_out)) if bias else None
 
     @property
@@ -108,7 +109,7 @@ class UnembedTransform(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.W_T = nn.Parameter(torch.empty(config.d_model, config.d_model))
+        self.W_T = weight(config, config.d_model, config.d_model)
         self.b_T = nn.Parameter(torch.zeros(config.d_model)) if config.bias else None
         self.act = ACTIVATIONS[config.act]
         self.pre = HookPoint()  # [batch, pos, d_model]

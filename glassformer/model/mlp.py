@@ -26,6 +26,7 @@ from torch import nn
 
 from glassformer.model.config import ModelConfig
 from glassformer.model.hooks import HookPoint
+from glassformer.model.init import residual_weight, weight
 
 
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +52,8 @@ class MLP(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.W_in = nn.Parameter(torch.empty(config.d_model, config.d_mlp))
-        self.W_out = nn.Parameter(torch.empty(config.d_mlp, config.d_model))
+        self.W_in = weight(config, config.d_model, config.d_mlp)
+        self.W_out = residual_weight(config, config.d_mlp, config.d_model)
         self.b_in = nn.Parameter(torch.zeros(config.d_mlp)) if config.bias else None
         self.b_out = nn.Parameter(torch.zeros(config.d_model)) if config.bias else None
         self.act = ACTIVATIONS[config.act]
@@ -73,9 +74,9 @@ class GatedMLP(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.W_gate = nn.Parameter(torch.empty(config.d_model, config.d_mlp))
-        self.W_in = nn.Parameter(torch.empty(config.d_model, config.d_mlp))
-        self.W_out = nn.Parameter(torch.empty(config.d_mlp, config.d_model))
+        self.W_gate = weight(config, config.d_model, config.d_mlp)
+        self.W_in = weight(config, config.d_model, config.d_mlp)
+        self.W_out = residual_weight(config, config.d_mlp, config.d_model)
         self.b_gate = nn.Parameter(torch.zeros(config.d_mlp)) if config.bias else None
         self.b_in = nn.Parameter(torch.zeros(config.d_mlp)) if config.bias else None
         self.b_out = nn.Parameter(torch.zeros(config.d_model)) if config.bias else None

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import nn
 
+from glassformer.model.init import normal
+
 
 class Rotary(nn.Module):
     """RoPE on the first ``d_rot`` dimensions of each head (``d_rot = rope_fraction * d_head``).
@@ -113,10 +115,10 @@ class T5RelativeBias(nn.Module):
     head h's scores. T5 learns one table per stack and shares it across layers; here each layer has its
     own (a shared table is the special case of equal tables)."""
 
-    def __init__(self, n_heads: int, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128):
+    def __init__(self, n_heads: int, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128, init_std: float = 0.02):
         super().__init__()
         self.bidirectional, self.n_buckets, self.max_distance = bidirectional, n_buckets, max_distance
-        self.W_bias = nn.Parameter(torch.zeros(n_buckets, n_heads))
+        self.W_bias = normal(n_buckets, n_heads, std=init_std)
 
     def forward(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
         offset = relative_offsets(q_positions, k_positions)  # [..., q_pos, k_pos]

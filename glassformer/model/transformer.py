@@ -22,6 +22,7 @@ from glassformer.model.block import Block, make_dropout
 from glassformer.model.config import ModelConfig
 from glassformer.model.embed import Embed, Unembed, UnembedTransform, make_positional
 from glassformer.model.hooks import HookedMixin, HookPoint
+from glassformer.model.init import weight
 from glassformer.model.kv_cache import KVCache
 from glassformer.model.norms import NoNorm, make_norm
 from glassformer.model.segment_memory import SegmentMemory
@@ -33,7 +34,7 @@ class Encoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.embed = Embed(config.d_vocab, config.d_model)
+        self.embed = Embed(config.d_vocab, config.d_model, config.init_std)
         self.pos_embed = make_positional(config)
         self.ln_embed = make_norm(config) if config.embed_norm else None
         self.drop = make_dropout(config.dropout)
@@ -65,7 +66,7 @@ class Transformer(HookedMixin, nn.Module):
         encoder_decoder = config.arch == "encoder-decoder"
         self.encoder = Encoder(config) if encoder_decoder else None
         vision = config.input == "patches"
-        self.embed = PatchEmbed(config) if vision else Embed(config.d_vocab, config.d_model)
+        self.embed = PatchEmbed(config) if vision else Embed(config.d_vocab, config.d_model, config.init_std)
         self.pos_embed = make_positional(config)
         self.ln_embed = make_norm(config) if config.embed_norm else None
         self.drop = make_dropout(config.dropout)
@@ -76,32 +77,19 @@ class Transformer(HookedMixin, nn.Module):
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
         self.unembed_transform = UnembedTransform(config) if config.unembed_transform else None
         self.unembed = None if vision else Unembed(
-            config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None
+            config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None, config.init_std
         )
         self.logits = HookPoint()  # [batch, pos, d_vocab_out]
-        self.classifier = SequenceClassifier(config) if config.n_classes else None
-        self.reset_parameters()
+        self.classifier = SequenceClassifier(config) if config.n_classes else None  # every weight is drawn (init.py)
         self.setup_hooks()
         bind_submodules(self)
 
     # -- initialisation ------------------------------------------------------------------------------
 
     def reset_parameters(self) -> None:
-        """GPT-2's initialisation: weights ~ N(0, init_std), the matrices that write into the residual
-        stream (W_O, W_out) scaled by 1/sqrt(2 n_layers); biases 0, norm gains 1."""
-        std = self.config.init_std
-        n_residual_writes = 2 * len(self.blocks) + (2 * self.config.n_layers if self.encoder is not None else 0)
-        for name, p in self.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf.startswith("b") or leaf == "w":  # biases b_*, norm gain w / bias b
-                nn.init.ones_(p) if leaf == "w" else nn.init.zeros_(p)
-            elif leaf in ("W_O", "W_out"):
-                nn.init.normal_(p, std=std / n_residual_writes**0.5)
-            else:
-                nn.init.normal_(p, std=std)
-        for module in self.modules():  # components with their own rule (Linformer's E, F)
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        """Draw every weight afresh, as construction does (``glassformer/model/init.py``: GPT-2's scheme)."""
+        with torch.no_grad():
+            self.load_state_dict(Transformer(self.config).state_dict())
 
     # -- forward -------------------------------------------------------------------------------------
 
@@ -267,7 +255,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.W = nn.Parameter(torch.empty(config.d_model, config.n_classes))
+        self.W = weight(config, config.d_model, config.n_classes)
         self.b = nn.Parameter(torch.zeros(config.n_classes))
 
     def forward(self, resid: torch.Tensor) -> torch.Tensor:

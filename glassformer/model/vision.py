@@ -20,6 +20,7 @@ from torch import nn
 from glassformer.errors import InputError
 from glassformer.model.config import ModelConfig
 from glassformer.model.hooks import HookPoint
+from glassformer.model.init import weight
 
 
 def image_patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -38,9 +39,9 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.image_size, self.patch_size, self.n_channels = config.image_size, config.patch_size, config.n_channels
         patch_dim = config.n_channels * config.patch_size**2
-        self.W_patch = nn.Parameter(torch.empty(patch_dim, config.d_model))
+        self.W_patch = weight(config, patch_dim, config.d_model)
         self.b_patch = nn.Parameter(torch.zeros(config.d_model))
-        self.W_cls = nn.Parameter(torch.empty(config.d_model))
+        self.W_cls = weight(config, config.d_model)
         self.output = HookPoint()  # named "embed": [batch, 1 + n_patches, d_model]
 
     def check_images(self, images: torch.Tensor) -> torch.Tensor:

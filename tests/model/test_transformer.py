@@ -118,3 +118,23 @@ def test_replacing_a_submodule_after_construction_takes_effect():
     assert not torch.allclose(model(tokens), before)
     torch.testing.assert_close(twin(tokens), before)  # the copy kept its own MLP
     assert twin.blocks[0].mlp is twin.blocks[0]._modules["mlp"]
+
+
+def test_every_component_is_initialised_where_it_is_made():
+    """Components draw GPT-2's initialisation themselves (glassformer/model/init.py): a bare Attention or MLP
+    is usable, and reset_parameters draws exactly what construction drew from the same seed."""
+    from glassformer.model.attention import Attention
+    from glassformer.model.mlp import MLP
+
+    config = ModelConfig(d_model=64, n_heads=4, n_layers=3, d_vocab=11, init_std=0.05)
+    attn, mlp = Attention(config, causal=True), MLP(config)
+    assert abs(attn.W_Q.std().item() - 0.05) < 0.005 and torch.isfinite(attn.W_Q).all()
+    assert abs(attn.W_O.std().item() - 0.05 / 6**0.5) < 0.002  # residual writers: / sqrt(2 * n_layers)
+    assert abs(mlp.W_out.std().item() - 0.05 / 6**0.5) < 0.002 and (mlp.b_in == 0).all()
+    torch.manual_seed(3)
+    model = Transformer(config)
+    drawn = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    model.reset_parameters()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, drawn[name], rtol=0, atol=0)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from glassformer.errors import InputError
 from glassformer.model.attention import Attention, align_padding
 from glassformer.model.config import ModelConfig
+from glassformer.model.init import normal
 from glassformer.model.kv_cache import LayerCache
 
 
@@ -35,13 +35,9 @@ class LinformerAttention(Attention):
     def __init__(self, config: ModelConfig, causal: bool):
         super().__init__(config, causal)
         self.n_ctx = config.n_ctx
-        self.E = nn.Parameter(torch.empty(config.linformer_k, config.n_ctx))  # keys:   [k, n_ctx]
-        self.F = nn.Parameter(torch.empty(config.linformer_k, config.n_ctx))  # values: [k, n_ctx]
-
-    def reset_parameters(self) -> None:
-        """E, F ~ N(0, 1 / k): the paper's random (Johnson-Lindenstrauss) projection as the starting point."""
-        for P in (self.E, self.F):
-            nn.init.normal_(P, std=P.shape[0] ** -0.5)
+        # E, F ~ N(0, 1 / k): the paper's random (Johnson-Lindenstrauss) projection as the starting point
+        self.E = normal(config.linformer_k, config.n_ctx, std=config.linformer_k**-0.5)  # keys:   [k, n_ctx]
+        self.F = normal(config.linformer_k, config.n_ctx, std=config.linformer_k**-0.5)  # values: [k, n_ctx]
 
     def attend(self, q, k, v, *, q_positions, k_positions, key_padding, cache: LayerCache | None) -> torch.Tensor:
         n = k.shape[1]

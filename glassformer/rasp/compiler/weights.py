@@ -77,17 +77,11 @@ class _Params:
         return arr.astype(dtype)
 
 
-class _NoInit(Transformer):
-    def reset_parameters(self) -> None:  # every parameter is written by build_model
-        pass
-
-
 def _uninitialised(config: ModelConfig) -> Transformer:
-    """A Transformer whose parameters are allocated but not randomly initialised (it is still exactly
-    a ``Transformer``: the subclass only skips ``reset_parameters`` during construction)."""
-    model = _NoInit(config)
-    model.__class__ = Transformer
-    return model
+    """A Transformer whose every parameter ``build_model`` then overwrites. Construction draws random weights;
+    it does so on a forked RNG, so compiling a program leaves the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        return Transformer(config)
 
 
 def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
