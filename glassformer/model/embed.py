@@ -45,7 +45,7 @@ class LearnedPositional(nn.Module):
         self.output = HookPoint()  # named "pos_embed"
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.output(self.W_pos[positions])  # [pos, d_model]
+        return self.output(self.W_pos[positions])  # [pos, d_model] ([batch, pos, d_model] for per-row positions)
 
 
 class SinusoidalPositional(nn.Module):
@@ -64,8 +64,8 @@ class SinusoidalPositional(nn.Module):
         self.output = HookPoint()  # named "pos_embed"
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        angles = positions.float()[:, None] * self.inv_freq[None, :]  # [pos, d_model / 2]
-        pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [pos, d_model]: sin, cos interleaved
+        angles = positions.float()[..., None] * self.inv_freq  # [(batch,) pos, d_model / 2]
+        pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [(batch,) pos, d_model]: sin, cos interleaved
         return self.output(pe)
 
 

@@ -41,8 +41,9 @@ class _Stepper:
     ``n_ctx`` positions it falls back to the uncached, cropped computation.
     """
 
-    def __init__(self, model, use_cache: bool, src=None, src_attention_mask=None):
+    def __init__(self, model, use_cache: bool, src=None, src_attention_mask=None, attention_mask=None):
         self.model, self.use_cache = model, use_cache
+        self.attention_mask = attention_mask  # [batch, pos]: the prompt's, 1 = real token (left padding)
         self.n_ctx = model.config.n_ctx
         self.encoder_decoder = model.config.arch == "encoder-decoder"
         self.src_attention_mask = src_attention_mask
@@ -55,18 +56,30 @@ class _Stepper:
         self.cache = model.new_cache() if use_cache else None
         self.fed = 0  # how many tokens of the sequence the cache holds
 
-    def _run(self, tokens: torch.Tensor, cache) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, cache, start: int) -> torch.Tensor:
+        """The model on ``tokens`` = positions start.. of the sequence (the cache holding those before)."""
+        kwargs = {}
+        if self.attention_mask is not None:  # left-padded prompts: mask the padding, count positions from each row's start
+            mask = self.attention_mask[:, : start + tokens.shape[1]]  # [batch, fed + new]: all positions the keys cover
+            if cache is None:
+                mask = mask[:, start:]
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -tokens.shape[1] :]  # [batch, new]
+            kwargs = {"attention_mask": mask, "position_ids": position_ids}
         if self.encoder_decoder:
-            return self.model(tokens, memory=self.memory, src_attention_mask=self.src_attention_mask, cache=cache)
-        return self.model(tokens, cache=cache)
+            return self.model(tokens, memory=self.memory, src_attention_mask=self.src_attention_mask, cache=cache, **kwargs)
+        return self.model(tokens, cache=cache, **kwargs)
 
     def __call__(self, sequence: torch.Tensor) -> torch.Tensor:
         """Logits for the token after ``sequence`` [batch, pos]: [batch, d_vocab_out] (float32)."""
+        if self.attention_mask is not None and self.attention_mask.shape[1] < sequence.shape[1]:  # generated tokens are real
+            grow = sequence.shape[1] - self.attention_mask.shape[1]
+            self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(sequence.shape[0], grow)], dim=1)
         if self.cache is not None and sequence.shape[1] <= self.n_ctx:
-            logits = self._run(sequence[:, self.fed :], self.cache)  # [batch, new, d_vocab_out]
+            logits = self._run(sequence[:, self.fed :], self.cache, self.fed)  # [batch, new, d_vocab_out]
             self.fed = sequence.shape[1]
         else:
-            logits = self._run(sequence[:, -self.n_ctx :], None)  # [batch, pos, d_vocab_out]
+            start = max(0, sequence.shape[1] - self.n_ctx)
+            logits = self._run(sequence[:, start:], None, start)  # [batch, pos, d_vocab_out]
         return logits[:, -1, :].float()
 
     def reorder(self, index: torch.Tensor) -> None:
@@ -125,6 +138,7 @@ def generate(
     *,
     src: torch.Tensor | None = None,
     src_attention_mask: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
     greedy: bool = False,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -140,14 +154,20 @@ def generate(
     encoder and continue the decoder prefix ``tokens`` (e.g. a start token). A row that emits one of
     ``stop_tokens`` is finished: later positions get ``pad_token`` (default: the first stop token);
     generation ends early once every row is finished. ``generator`` makes sampling reproducible.
+
+    Prompts of different lengths go in one batch left-padded, with ``attention_mask`` [batch, pos] (1 = real
+    token, 0 = padding; :func:`left_pad` makes both): padding is masked and each row's positions count from
+    its first real token, so every row continues as it would alone (while the sequence fits in n_ctx).
     """
     _check_tokens(model, tokens)
+    if attention_mask is not None:
+        _check_left_padding(tokens, attention_mask)
     if max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     stops = _as_token_list(stop_tokens)
     pad = pad_token if pad_token is not None else (stops[0] if stops else 0)
     with _decoding(model):
-        step = _Stepper(model, use_cache, src, src_attention_mask)
+        step = _Stepper(model, use_cache, src, src_attention_mask, attention_mask)
         batch, length = tokens.shape
         out = tokens.new_empty(batch, length + max_new_tokens)  # [batch, pos + new]: filled in step by step
         out[:, :length] = tokens
@@ -247,6 +267,30 @@ def _decoding(model) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def left_pad(sequences: list[list[int]] | list[torch.Tensor], pad_token: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths as one batch for :func:`generate`: (tokens, attention_mask), both
+    [batch, longest], each row right-aligned after ``pad_token``s (mask 0) so all rows end at the last column."""
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise InputError("left_pad needs at least one sequence, and no empty ones")
+    longest = max(len(s) for s in sequences)
+    tokens = torch.full((len(sequences), longest), pad_token, dtype=torch.long)
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        tokens[row, longest - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, longest - len(seq) :] = 1
+    return tokens, mask
+
+
+def _check_left_padding(tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    if not torch.is_tensor(attention_mask) or attention_mask.shape != tokens.shape:
+        raise InputError(f"attention_mask must be a tensor of the prompt's shape {tuple(tokens.shape)}, "
+                         f"got {tuple(getattr(attention_mask, 'shape', ())) or type(attention_mask).__name__}")
+    real = attention_mask.bool()
+    if not bool(real[:, -1].all()) or bool((real[:, :-1] & ~real[:, 1:]).any()):
+        raise InputError("generate needs left-padded prompts: in each row of attention_mask the 0s (padding) must "
+                         "come before the 1s, and the last column must be 1 (glassformer.model.generate.left_pad)")
 
 
 def _as_token_list(stop_tokens) -> list[int]:

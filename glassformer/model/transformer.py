@@ -103,12 +103,19 @@ class Transformer(HookedMixin, nn.Module):
         memory: torch.Tensor | None = None,  # [batch, src_pos, d_model]: a precomputed encode(src)
         cache: KVCache | None = None,
         segment_memory: SegmentMemory | None = None,  # Transformer-XL: read, then updated
+        position_ids: torch.Tensor | None = None,  # [batch, pos]: what W_pos / sinusoids read (left padding)
     ) -> torch.Tensor:
         """Logits over the (output) vocabulary at every position: [batch, pos, d_vocab_out].
-        A vision model (``input="patches"``) takes images and returns class logits [batch, n_classes]."""
+        A vision model (``input="patches"``) takes images and returns class logits [batch, n_classes].
+
+        ``position_ids`` only changes which position an *additive* positional embedding (learned, sinusoidal)
+        gives each token; by default token t of the call is position offset + t. A left-padded row's first
+        real token should be position 0: pass ``attention_mask.cumsum(-1) - 1`` (``generate`` does). Masks,
+        the cache and the relative schemes (RoPE, ALiBi, T5) only see differences of positions, which left
+        padding does not change."""
         x = self.residual_stream(
             tokens, src, attention_mask=attention_mask, src_attention_mask=src_attention_mask, memory=memory,
-            cache=cache, segment_memory=segment_memory,
+            cache=cache, segment_memory=segment_memory, position_ids=position_ids,
         )
         if self.unembed is None:  # vision: no vocabulary; the class token's residual is classified
             return self.logits(self.classifier(x))  # [batch, n_classes]
@@ -117,7 +124,8 @@ class Transformer(HookedMixin, nn.Module):
         return self.logits(self.unembed(x))
 
     def residual_stream(
-        self, tokens, src=None, *, attention_mask=None, src_attention_mask=None, memory=None, cache=None, segment_memory=None
+        self, tokens, src=None, *, attention_mask=None, src_attention_mask=None, memory=None, cache=None, segment_memory=None,
+        position_ids=None,
     ):
         """The final residual stream after ``ln_final``: [batch, pos, d_model]."""
         if self.config.input == "patches":
@@ -142,7 +150,9 @@ class Transformer(HookedMixin, nn.Module):
             offset += segment_memory.length if read_segment else 0  # the memory sits before the segment
         n_pos = self.config.n_patches + 1 if self.config.input == "patches" else tokens.shape[1]
         positions = torch.arange(offset, offset + n_pos, device=tokens.device)  # [pos]
-        x = self.drop(embed_tokens(self, tokens, positions))  # [batch, pos, d_model]
+        if position_ids is not None:
+            position_ids = self._check_position_ids(position_ids, tokens)  # [batch, pos]
+        x = self.drop(embed_tokens(self, tokens, positions if position_ids is None else position_ids))  # [batch, pos, d_model]
         for i, block in enumerate(self.blocks):
             x = block(
                 x,
@@ -224,6 +234,19 @@ class Transformer(HookedMixin, nn.Module):
                 f"{what} has {offset + tokens.shape[1]} positions but the model's context is n_ctx = {self.config.n_ctx}"
             )
         return tokens.long()
+
+    def _check_position_ids(self, position_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if not isinstance(position_ids, torch.Tensor) or position_ids.dtype.is_floating_point or position_ids.dtype == torch.bool:
+            raise InputError(f"position_ids must be an integer tensor, got {getattr(position_ids, 'dtype', type(position_ids).__name__)}")
+        if position_ids.shape != tokens.shape:
+            raise InputError(f"position_ids has shape {tuple(position_ids.shape)}, the tokens {tuple(tokens.shape)}: they must match")
+        if self.config.input == "patches" or self.config.memory_len:
+            raise InputError("position_ids is for token models without Transformer-XL memory")
+        if not torch.compiler.is_compiling():
+            lo, hi = (int(t) for t in torch.aminmax(position_ids))
+            if lo < 0 or (self.config.positional == "learned" and hi >= self.config.n_ctx):
+                raise InputError(f"position_ids holds {hi if lo >= 0 else lo}: positions must lie in [0, n_ctx = {self.config.n_ctx})")
+        return position_ids.long()
 
     def num_params(self, include_embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

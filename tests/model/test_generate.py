@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from glassformer import InputError, ModelConfig, Transformer
-from glassformer.model.generate import _Stepper, beam_search, filter_logits, generate, next_token
+from glassformer.model.generate import _Stepper, beam_search, filter_logits, generate, left_pad, next_token
 
 V = 7
 
@@ -162,3 +162,46 @@ def test_bad_generation_input_is_named():
         generate(model, PROMPT, 3, temperature=-1.0)
     with pytest.raises(InputError, match="beam_size"):
         beam_search(seq2seq, SRC, PROMPT[:, :1], 3, beam_size=0)
+
+
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal", "rope", "alibi"])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_left_padded_prompts_continue_as_each_would_alone(positional, use_cache):
+    """Prompts of different lengths in one batch (left_pad + attention_mask): every row's greedy continuation
+    is the one it gets alone, so padding is masked and positions count from each row's first real token."""
+    model = make(positional=positional, n_ctx=24)
+    with torch.no_grad():
+        for p in model.parameters():  # far from uniform, so that a wrong position or a leak would show
+            p.normal_(std=0.3)
+    prompts = [[1, 2, 3, 4, 5], [6, 2], [3, 3, 3, 1]]
+    tokens, mask = left_pad(prompts)
+    assert mask.tolist()[1] == [0, 0, 0, 1, 1] and tokens[1, -2:].tolist() == [6, 2]
+    batched = generate(model, tokens, 8, greedy=True, attention_mask=mask, use_cache=use_cache)
+    for row, prompt in enumerate(prompts):
+        alone = generate(model, torch.tensor([prompt]), 8, greedy=True, use_cache=use_cache)
+        assert batched[row, -8:].tolist() == alone[0, -8:].tolist()
+
+
+def test_position_ids_make_a_left_padded_forward_match_each_row():
+    model = make(n_ctx=16)
+    tokens, mask = left_pad([[1, 2, 3, 4], [5, 6]])
+    logits, cache = model.run_with_cache(tokens, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                         names=["pos_embed", "blocks.1.resid_post"])
+    alone = model(torch.tensor([[5, 6]]))
+    torch.testing.assert_close(logits[1, -2:], alone[0], atol=1e-5, rtol=1e-5)
+    assert cache["pos_embed"].shape == (2, 4, 32)  # per-row positions: one embedding per row
+
+
+def test_bad_padding_and_position_ids_are_named():
+    model = make()
+    tokens, mask = left_pad([[1, 2, 3], [4]])
+    with pytest.raises(InputError, match="left-padded"):
+        generate(model, tokens, 2, attention_mask=mask.flip(1))  # right padding
+    with pytest.raises(InputError, match="shape"):
+        generate(model, tokens, 2, attention_mask=mask[:, 1:])
+    with pytest.raises(InputError, match="must match"):
+        model(tokens, position_ids=torch.arange(2))
+    with pytest.raises(InputError, match=r"\[0, n_ctx = 16\)"):
+        model(tokens, position_ids=torch.full_like(tokens, 16))
+    with pytest.raises(InputError, match="no empty"):
+        left_pad([[1], []])
