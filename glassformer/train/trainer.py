@@ -130,11 +130,12 @@ def model_for_task(task, arch: str = "decoder", **sizes: Any) -> Transformer:
 
 def task_spec(task) -> dict:
     """The JSON description a checkpoint keeps so ``eval``/``sample`` can rebuild the task:
-    ``{"name": ..., "options": {...}}`` (a text file's path made absolute)."""
+    ``{"name": ..., "options": {...}, "format": N}`` (a text file's path made absolute; N = the task's
+    ``format_version``, so a checkpoint trained on an older sequence layout is refused, not mis-scored)."""
     options = dict(getattr(task, "options", {}) or {})
     if task.name == TextTask.name:
         options["path"] = str(Path(options["path"]).resolve())
-    return {"name": task.name, "options": options}
+    return {"name": task.name, "options": options, "format": getattr(task, "format_version", 1)}
 
 
 def task_from_spec(spec: dict | None, tokenizer=None):
@@ -144,7 +145,14 @@ def task_from_spec(spec: dict | None, tokenizer=None):
     options = dict(spec.get("options", {}))
     if spec["name"] == TextTask.name:
         return TextTask(**options, tokenizer=tokenizer)
-    return get_task(spec["name"], **options)
+    task = get_task(spec["name"], **options)
+    saved = spec.get("format", 1)  # checkpoints from before format versions hold the first layout
+    if saved != task.format_version:
+        raise CheckpointError(
+            f"the checkpoint was trained on {task.name!r} format {saved}, but the task now lays out its sequences "
+            f"as format {task.format_version} ({task.description}): retrain it"
+        )
+    return task
 
 
 class _TaskForward(nn.Module):

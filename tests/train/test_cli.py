@@ -56,7 +56,7 @@ def test_train_eval_sample_and_resume_a_task(capsys, tmp_path):
                        "--out", out_dir, "--lr", 0.01, "--warmup-steps", 5, *SMALL)
     assert code == 0 and "sequence accuracy" in out
     checkpoint = load_checkpoint(out_dir)
-    assert checkpoint.task == {"name": "copy", "options": {"length": 4, "vocab_size": 8, "seed": 0}}
+    assert checkpoint.task == {"name": "copy", "options": {"length": 4, "vocab_size": 8, "seed": 0}, "format": 1}
     assert checkpoint.config.d_model == 32 and checkpoint.config.n_ctx == 8 and checkpoint.trainer_state["step"] == 40
 
     code, out, _ = run(capsys, "eval", out_dir, "--batches", 2, "--json")

@@ -270,3 +270,17 @@ def test_induction_repeats_a_sequence_of_distinct_tokens():
         for t in torch.nonzero(batch.loss_mask[row]).flatten().tolist():
             current = text[t]
             assert text[t + 1] == text[text.index(current) + 1]
+
+
+def test_a_checkpoint_of_an_older_task_layout_is_refused():
+    """histogram changed its layout (format 2: letters before counts); a spec saved with format 1, or from
+    before formats were recorded, must not be silently rebuilt into the new layout and mis-scored."""
+    from glassformer.errors import CheckpointError
+    from glassformer.train.trainer import task_from_spec, task_spec
+
+    spec = task_spec(get_task("histogram", length=4))
+    assert spec["format"] == 2 and task_from_spec(spec).answer_len == 8
+    for old in ({**spec, "format": 1}, {"name": "histogram", "options": spec["options"]}):
+        with pytest.raises(CheckpointError, match="format 1.*format 2"):
+            task_from_spec(old)
+    assert task_from_spec({"name": "reverse", "options": {"length": 8}}).name == "reverse"  # old specs of unchanged tasks load

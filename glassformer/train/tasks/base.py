@@ -75,6 +75,7 @@ class Task:
     archs: tuple[str, ...] = SEQ2SEQ_ARCHS
     n_classes: int = 0  # > 0 for classification tasks (encoder head), else 0
     sep: str = ">"  # the separator between problem and answer (one character, or "" for none)
+    format_version: int = 1  # raised when the sequence layout changes: checkpoints of an older layout are refused
     tokenizer: CharTokenizer
     problem_len: int
     answer_len: int

@@ -78,6 +78,7 @@ class Histogram(_LetterSequenceTask):
     """
 
     name = "histogram"
+    format_version = 2  # 1 answered the counts alone (abca>2112)
     description = "each letter and how often it occurs in the sequence: abca>a2b1c1a2"
 
     def __init__(self, length: int = 8, vocab_size: int = 6, seed: int = 0):
