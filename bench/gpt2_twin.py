@@ -77,7 +77,6 @@ def build_pair(shape: Shape, seed: int = 0, attn_implementation: str = "sdpa", d
     gf = Transformer(glassformer_config(shape))
     hf = to_hf_gpt2(gf).train()  # a copy: the two sides share no storage
     hf.set_attn_implementation(attn_implementation)
-    hf.generation_config.pad_token_id = hf.config.eos_token_id  # what generate() would pick itself, with a warning
     return gf.to(device), hf.to(device)
 
 

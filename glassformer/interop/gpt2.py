@@ -42,6 +42,7 @@ ACT_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 
 # Fields that do not change the function a model computes, so export ignores them.
 _NOT_COMPUTED = ("dropout", "init_std", "n_decoder_layers")
+GPT2_VOCAB, GPT2_END_OF_TEXT = 50257, 50256
 
 
 def config_from_hf(source: HFSource, has_lm_head: bool = True) -> ModelConfig:
@@ -135,9 +136,10 @@ def hf_gpt2_config(config: ModelConfig):
         attn_pdrop=config.dropout,
         scale_attn_weights=scale_attn_weights,
         tie_word_embeddings=config.tie_embeddings,
-        # GPT-2's <|endoftext|> (bos = eos) is its last token id, 50256; keep that rule for any vocabulary size
-        bos_token_id=config.d_vocab - 1,
-        eos_token_id=config.d_vocab - 1,
+        # GPT-2's <|endoftext|> (bos = eos) is id 50256 of its 50,257 tokens; another vocabulary has no known end
+        # token, so none is declared (a guess would make HF's generate stop on an ordinary token)
+        bos_token_id=GPT2_END_OF_TEXT if config.d_vocab == GPT2_VOCAB else None,
+        eos_token_id=GPT2_END_OF_TEXT if config.d_vocab == GPT2_VOCAB else None,
     )
     # What GPT-2 can express is whatever reads back from that config unchanged; every other field differs.
     back = config_from_hf(HFSource(hf_config.to_dict(), None, "export"))

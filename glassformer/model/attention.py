@@ -153,7 +153,7 @@ class Attention(nn.Module):
     def _project_qkv(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q = x W_Q + b_Q [batch, q_pos, heads, d_head]; k = y W_K + b_K, v = y W_V + b_V [batch, k_pos, kv_heads, d_head].
         Inside :func:`fused_qkv` (generation) it is one matmul against the three weights side by side."""
-        if self.W_QKV is not None and y is x:
+        if self.W_QKV is not None and y is x and not torch.is_grad_enabled():  # the fused copy carries no gradient
             W, b = self.W_QKV  # [d_model, (heads + 2 kv_heads) * d_head], [(heads + 2 kv_heads) * d_head]
             qkv = F.linear(x, W.T, b)  # [batch, pos, (heads + 2 kv_heads) * d_head]
             (batch, pos, _), h, kv, e = x.shape, self.n_heads, self.n_kv_heads, self.d_head
@@ -267,14 +267,15 @@ def fused_qkv(model: nn.Module) -> Iterator[None]:
     [W_Q | W_K | W_V], concatenated once on entry, instead of three batched per-head matmuls.
 
     The same equations; only the float rounding order may differ. Worth it where one call projects few
-    positions many times over (a KV-cache decoding step: 10-15% faster on a CPU, measured). The concatenated copy
-    is made on entry, so the weights must not change inside the block: ``generate`` uses it.
+    positions many times over (a KV-cache decoding step: 10-15% faster on a CPU, measured). The copy is made
+    on entry (it holds the Q, K, V weights a second time while the block runs), so the weights must not change
+    inside the block; it is used only while gradients are off. ``generate`` uses it.
     """
     layers = [m for m in model.modules() if isinstance(m, Attention) and not m.cross and m.W_QKV is None]
-    with torch.no_grad():
-        for attn in layers:
-            attn.W_QKV = attn.fused_qkv_weights()
     try:
+        with torch.no_grad():
+            for attn in layers:
+                attn.W_QKV = attn.fused_qkv_weights()
         yield
     finally:
         for attn in layers:

@@ -63,8 +63,9 @@ class _Stepper:
             mask = self.attention_mask[:, : start + tokens.shape[1]]  # [batch, fed + new]: all positions the keys cover
             if cache is None:
                 mask = mask[:, start:]
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -tokens.shape[1] :]  # [batch, new]
-            kwargs = {"attention_mask": mask, "position_ids": position_ids}
+            kwargs = {"attention_mask": mask}
+            if self.model.pos_embed is not None:  # an additive position embedding: count from each row's first token
+                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -tokens.shape[1] :]  # [batch, new]
         if self.encoder_decoder:
             return self.model(tokens, memory=self.memory, src_attention_mask=self.src_attention_mask, cache=cache, **kwargs)
         return self.model(tokens, cache=cache, **kwargs)
@@ -161,7 +162,7 @@ def generate(
     """
     _check_tokens(model, tokens)
     if attention_mask is not None:
-        _check_left_padding(tokens, attention_mask)
+        _check_left_padding(model, tokens, attention_mask)
     if max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     stops = _as_token_list(stop_tokens)
@@ -283,7 +284,12 @@ def left_pad(sequences: list[list[int]] | list[torch.Tensor], pad_token: int = 0
     return tokens, mask
 
 
-def _check_left_padding(tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
+def _check_left_padding(model, tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    c = model.config
+    if c.memory_len or (c.attention == "sparse" and c.sparse_pattern == "fixed"):
+        what = "a Transformer-XL memory" if c.memory_len else "sparse_pattern='fixed' (blocks at absolute positions)"
+        raise InputError(f"generate(attention_mask=...) shifts left-padded rows, which {what} does not allow: "
+                         "generate rows of different lengths one at a time")
     if not torch.is_tensor(attention_mask) or attention_mask.shape != tokens.shape:
         raise InputError(f"attention_mask must be a tensor of the prompt's shape {tuple(tokens.shape)}, "
                          f"got {tuple(getattr(attention_mask, 'shape', ())) or type(attention_mask).__name__}")

@@ -12,9 +12,11 @@ What a layer keeps depends on its attention pattern:
 * linear:          no keys at all, only the running sums S = sum_j phi(k_j) v_j^T and u = sum_j phi(k_j)
                    ([batch, n_kv_heads, d_head, d_head] and [batch, n_kv_heads, d_head]): constant size
 
-Keys and values live in a preallocated buffer that doubles when full, and each step writes its new
-keys into the next free slots: appending one token costs O(1) copies, not the O(seen) of concatenating
-the whole cache every step. ``k`` and ``v`` are views of the kept part of the buffer.
+Keys and values live in a preallocated buffer with room to spare, and each step writes its new keys into
+the next free slots: appending one token costs O(1) copies, not the O(seen) of concatenating the whole
+cache every step. ``k`` and ``v`` are (read-only) views of the kept part of the buffer; ``nbytes`` counts
+the kept keys, not the free slots (the buffer is at most twice that). While autograd records, appends
+concatenate instead, so gradients can flow through cached decoding.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ class LayerCache:
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Add this step's keys/values; return all kept keys/values and the position of the first one."""
         n, start, end = k.shape[1], self.start, self.end
-        if self.k_buffer is None or end + n > self.k_buffer.shape[1]:
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            return self._append_differentiable(k, v)
+        capacity = 0 if self.k_buffer is None else self.k_buffer.shape[1]
+        if end + n > capacity or capacity > 4 * (end - start + n):  # full, or mostly forgotten (sliding window)
             self._make_room(n, k)
             start, end = self.start, self.end
         self.k_buffer[:, end : end + n] = k
@@ -57,17 +62,23 @@ class LayerCache:
         return self.k_buffer[:, start : end + n], self.v_buffer[:, start : end + n], self.seen - (end + n - start)
 
     def _make_room(self, n: int, like: torch.Tensor) -> None:
-        """Make n free slots after ``end`` (there are fewer): slide the kept keys to the front if that frees enough, else
-        double the buffer (both amortised O(1) per appended position)."""
-        capacity = 0 if self.k_buffer is None else self.k_buffer.shape[1]
+        """A new buffer of twice what it must hold (the kept keys and n more), the kept keys copied to its front:
+        amortised O(1) per appended position, and a sliding window's buffer stays about 2 windows long."""
         kept = self.end - self.start
-        if kept + n > capacity // 2 or self.k_buffer is None:
-            capacity = max(2 * capacity, kept + n)
         batch, _, heads, d_head = like.shape
-        new_k, new_v = (like.new_empty(batch, capacity, heads, d_head) for _ in range(2))
+        new_k, new_v = (like.new_empty(batch, 2 * (kept + n), heads, d_head) for _ in range(2))
         if kept:
             new_k[:, :kept], new_v[:, :kept] = self.k, self.v
         self.k_buffer, self.v_buffer, self.start, self.end = new_k, new_v, 0, kept
+
+    def _append_differentiable(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """While autograd records (gradients through cached decoding), earlier keys may be saved for backward,
+        so nothing is written in place: the kept keys and the new ones are concatenated into a new tensor."""
+        k_all = k if self.k is None else torch.cat([self.k, k], dim=1)  # [batch, kept + n, n_kv_heads, d_head]
+        v_all = v if self.v is None else torch.cat([self.v, v], dim=1)
+        self.k_buffer, self.v_buffer, self.start, self.end = k_all, v_all, 0, k_all.shape[1]
+        self.seen += k.shape[1]
+        return k_all, v_all, self.seen - k_all.shape[1]
 
     def keep_last(self, n: int) -> None:
         """Forget all but the last ``n`` keys/values (sliding-window attention never looks further back)."""

@@ -82,14 +82,14 @@ class Transformer(HookedMixin, nn.Module):
         self.logits = HookPoint()  # [batch, pos, d_vocab_out]
         self.classifier = SequenceClassifier(config) if config.n_classes else None  # every weight is drawn (init.py)
         self.setup_hooks()
-        bind_submodules(self)
 
     # -- initialisation ------------------------------------------------------------------------------
 
     def reset_parameters(self) -> None:
-        """Draw every weight afresh, as construction does (``glassformer/model/init.py``: GPT-2's scheme)."""
+        """Draw every weight afresh, as construction does (``glassformer/model/init.py``: GPT-2's scheme), by
+        building a second model of the same class on the CPU and copying its weights in."""
         with torch.no_grad():
-            self.load_state_dict(Transformer(self.config).state_dict())
+            self.load_state_dict(type(self)(self.config).state_dict())
 
     # -- forward -------------------------------------------------------------------------------------
 
@@ -110,9 +110,9 @@ class Transformer(HookedMixin, nn.Module):
 
         ``position_ids`` only changes which position an *additive* positional embedding (learned, sinusoidal)
         gives each token; by default token t of the call is position offset + t. A left-padded row's first
-        real token should be position 0: pass ``attention_mask.cumsum(-1) - 1`` (``generate`` does). Masks,
-        the cache and the relative schemes (RoPE, ALiBi, T5) only see differences of positions, which left
-        padding does not change."""
+        real token should be position 0: pass ``attention_mask.cumsum(-1) - 1`` (``generate`` does). The
+        causal mask, the cache and the relative schemes (RoPE, ALiBi, T5, sliding and strided windows) only see
+        differences of positions, which left padding does not change (the 'fixed' sparse pattern's blocks do)."""
         x = self.residual_stream(
             tokens, src, attention_mask=attention_mask, src_attention_mask=src_attention_mask, memory=memory,
             cache=cache, segment_memory=segment_memory, position_ids=position_ids,
@@ -258,19 +258,6 @@ class Transformer(HookedMixin, nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"arch={c.arch!r}, d_model={c.d_model}, n_layers={c.n_layers}, n_heads={c.n_heads}, params={self.num_params():,}"
-
-
-def bind_submodules(root: nn.Module) -> None:
-    """Store every submodule (hook points included) also as a plain attribute of its parent.
-
-    nn.Module keeps submodules in ``_modules``, so ``self.attn`` first fails Python's normal attribute lookup
-    and then runs ``nn.Module.__getattr__``: ~1 us each, ~100 times in a one-token decoding step (8% of its
-    time, measured). A plain attribute is found by the normal lookup. Replacing a submodule later
-    (``block.attn = ...``) goes through ``nn.Module.__setattr__``, which drops the plain attribute, so it stays
-    correct. Parameters are not bound: ``.to()`` and ``torch.func`` may swap them behind ``_parameters``."""
-    for module in root.modules():
-        if not isinstance(module, (nn.ModuleList, nn.ModuleDict)):  # containers index ``_modules`` themselves
-            module.__dict__.update(module._modules)
 
 
 class SequenceClassifier(nn.Module):

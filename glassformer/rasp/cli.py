@@ -126,11 +126,17 @@ def _parse_vocab(text: str | None, entry: library.Entry | None) -> list:
     return list(text)
 
 
-def _parse_input(text: str, entry: library.Entry | None, vocab: list | None) -> list:
+def parse_input(text: str, entry: library.Entry | None, vocab: list | None) -> list:
+    """A program input from the command line: a library entry's own format, space- or comma-separated ints for
+    an int vocabulary, else one character per element."""
     if entry is not None:
         return entry.input_of(text)
     if vocab and all(isinstance(v, int) for v in vocab):
-        return [int(t) for t in text.replace(",", " ").split()]
+        items = text.replace(",", " ").split()
+        bad = [t for t in items if not t.lstrip("-").isdigit()]
+        if bad:
+            raise InputError(f"the vocabulary is integers: {bad[0]!r} in the input is not one (write e.g. '3 1 2')")
+        return [int(t) for t in items]
     return list(text)
 
 
@@ -157,7 +163,7 @@ def cmd_run(args) -> int:
 
     program, entry = load_program(args.program)
     vocab = _parse_vocab(args.vocab, entry) if (args.compiled or args.vocab) else None
-    xs = _parse_input(args.input, entry, vocab)
+    xs = parse_input(args.input, entry, vocab)
     if args.code:
         print(to_code(program))
         print()

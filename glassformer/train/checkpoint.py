@@ -6,7 +6,7 @@ A checkpoint folder holds
     config.json              the ModelConfig
     model.safetensors        the model's weights
     tokenizer files          whatever ``tokenizer.save(dir)`` writes (if there is a tokenizer)
-    task.json                the task spec {"name": ..., "options": {...}} that eval/sample rebuild
+    task.json                the task spec {"name", "options", "format"} that eval/sample rebuild
     optimizer.safetensors    optimizer tensors (AdamW moments, step counts)     } training
     optimizer.json           optimizer hyper-parameters and the tensor layout  } checkpoints
     trainer_state.json       step, TrainConfig, counters                       } only
@@ -63,7 +63,7 @@ class Checkpoint:
     config: ModelConfig
     model: torch.nn.Module
     tokenizer: Any = None
-    task: dict | None = None  # {"name": ..., "options": {...}}
+    task: dict | None = None  # {"name": ..., "options": {...}, "format": N}
     extra: dict = field(default_factory=dict)
     optimizer_state: dict | None = None  # ready for optimizer.load_state_dict
     trainer_state: dict | None = None  # JSON part of the training state

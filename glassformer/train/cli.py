@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from glassformer.errors import ConfigError, InputError
+from glassformer.errors import CheckpointError, ConfigError, InputError
 from glassformer.model import CHOICES, ModelConfig, Transformer
 from glassformer.train import distributed as D
 from glassformer.train.checkpoint import load_checkpoint
@@ -358,12 +358,13 @@ def cmd_sample(args) -> int:
 def _run_compiled_program(args) -> int:
     """A compiled RASP program (``glassformer rasp compile``) maps its input to one output per position:
     nothing is sampled, the prompt is the input and the model's decoded outputs are printed."""
-    from glassformer.rasp.cli import show_values
+    from glassformer.rasp.cli import parse_input, show_values
     from glassformer.rasp.compiler.compiled import CompiledModel
 
     compiled = CompiledModel.load(args.dir, device=args.device)
-    ints = all(isinstance(v, int) for v in compiled.vocab)
-    xs = [int(t) for t in args.prompt.replace(",", " ").split()] if ints else list(args.prompt)
+    xs = parse_input(args.prompt, None, compiled.vocab)
+    if not xs:
+        raise InputError("--prompt is empty: a compiled program needs at least one input element")
     print(f"{show_values(xs)} -> {show_values(compiled.run(xs))}")
     return 0
 
@@ -388,7 +389,7 @@ def _task_or_none(checkpoint):
         return None
     try:
         return task_from_spec(checkpoint.task, tokenizer=checkpoint.tokenizer)
-    except (InputError, ConfigError) as e:
+    except (InputError, ConfigError, CheckpointError) as e:
         print(f"glassformer: note: the checkpoint's task could not be rebuilt ({e})", file=sys.stderr)
         return None
 

@@ -116,3 +116,18 @@ def test_export_refuses_an_unembedding_bias():
     model = randomize(Transformer(ModelConfig(d_model=32, n_heads=4, d_vocab=20, n_ctx=16)))
     with pytest.raises(InputError, match="b_U"):
         to_hf_gpt2(model)
+
+
+def test_export_declares_an_end_token_only_for_gpt2s_vocabulary():
+    """GPT-2's <|endoftext|> is 50256 of 50,257; a small (e.g. character) vocabulary has no known end token,
+    and declaring one would make HF's generate stop on an ordinary token: both sides then emit the same tokens."""
+    torch.manual_seed(0)
+    small = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=17, n_ctx=16, act="gelu_tanh"))
+    hf = to_hf_gpt2(small)
+    assert hf.config.eos_token_id is None and hf.generation_config.eos_token_id is None
+    prompt = torch.randint(0, 17, (1, 4))
+    with torch.no_grad():
+        theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(theirs, small.generate(prompt, 8, greedy=True))
+    full = to_hf_gpt2(Transformer(ModelConfig(d_model=8, n_heads=2, n_layers=1, d_vocab=50257, n_ctx=8, act="gelu_tanh")))
+    assert full.config.eos_token_id == full.config.bos_token_id == 50256

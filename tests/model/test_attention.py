@@ -65,7 +65,7 @@ def test_fused_qkv_projection_gives_the_same_activations(extra):
     """Inside ``fused_qkv`` (what generate uses) q, k and v come from one matmul against [W_Q | W_K | W_V]:
     the same q, k, v and logits as the three per-head projections, hooks still fire, and on exit the
     model is as before (no fused copy left behind)."""
-    from glassformer.model.attention import fused_qkv
+    from glassformer.model.attention import Attention, fused_qkv
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig(d_model=32, n_heads=4, d_vocab=11, **extra)).eval()
@@ -75,10 +75,25 @@ def test_fused_qkv_projection_gives_the_same_activations(extra):
     tokens = torch.randint(0, 11, (2, 9))
     names = ["blocks.1.attn.q", "blocks.1.attn.k", "blocks.1.attn.v"]
     logits, cache = model.run_with_cache(tokens, names=names)
-    with fused_qkv(model):
+    def unfused(*args):
+        raise AssertionError("the per-head projections ran inside fused_qkv")
+
+    with fused_qkv(model), torch.no_grad():  # generate's setting: the fused copy is used only without gradients
         assert all(block.attn.W_QKV is not None for block in model.blocks)
-        fused_logits, fused_cache = model.run_with_cache(tokens, names=names)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Attention, "_project", staticmethod(unfused))
+            fused_logits, fused_cache = model.run_with_cache(tokens, names=names)
     torch.testing.assert_close(fused_logits, logits, atol=1e-5, rtol=1e-5)
     for name in names:
         torch.testing.assert_close(fused_cache[name], cache[name], atol=1e-5, rtol=1e-5)
     assert all(block.attn.W_QKV is None for block in model.blocks)
+
+
+def test_fused_qkv_leaves_gradients_alone():
+    """The fused copy is detached, so with gradients on the per-head projections run and W_Q still learns."""
+    from glassformer.model.attention import fused_qkv
+
+    model = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=7))
+    with fused_qkv(model):
+        model(torch.randint(0, 7, (2, 5))).sum().backward()
+    assert model.blocks[0].attn.W_Q.grad is not None and model.blocks[0].attn.W_Q.grad.abs().sum() > 0

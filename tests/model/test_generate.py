@@ -205,3 +205,24 @@ def test_bad_padding_and_position_ids_are_named():
         model(tokens, position_ids=torch.full_like(tokens, 16))
     with pytest.raises(InputError, match="no empty"):
         left_pad([[1], []])
+
+
+@pytest.mark.parametrize("variant", [dict(attention="sliding", window=3), dict(attention="sparse", stride=3),
+                                     dict(attention="linear"), dict(n_kv_heads=2, qk_norm=True)])
+def test_left_padding_works_for_the_attention_variants(variant):
+    model = make(positional="rope", n_ctx=24, **variant)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.3)
+    prompts = [[1, 2, 3, 4, 5, 6, 1], [6, 2, 5, 5, 1], [3, 3, 3, 1]]
+    tokens, mask = left_pad(prompts)
+    batched = generate(model, tokens, 6, greedy=True, attention_mask=mask)
+    for row, prompt in enumerate(prompts):
+        assert batched[row, -6:].tolist() == generate(model, torch.tensor([prompt]), 6, greedy=True)[0, -6:].tolist()
+
+
+def test_left_padding_is_refused_where_positions_are_absolute_blocks():
+    model = make(positional="rope", n_ctx=24, attention="sparse", stride=3, sparse_pattern="fixed")
+    tokens, mask = left_pad([[1, 2, 3], [4]])
+    with pytest.raises(InputError, match="attention_mask.*sparse_pattern='fixed'"):
+        generate(model, tokens, 2, attention_mask=mask)

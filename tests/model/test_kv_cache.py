@@ -64,3 +64,29 @@ def test_a_chunk_larger_than_the_buffer_fits():
     steps = [model(tokens[:, :2], cache=cache), model(tokens[:, 2:30], cache=cache)]
     torch.testing.assert_close(torch.cat(steps, dim=1), model(tokens), atol=1e-5, rtol=1e-5)
     assert cache.layers[0].k.shape[1] == 30
+
+
+def test_gradients_flow_through_cached_decoding():
+    """With autograd recording, the cache must not write into keys saved for backward: the gradient of a loss
+    over cached steps equals the gradient of the same loss over the full forward."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=7, n_ctx=16))
+    tokens = torch.randint(0, 7, (2, 9))
+    cache = model.new_cache()
+    cached = torch.cat([model(tokens[:, :5], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(5, 9)], dim=1)
+    cached.square().mean().backward()
+    grad = model.blocks[0].attn.W_K.grad.clone()
+    model.zero_grad()
+    model(tokens).square().mean().backward()
+    torch.testing.assert_close(grad, model.blocks[0].attn.W_K.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_a_sliding_window_cache_stays_small_after_a_long_prompt():
+    model = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=7, n_ctx=512, positional="rope", attention="sliding", window=4)).eval()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.randint(0, 7, (1, 400)), cache=cache)
+        for _ in range(10):
+            model(torch.randint(0, 7, (1, 1)), cache=cache)
+    layer = cache.layers[0]
+    assert layer.k.shape[1] == 3 and layer.k_buffer.shape[1] <= 8  # about two windows, not the prompt's 400

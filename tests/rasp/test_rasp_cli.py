@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 
 from glassformer.cli import main
 from glassformer.rasp.compiler import CompiledModel
@@ -82,3 +83,12 @@ def test_compare_trains_and_reports(tmp_path, capsys):
     assert len(data["scores"]) == 2 and len(data["scores"][0]) == 1  # 1 layer x 2 heads vs 1 compiled head
     assert all(0.0 <= s <= 1.0 for row in data["scores"] for s in row)
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+
+
+def test_an_int_input_that_is_not_an_int_is_named():
+    from glassformer.errors import InputError
+    from glassformer.rasp.cli import parse_input
+
+    assert parse_input("3, 1 2", None, [1, 2, 3]) == [3, 1, 2]
+    with pytest.raises(InputError, match="'a'.*not one"):
+        parse_input("3 a", None, [1, 2, 3])

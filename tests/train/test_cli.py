@@ -125,3 +125,5 @@ def test_sample_runs_a_compiled_rasp_program(capsys, tmp_path):
     assert code == 0 and text.strip() == "abcd -> dcba"
     code, _, err = run(capsys, "sample", out, "--prompt", "abz")
     assert code != 0 and "'z'" in err and "vocabulary" in err
+    code, _, err = run(capsys, "sample", out, "--prompt", "")
+    assert code != 0 and "empty" in err
