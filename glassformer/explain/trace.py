@@ -116,7 +116,7 @@ class _Builder:
                     f"ε = {cfg.norm_eps:g}; the statistics are taken over the d_model numbers of each position separately.", tensors)
 
     def block(self, p: str, i: int, causal: bool) -> Section:
-        cfg, rows = self.cfg, self.labels[p]
+        cfg = self.cfg
         b = f"{p}blocks.{i}"
         where = "before each sublayer (Pre-LN)" if cfg.norm_position == "pre" else "after each residual addition (Post-LN)"
         section = Section(f"{'Encoder block' if p else 'Block'} {i}", f"Norm {where}." if cfg.norm != "none" else "No normalisation.")
