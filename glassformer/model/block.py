@@ -31,7 +31,8 @@ from glassformer.model.segment_memory import LayerMemory
 
 def make_dropout(p: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """Dropout with probability p; at p = 0 a plain identity function (a module call costs ~1 us per use,
-    which adds up in a decoding step)."""
+    which adds up in a decoding step). So a model built with dropout = 0 has no ``nn.Dropout`` modules to
+    switch on later: to fine-tune with dropout, build it with ``ModelConfig(dropout=p)`` and load the weights."""
     return nn.Dropout(p) if p > 0 else _identity
 
 
