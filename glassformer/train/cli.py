@@ -135,7 +135,7 @@ def _add_sample(subparsers) -> None:
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability >= p")
     p.add_argument("--beam", type=int, metavar="N", help="beam search with N beams (encoder-decoder or decoder)")
-    p.add_argument("--num-samples", type=int, default=1, help="how many continuations (default: 1)")
+    p.add_argument("--num-samples", type=int, default=1, help="how many continuations, sampled together as one batch (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix every step (no KV cache)")
     p.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
@@ -324,6 +324,8 @@ def _complete(model: Transformer, tokenizer, prompt: str, n_new: int) -> str:
 
 
 def cmd_sample(args) -> int:
+    if args.num_samples < 1:
+        raise InputError(f"--num-samples must be >= 1, got {args.num_samples}")
     checkpoint = load_checkpoint(args.dir, device=args.device)
     if "rasp" in checkpoint.extra:
         return _run_compiled_program(args)
@@ -344,13 +346,16 @@ def cmd_sample(args) -> int:
             raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
         src, ids = ids, torch.tensor([tokenizer.encode(task.sep)], device=device)  # the prompt is the source
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    for _ in range(args.num_samples):
-        if args.beam:
-            out = model.beam_search(src, tokens=ids, max_new_tokens=n_new, beam_size=args.beam, use_cache=not args.no_cache)
-        else:
-            out = model.generate(ids, n_new, src=src, greedy=greedy, temperature=args.temperature or 1.0, top_k=args.top_k,
-                                 top_p=args.top_p, use_cache=not args.no_cache, generator=generator)
-        completion = tokenizer.decode(out[0, ids.shape[1]:])
+    if args.beam:  # deterministic: one search answers every sample
+        out = model.beam_search(src, tokens=ids, max_new_tokens=n_new, beam_size=args.beam, use_cache=not args.no_cache)
+        out = out.expand(args.num_samples, -1)
+    else:  # every sample in one batch: the prompt repeated once per row
+        rows = args.num_samples
+        out = model.generate(ids.expand(rows, -1), n_new, src=None if src is None else src.expand(rows, -1), greedy=greedy,
+                             temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
+                             use_cache=not args.no_cache, generator=generator)
+    for row in out:
+        completion = tokenizer.decode(row[ids.shape[1]:])
         print(f"{args.prompt} -> {completion}" if task is not None and not isinstance(task, TextTask) else args.prompt + completion)
     return 0
 

@@ -86,6 +86,11 @@ def test_train_text_with_a_config_file_then_sample(capsys, tmp_path):
     assert checkpoint.task["name"] == "text" and checkpoint.task["options"]["path"] == str(text.resolve())
     code, out, _ = run(capsys, "sample", tmp_path / "run", "--prompt", "the ", "--max-new-tokens", 30, "--top-k", 5, "--seed", 3)
     assert code == 0 and out.startswith("the ") and len(out.rstrip("\n")) == 34
+    code, out, _ = run(capsys, "sample", tmp_path / "run", "--prompt", "the ", "--max-new-tokens", 30, "--num-samples", 3)
+    lines = out.rstrip("\n").split("\n")
+    assert code == 0 and len(lines) == 3 and all(line.startswith("the ") and len(line) == 34 for line in lines)
+    assert len(set(lines)) > 1  # one batch, but each row samples its own continuation
+    assert run(capsys, "sample", tmp_path / "run", "--prompt", "the ", "--num-samples", 0)[0] != 0
 
 
 def test_sample_encoder_decoder_with_beam_search_and_classifier(capsys, tmp_path):
