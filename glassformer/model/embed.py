@@ -20,6 +20,7 @@ from torch import nn
 from glassformer.model.config import ModelConfig
 from glassformer.model.hooks import HookPoint
 from glassformer.model.init import normal, weight
+from glassformer.model.positional import ExactFrequencies
 from glassformer.model.mlp import ACTIVATIONS
 from glassformer.model.norms import make_norm
 
@@ -48,7 +49,7 @@ class LearnedPositional(nn.Module):
         return self.output(self.W_pos[positions])  # [pos, d_model] ([batch, pos, d_model] for per-row positions)
 
 
-class SinusoidalPositional(nn.Module):
+class SinusoidalPositional(ExactFrequencies):
     """The paper's fixed positions (section 3.5), for any position p and dimension pair i:
 
         PE[p, 2i]   = sin(p / 10000^(2i / d_model))
@@ -59,12 +60,15 @@ class SinusoidalPositional(nn.Module):
 
     def __init__(self, d_model: int):
         super().__init__()
-        inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2) / d_model)  # [d_model / 2]
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.d_model = d_model
+        self.register_buffer("inv_freq", self.frequencies().float(), persistent=False)  # [d_model / 2]
         self.output = HookPoint()  # named "pos_embed"
 
+    def frequencies(self) -> torch.Tensor:
+        return torch.exp(-math.log(10000.0) * torch.arange(0, self.d_model, 2, dtype=torch.float64) / self.d_model)
+
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        angles = positions.float()[..., None] * self.inv_freq  # [(batch,) pos, d_model / 2]
+        angles = positions.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # [(batch,) pos, d_model / 2]
         pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [(batch,) pos, d_model]: sin, cos interleaved
         return self.output(pe)
 

@@ -22,7 +22,24 @@ from torch import nn
 from glassformer.model.init import normal
 
 
-class Rotary(nn.Module):
+class ExactFrequencies(nn.Module):
+    """A module whose ``inv_freq`` buffer (rotation or sinusoid frequencies theta_i) survives a change of the
+    model's dtype exactly: ``model.to(torch.bfloat16)`` would round theta_i to 8 bits of mantissa, which puts
+    the angle p * theta_i at position 1000 off by several radians. After every ``.to()`` / ``.half()`` /
+    ``.double()`` the table is recomputed from its formula, in float32 (float64 for a float64 model)."""
+
+    def frequencies(self) -> torch.Tensor:
+        """theta_i, computed in float64."""
+        raise NotImplementedError
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        dtype = torch.float64 if self.inv_freq.dtype == torch.float64 else torch.float32
+        self.inv_freq = self.frequencies().to(self.inv_freq.device, dtype)
+        return self
+
+
+class Rotary(ExactFrequencies):
     """RoPE on the first ``d_rot`` dimensions of each head (``d_rot = rope_fraction * d_head``).
 
     For position p and frequency theta_i = base^(-2i / d_rot), dimensions (x_i, x_{i + d_rot/2}) are
@@ -37,13 +54,15 @@ class Rotary(nn.Module):
 
     def __init__(self, d_head: int, fraction: float = 1.0, base: float = 10000.0):
         super().__init__()
-        self.d_rot = int(d_head * fraction)
-        inv_freq = base ** (-torch.arange(0, self.d_rot, 2, dtype=torch.float64) / self.d_rot)  # [d_rot / 2]
-        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+        self.d_rot, self.base = int(d_head * fraction), base
+        self.register_buffer("inv_freq", self.frequencies().float(), persistent=False)  # [d_rot / 2]
+
+    def frequencies(self) -> torch.Tensor:
+        return self.base ** (-torch.arange(0, self.d_rot, 2, dtype=torch.float64) / self.d_rot)  # [d_rot / 2]
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x [batch, pos, heads, d_head], positions [pos] -> x rotated, same shape."""
-        angles = positions.float()[:, None] * self.inv_freq[None, :]  # [pos, d_rot / 2]
+        angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # [pos, d_rot / 2]
         cos = angles.cos().repeat(1, 2)[None, :, None, :]  # [1, pos, 1, d_rot]
         sin = angles.sin().repeat(1, 2)[None, :, None, :]
         x_rot, x_pass = x[..., : self.d_rot], x[..., self.d_rot :]

@@ -53,7 +53,7 @@ def embed_tokens(stack: nn.Module, tokens: torch.Tensor, positions: torch.Tensor
     """resid_0 = W_E[tokens] (+ W_pos[positions] for additive positional schemes),
     then Norm_embed(resid_0) when ``embed_norm`` is set (BERT's embedding LayerNorm)."""
     x = stack.embed(tokens)  # [batch, pos, d_model]
-    x = x + stack.pos_embed(positions) if stack.pos_embed is not None else x
+    x = x + stack.pos_embed(positions).to(x.dtype) if stack.pos_embed is not None else x
     return stack.ln_embed(x) if stack.ln_embed is not None else x  # [batch, pos, d_model]
 
 

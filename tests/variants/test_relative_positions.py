@@ -95,3 +95,17 @@ def test_schemes_without_a_position_table_run_past_n_ctx(positional):
     learned = Transformer(ModelConfig(positional="learned", d_model=16, n_heads=2, d_vocab=5, n_ctx=8))
     with pytest.raises(InputError, match="n_ctx = 8"):
         learned(torch.randint(0, 5, (1, 20)))
+
+
+@pytest.mark.parametrize("positional", ["rope", "sinusoidal"])
+def test_frequencies_survive_a_change_of_dtype(positional):
+    """model.to(bfloat16) must not round theta_i to bf16 (position 1000's angle would be off by radians): the
+    table is recomputed in float32 for half-precision models and in float64 for float64 ones."""
+    model = Transformer(ModelConfig(d_model=64, n_heads=4, d_vocab=11, n_ctx=2048, positional=positional))
+    name, exact = next((n, b.clone()) for n, b in model.named_buffers() if n.endswith("inv_freq"))
+    half = dict(model.to(torch.bfloat16).named_buffers())[name]
+    assert half.dtype == torch.float32 and torch.equal(half, exact)
+    wide = dict(model.double().named_buffers())[name]
+    assert wide.dtype == torch.float64
+    torch.testing.assert_close(wide.float(), exact, rtol=1e-7, atol=0)
+    assert not torch.equal(wide, exact.double())  # computed in float64, not widened from float32
