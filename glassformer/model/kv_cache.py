@@ -16,7 +16,8 @@ Keys and values live in a preallocated buffer with room to spare, and each step 
 the next free slots: appending one token costs O(1) copies, not the O(seen) of concatenating the whole
 cache every step. ``k`` and ``v`` are (read-only) views of the kept part of the buffer; ``nbytes`` counts
 the kept keys, not the free slots (the buffer is at most twice that). While autograd records, appends
-concatenate instead, so gradients can flow through cached decoding.
+concatenate instead, so gradients can flow through cached decoding. ``clone()`` gives an independent
+copy (``copy.copy`` would share the buffer): run a prompt once, continue it several ways.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ class LayerCache:
             if t is not None:
                 setattr(self, name, t.index_select(0, index))
 
+    def clone(self) -> LayerCache:
+        """An independent copy (its own buffer): appending to one never writes into the other."""
+        copy = LayerCache(seen=self.seen, start=0, end=self.end - self.start)
+        for name, t in (("k_buffer", self.k), ("v_buffer", self.v), ("cross_k", self.cross_k), ("cross_v", self.cross_v),
+                        ("S", self.S), ("u", self.u)):
+            setattr(copy, name, None if t is None else t.clone())
+        return copy
+
     def tensors(self) -> list[torch.Tensor]:
         """What the cache holds: the kept keys and values (not the buffer's free slots), cross keys, sums."""
         held = [self.k, self.v, self.cross_k, self.cross_v, self.S, self.u]
@@ -111,6 +120,12 @@ class KVCache:
         """Keep batch rows ``index`` (beam search: follow each surviving beam's history)."""
         for layer in self.layers:
             layer.reorder(index)
+
+    def clone(self) -> KVCache:
+        """An independent copy: run a prompt once, then continue it several ways from the copies."""
+        copy = KVCache(0)
+        copy.layers = [layer.clone() for layer in self.layers]
+        return copy
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.tensors())

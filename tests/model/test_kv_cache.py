@@ -90,3 +90,18 @@ def test_a_sliding_window_cache_stays_small_after_a_long_prompt():
             model(torch.randint(0, 7, (1, 1)), cache=cache)
     layer = cache.layers[0]
     assert layer.k.shape[1] == 3 and layer.k_buffer.shape[1] <= 8  # about two windows, not the prompt's 400
+
+
+def test_a_cloned_cache_continues_independently():
+    """Run a prefix once, clone the cache, continue each copy differently: each equals its full forward."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, n_heads=2, d_vocab=7, n_ctx=16)).eval()
+    prefix, a, b = torch.randint(0, 7, (2, 6)), torch.randint(0, 7, (2, 3)), torch.randint(0, 7, (2, 3))
+    with torch.no_grad():
+        cache = model.new_cache()
+        model(prefix, cache=cache)
+        other = cache.clone()
+        out_a, out_b = model(a, cache=cache), model(b, cache=other)
+        torch.testing.assert_close(out_a, model(torch.cat([prefix, a], 1))[:, 6:], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out_b, model(torch.cat([prefix, b], 1))[:, 6:], atol=1e-5, rtol=1e-5)
+    assert cache.offset == other.offset == 9
