@@ -22,6 +22,7 @@ copy (``copy.copy`` would share the buffer): run a prompt once, continue it seve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -85,25 +86,15 @@ class LayerCache:
         """Forget all but the last ``n`` keys/values (sliding-window attention never looks further back)."""
         self.start = max(self.start, self.end - n)
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows ``index`` (beam search)."""
-        for name in ("k_buffer", "v_buffer", "cross_k", "cross_v", "S", "u"):
-            t = getattr(self, name)
-            if t is not None:
-                setattr(self, name, t.index_select(0, index))
+    def held(self) -> dict[str, torch.Tensor | None]:
+        """What the cache holds, by field: the kept keys and values (not the buffer's free slots), cross keys, sums."""
+        return {"k_buffer": self.k, "v_buffer": self.v, "cross_k": self.cross_k, "cross_v": self.cross_v,
+                "S": self.S, "u": self.u}
 
-    def clone(self) -> LayerCache:
-        """An independent copy (its own buffer): appending to one never writes into the other."""
-        copy = LayerCache(seen=self.seen, start=0, end=self.end - self.start)
-        for name, t in (("k_buffer", self.k), ("v_buffer", self.v), ("cross_k", self.cross_k), ("cross_v", self.cross_v),
-                        ("S", self.S), ("u", self.u)):
-            setattr(copy, name, None if t is None else t.clone())
-        return copy
-
-    def tensors(self) -> list[torch.Tensor]:
-        """What the cache holds: the kept keys and values (not the buffer's free slots), cross keys, sums."""
-        held = [self.k, self.v, self.cross_k, self.cross_v, self.S, self.u]
-        return [t for t in held if t is not None]
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> LayerCache:
+        """A new cache holding ``fn(t)`` for every held tensor (its buffer is exactly the kept keys)."""
+        tensors = {name: None if t is None else fn(t) for name, t in self.held().items()}
+        return LayerCache(**tensors, start=0, end=self.end - self.start, seen=self.seen)
 
 
 class KVCache:
@@ -118,14 +109,14 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` (beam search: follow each surviving beam's history)."""
-        for layer in self.layers:
-            layer.reorder(index)
+        self.layers = [layer.map(lambda t: t.index_select(0, index)) for layer in self.layers]
 
     def clone(self) -> KVCache:
         """An independent copy: run a prompt once, then continue it several ways from the copies."""
         copy = KVCache(0)
-        copy.layers = [layer.clone() for layer in self.layers]
+        copy.layers = [layer.map(torch.clone) for layer in self.layers]
         return copy
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.tensors())
+        """Bytes of what the cache holds (kept keys and values, cross keys, sums; not free buffer slots)."""
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.held().values() if t is not None)
