@@ -33,6 +33,16 @@ def _seed():
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test with one torch thread, then restore the setting. Tiny models on a busy 2-core machine: one
+    intra-op thread beats two that wait on each other (the thread pool costs more than it saves)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shakespeare_tiny() -> Path:
     path = SHAKESPEARE / "tiny.txt"
     if not path.is_file():

@@ -22,13 +22,7 @@ from bench.common import Timing, interleaved, speedup, throughput, timing_settin
 from glassformer.model.hooks import HookPoint  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine: one thread avoids OpenMP waiting on a descheduled partner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny ops, one torch thread
 
 
 def test_train_smoke_same_model_both_sides(tmp_path):

@@ -1,13 +1,8 @@
-"""RASP tests run torch single-threaded: compiled models are small, and on a busy CPU the thread pool's
-start-up costs more than it saves."""
+"""RASP tests run torch single-threaded (``one_thread`` in tests/conftest.py): compiled models are small."""
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)

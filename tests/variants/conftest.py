@@ -1,13 +1,8 @@
-"""Variant tests run tiny models: one intra-op thread is faster than two competing ones (much faster on a
-busy 2-core machine), so each test here runs single-threaded and restores the setting afterwards."""
+"""Variant tests run tiny models: each runs single-threaded (``one_thread`` in tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
