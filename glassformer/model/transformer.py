@@ -218,14 +218,13 @@ class Transformer(HookedMixin, nn.Module):
     def _check_tokens(self, tokens: torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
         """Reject what would otherwise fail deep inside torch: wrong type or rank, ids out of vocabulary,
         a sequence longer than learned positions cover. A 1-D sequence gets a batch dimension."""
-        if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise InputError(f"{what} must be an integer tensor of token ids, got {getattr(tokens, 'dtype', type(tokens).__name__)}")
+        _require_integers(tokens, f"{what} must be an integer tensor of token ids")
         if tokens.dim() == 1:
             tokens = tokens[None]
         if tokens.dim() != 2 or tokens.shape[1] == 0:
             raise InputError(f"{what} must have shape [batch, pos] with pos >= 1, got {tuple(tokens.shape)}")
-        if not torch.compiler.is_compiling():  # reading the range back is a host sync and a graph break
-            lo, hi = (int(t) for t in torch.aminmax(tokens))
+        if (span := _value_range(tokens)) is not None:
+            lo, hi = span
             if lo < 0 or hi >= self.config.d_vocab:
                 bad = hi if hi >= self.config.d_vocab else lo
                 raise InputError(f"{what} contains token id {bad}, outside the vocabulary [0, {self.config.d_vocab})")
@@ -236,14 +235,13 @@ class Transformer(HookedMixin, nn.Module):
         return tokens.long()
 
     def _check_position_ids(self, position_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if not isinstance(position_ids, torch.Tensor) or position_ids.dtype.is_floating_point or position_ids.dtype == torch.bool:
-            raise InputError(f"position_ids must be an integer tensor, got {getattr(position_ids, 'dtype', type(position_ids).__name__)}")
+        _require_integers(position_ids, "position_ids must be an integer tensor")
         if position_ids.shape != tokens.shape:
             raise InputError(f"position_ids has shape {tuple(position_ids.shape)}, the tokens {tuple(tokens.shape)}: they must match")
         if self.config.input == "patches" or self.config.memory_len:
             raise InputError("position_ids is for token models without Transformer-XL memory")
-        if not torch.compiler.is_compiling():
-            lo, hi = (int(t) for t in torch.aminmax(position_ids))
+        if (span := _value_range(position_ids)) is not None:
+            lo, hi = span
             if lo < 0 or (self.config.positional == "learned" and hi >= self.config.n_ctx):
                 raise InputError(f"position_ids holds {hi if lo >= 0 else lo}: positions must lie in [0, n_ctx = {self.config.n_ctx})")
         return position_ids.long()
@@ -258,6 +256,19 @@ class Transformer(HookedMixin, nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"arch={c.arch!r}, d_model={c.d_model}, n_layers={c.n_layers}, n_heads={c.n_heads}, params={self.num_params():,}"
+
+
+def _require_integers(t, message: str) -> None:
+    if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise InputError(f"{message}, got {getattr(t, 'dtype', type(t).__name__)}")
+
+
+def _value_range(t: torch.Tensor) -> tuple[int, int] | None:
+    """(min, max) of an integer tensor, or None while compiling (reading it back is a host sync and a graph break)."""
+    if torch.compiler.is_compiling():
+        return None
+    lo, hi = torch.aminmax(t)
+    return int(lo), int(hi)
 
 
 class SequenceClassifier(nn.Module):
