@@ -134,6 +134,9 @@ def test_every_component_is_initialised_where_it_is_made():
     torch.manual_seed(3)
     model = Transformer(config)
     drawn = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():  # trained away from the initialisation
+            p.zero_()
     torch.manual_seed(3)
     model.reset_parameters()
     for name, value in model.state_dict().items():
