@@ -59,7 +59,8 @@ function headDetail(state, run) {
   const pattern = run.attention.heads[state.head], tokens = run.tokens;
   const box = el("div", { class: "card head-detail" });
   const strips = el("div", { class: "strips" });
-  const grid = el("table", { class: "pattern", "aria-label": `attention of layer ${state.layer} head ${state.head}: rows are queries, columns keys` });
+  const short = tokens.every((t) => t.text.length <= 3);
+  const grid = el("table", { class: short ? "pattern short" : "pattern", "aria-label": `attention of layer ${state.layer} head ${state.head}: rows are queries, columns keys` });
   const header = el("tr", {}, el("th", { class: "corner" }, "query ↓ key →"), tokens.map((t, k) => el("th", { scope: "col", class: "k", "data-k": k }, el("span", {}, t.text))));
   const body = pattern.map((row, q) => el("tr", { "data-q": q },
     el("th", { scope: "row", class: "q" }, el("button", { class: "qtok", onmouseenter: () => focusToken(q), onfocus: () => focusToken(q), "aria-label": `token ${q} ${tokens[q].text}` }, `${q} ${tokens[q].text}`)),
