@@ -39,6 +39,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     from glassformer.explorer.api import Explorer
 
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be in 0..65535, got {args.port}")
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)

@@ -44,6 +44,9 @@ def create_app(explorer: Explorer) -> Starlette:
 
     def post(method):
         async def endpoint(request: Request) -> JSONResponse:
+            declared = request.headers.get("content-length", "0")
+            if declared.isdigit() and int(declared) > MAX_BODY:  # refused before it is read
+                return _error(413, f"request body is {declared} bytes; the limit is {MAX_BODY}")
             raw = await request.body()
             if len(raw) > MAX_BODY:
                 return _error(413, f"request body is {len(raw)} bytes; the limit is {MAX_BODY}")
