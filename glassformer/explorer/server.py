@@ -15,16 +15,17 @@ any path that resolves outside it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import sys
 import threading
 import webbrowser
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
@@ -80,9 +81,16 @@ def create_app(explorer: Explorer) -> Starlette:
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
+# Every request's model work runs on this one thread. PyTorch's intra-op thread pool (OpenMP) keeps one team of
+# workers per calling thread, and idle teams spin: with the ASGI thread pool's many threads and torch threads > 1,
+# a request measured 0.7-2.4 s instead of 20-50 ms (bench/bench_explorer.py). One thread also serialises the
+# forward passes, whose hooks are attached to the shared model while they run; other requests wait in line.
+MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explorer-model")
+
+
 async def _answer(method, *args) -> JSONResponse:
     try:
-        return JSONResponse(await run_in_threadpool(method, *args))
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(MODEL_THREAD, method, *args))
     except GlassformerError as e:
         return _error(400, str(e))
     except Exception as e:  # a bug must not take the server down: report it, keep serving
