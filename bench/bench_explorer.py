@@ -103,7 +103,7 @@ def interactions(server: Served, n: int, n_layers: int) -> dict[str, dict]:
         "patch": lambda i: ("run", {"text": text_of(0, 12), "patch_text": text_of(1, 12),
                                     "ablate": [{"layer": i % n_layers, "head": i % 4, "mode": "patch"}]}),
         "expand step": lambda i: ("step", {"text": text_of(0, 12), "section": 1 + i % n_layers, "step": i % 12}),
-        "new trace": lambda i: ("path", {"text": text_of(100 + i, 12)}),
+        "new trace": lambda i: ("path", {"text": " ".join(str((i + j * j) % 28) for j in range(6 + i % 11))}),
         "sample": lambda i: ("generate", {"text": text_of(0, 4 + i % 20), "stream": "bench", "seed": i}),
     }
     results = {}

@@ -65,16 +65,26 @@ def model_inputs(tokens: list[int], src: list[int] | None):
     return {"tokens": t, "src": torch.tensor([src], dtype=torch.long)} if src is not None else t
 
 
-def forward(subject, tokens, src=None, interventions=(), patch_tokens=None) -> tuple[torch.Tensor, ActivationCache]:
-    """``(logits [1, pos, d_vocab_out], cache)`` of one pass with ``interventions`` attached."""
+def forward(subject, tokens, src=None, interventions=(), patch_tokens=None, names=None) -> tuple[torch.Tensor, ActivationCache]:
+    """``(logits [1, pos, d_vocab_out], cache)`` of one pass with ``interventions`` attached; ``names`` limits
+    the cache to those hook points (None: all of them)."""
     model = subject.model
     hooks = intervention_hooks(subject, tokens, src, list(interventions), patch_tokens)
     inputs = model_inputs(tokens, src)
     kwargs = {"src": inputs["src"]} if isinstance(inputs, dict) else {}
     tok = inputs["tokens"] if isinstance(inputs, dict) else inputs
     with torch.no_grad(), model.hooks(hooks):
-        logits, activations = model.run_with_cache(tok, **kwargs)
+        logits, activations = model.run_with_cache(tok, names=names, **kwargs)
     return logits, ActivationCache(activations, model)
+
+
+def plain_logits(subject, tokens, src=None) -> torch.Tensor:
+    """The logits [1, pos, d_vocab_out] of an unhooked pass (the fused attention path: no cache needed)."""
+    inputs = model_inputs(tokens, src)
+    with torch.no_grad():
+        if isinstance(inputs, dict):
+            return subject.model(inputs["tokens"], src=inputs["src"])
+        return subject.model(inputs)
 
 
 def intervention_hooks(subject, tokens, src, interventions: list[Intervention], patch_tokens) -> list:
@@ -106,7 +116,7 @@ def intervention_hooks(subject, tokens, src, interventions: list[Intervention], 
         if len(patch_tokens) != len(tokens):
             raise InputError(f"the patch input has {len(patch_tokens)} tokens but the input has {len(tokens)}: "
                              "patching copies activations position by position, so they must be the same length")
-        _, source = forward(subject, patch_tokens, src)
+        _, source = forward(subject, patch_tokens, src, names=sorted({iv.hook_name for iv in patched}))
         hooks += [(iv.hook_name, _patch_hook(source[iv.hook_name], iv)) for iv in patched]
     return hooks
 
@@ -166,7 +176,7 @@ def run(subject, req: RunRequest) -> dict:
     if req.src is not None:
         out["src_tokens"] = [{"id": t, "text": subject.token_text(t)} for t in req.src]
     if req.interventions:
-        base_logits, _ = forward(subject, req.tokens, req.src)
+        base_logits = plain_logits(subject, req.tokens, req.src)
         base = base_logits[0].float().softmax(-1)  # [pos, d_vocab_out]
         top = base.argmax(-1)  # [pos]
         out["baseline"] = {

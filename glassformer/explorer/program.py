@@ -98,8 +98,8 @@ def sop_view(subject, name: str, tokens: list[int]) -> dict:
                 "matrix": [[bool(v) for v in row] for row in value]}
     labels = subject.compiled.residual_labels
     dims = _dims_of(name, labels)
-    _, cache = forward(subject, tokens)
     last = len(subject.model.blocks) - 1
+    _, cache = forward(subject, tokens, names=[f"blocks.{last}.resid_post"])
     resid = cache[f"blocks.{last}.resid_post"][0]  # [pos, d_model]
     rows = resid[:, dims] if dims else torch.zeros(resid.shape[0], 0)  # [pos, dims]
     return {

@@ -100,6 +100,8 @@ class Subject:
     def token_text(self, token_id: int) -> str:
         """A token as readable text (whitespace made visible), or ``#id`` without a tokenizer."""
         token_id = int(token_id)
+        if self.compiled is not None and token_id in (0, 1):  # the compiled model's BOS and PAD ids
+            return ("BOS", "PAD")[token_id]
         if token_id not in self._in_labels:
             from glassformer.explain.document import token_text
 
