@@ -5,7 +5,7 @@ process; this script is the client (as the page is), sending the requests the pa
 timing each from send to parsed JSON. Interactions, on a 2-layer model (d_model 64, 4 heads, 28 tokens, the
 demo's shape; the weights do not change the cost):
 
-    type          POST /api/run with the input one character longer or shorter (lengths 4..16)
+    type          POST /api/run with the input one token longer or shorter (lengths 4..16), every view
     pick head     POST /api/run with another layer's patterns
     ablate        POST /api/run with one head zero-ablated (two passes: with and without)
     mean-ablate   POST /api/run with one head mean-ablated (plus 16 reference sequences)
@@ -163,21 +163,25 @@ def main(argv: list[str] | None = None) -> dict:
             finally:
                 server.close()
         if not args.smoke:
-            print("GPT-2 shape (12 x 12, d_model 768, 50,257 tokens), server threads = 2", flush=True)
-            server = Served(GPT2, 2, Path(tmp))
+            print("GPT-2 shape (12 x 12, d_model 768, 50,257 tokens), server threads = 1", flush=True)
+            server = Served(GPT2, 1, Path(tmp))
             try:
                 m = max(10, n // 4)
                 gpt = {}
-                for name, length in (("type, 16 tokens", 16), ("type, 64 tokens", 64)):
-                    for i in range(2):
-                        server.post("run", {"text": text_of(i, length)})
-                    timed = [server.post("run", {"text": text_of(i, length)}) for i in range(m)]
+                tabs = {"attention tab": ["attention", "detectors"], "residual tab": ["lens", "dla"]}
+                for length in (16, 64):
+                    for tab, views in tabs.items():
+                        name = f"type, {tab}, {length} tokens"
+                        for i in range(2):
+                            server.post("run", {"text": text_of(i, length), "views": views})
+                        timed = [server.post("run", {"text": text_of(i, length), "views": views}) for i in range(m)]
+                        gpt[name] = summary([x[0] for x in timed], [x[1] for x in timed])
+                        print(f"  {name} {gpt[name]}", flush=True)
+                for name, make in (("pick head (another layer), 16 tokens", lambda i: {"layer": i % 12}),
+                                   ("ablate a head, 16 tokens", lambda i: {"ablate": [{"layer": i % 12, "head": i % 12}]})):
+                    timed = [server.post("run", {"text": text_of(0, 16), "views": tabs["attention tab"], **make(i)}) for i in range(m)]
                     gpt[name] = summary([x[0] for x in timed], [x[1] for x in timed])
                     print(f"  {name} {gpt[name]}", flush=True)
-                timed = [server.post("run", {"text": text_of(0, 16), "layer": i % 12}) for i in range(m)]
-                gpt["pick head (another layer), 16 tokens"] = summary([x[0] for x in timed], [x[1] for x in timed])
-                timed = [server.post("run", {"text": text_of(0, 16), "ablate": [{"layer": i % 12, "head": i % 12}]}) for i in range(m)]
-                gpt["ablate, 16 tokens"] = summary([x[0] for x in timed], [x[1] for x in timed])
                 results["gpt2_shape"] = gpt
             finally:
                 server.close()
@@ -202,7 +206,9 @@ def write(results: dict, folder: Path, smoke: bool) -> None:
             lines.append(f"| {k} | {v['p50_ms']} | {v['p95_ms']} | {v['max_ms']} | {v.get('answer_kb', '')} | {ok} |")
         lines.append("")
     if "gpt2_shape" in results:
-        lines += ["## GPT-2 shape (12 layers x 12 heads, d_model 768, vocabulary 50,257; random weights; 2 threads)", "",
+        lines += ["## GPT-2 shape (12 layers x 12 heads, d_model 768, vocabulary 50,257; random weights; 1 thread)", "",
+                  "The page asks only for what its open tab draws (`views`): the attention tab for one layer's patterns and the "
+                  "detector scores, the residual tab for the logit lens (13 x pos x 50,257 logits) and the attribution.", "",
                   "| interaction | p50 ms | p95 ms | max ms | answer KB |", "|---|---:|---:|---:|---:|"]
         for k, v in results["gpt2_shape"].items():
             lines.append(f"| {k} | {v['p50_ms']} | {v['p95_ms']} | {v['max_ms']} | {v['answer_kb']} |")

@@ -26,6 +26,7 @@ from glassformer.lens.interventions import ablation_hooks
 from glassformer.lens.logit_lens import unembed_resid
 
 MODES = ("zero", "mean", "patch")
+VIEWS = ("attention", "detectors", "lens", "dla")  # what a run can add to the predictions (the page asks for its tab's)
 MEAN_REFERENCE = 16  # sequences averaged for a mean ablation
 DLA_SHOWN = 16  # components listed by direct logit attribution (the largest |value|; the rest summed)
 
@@ -58,6 +59,7 @@ class RunRequest:
     dla_token: int | None = None  # None: the top prediction at dla_pos
     dla_pos: int = -1
     dla_per_head: bool = True
+    views: tuple[str, ...] = VIEWS
 
 
 def model_inputs(tokens: list[int], src: list[int] | None):
@@ -162,17 +164,23 @@ def run(subject, req: RunRequest) -> dict:
         raise InputError(f"layer {req.layer} does not exist: the model has layers 0..{n_layers - 1}")
     logits, cache = forward(subject, req.tokens, req.src, req.interventions, req.patch_tokens)
     probs = logits[0].float().softmax(-1)  # [pos, d_vocab_out]
+    unknown = set(req.views) - set(VIEWS)
+    if unknown:
+        raise InputError(f"unknown view(s) {sorted(unknown)}; views: {', '.join(VIEWS)}")
     out = {
         "tokens": [{"id": t, "text": subject.token_text(t)} for t in req.tokens],
         "predictions": top_tokens(subject, probs, req.top_k),
         "output": _program_output(subject, logits[0]),
-        "attention": {"layer": req.layer, "heads": _rounded(cache[f"blocks.{req.layer}.attn.pattern"][0], 4)},
-        "detectors": detector_scores(cache, req.tokens, n_layers),
-        "lens": lens_view(subject, cache),
-        "dla": dla_view(subject, cache, probs, req),
         "interventions": [iv.label() for iv in req.interventions],
-        "stats": {"max_abs_logit": round(float(logits.abs().max()), 4)},
     }
+    if "attention" in req.views:
+        out["attention"] = {"layer": req.layer, "heads": _rounded(cache[f"blocks.{req.layer}.attn.pattern"][0], 4)}
+    if "detectors" in req.views:
+        out["detectors"] = detector_scores(cache, req.tokens, n_layers)
+    if "lens" in req.views:  # [layers + 1, pos, d_vocab_out] logits: the costly view for a large vocabulary
+        out["lens"] = lens_view(subject, cache)
+    if "dla" in req.views:
+        out["dla"] = dla_view(subject, cache, probs, req)
     if req.src is not None:
         out["src_tokens"] = [{"id": t, "text": subject.token_text(t)} for t in req.src]
     if req.interventions:

@@ -79,7 +79,11 @@ class Explorer:
         unablated predictions too; with ``compare`` the second model on the same input and the differences."""
         f = fields(body, {**INPUT, "layer": ((int,), 0), "top_k": ((int,), 5), "ablate": ((list,), []),
                           "patch_text": ((str,), None), "dla_token": ((int,), None), "dla_pos": ((int,), -1),
-                          "dla_per_head": ((bool,), True), "compare": ((bool,), False)}, required=("text",))
+                          "dla_per_head": ((bool,), True), "compare": ((bool,), False), "views": ((list,), None)},
+                   required=("text",))
+        views = tuple(analysis.VIEWS if f["views"] is None else f["views"])
+        if not all(isinstance(v, str) for v in views):
+            raise RequestError("views must be a list of names: " + ", ".join(analysis.VIEWS))
         if not 1 <= f["top_k"] <= 50:
             raise RequestError(f"top_k must be in 1..50, got {f['top_k']}")
         s = self.subject
@@ -87,7 +91,7 @@ class Explorer:
         req = analysis.RunRequest(
             tokens, src, f["layer"], f["top_k"], [_intervention(x) for x in f["ablate"]],
             s.encode(f["patch_text"], "the patch input") if f["patch_text"] else None,
-            f["dla_token"], f["dla_pos"], f["dla_per_head"],
+            f["dla_token"], f["dla_pos"], f["dla_per_head"], views,
         )
         with self.locks[id(s)]:
             out = analysis.run(s, req)
@@ -105,14 +109,14 @@ class Explorer:
             return {"error": f"the second model cannot read this input: {e}"}
         layer = min(f["layer"], len(o.model.blocks) - 1)
         with self.locks[id(o)]:
-            theirs = analysis.run(o, analysis.RunRequest(tokens, src, layer, f["top_k"]))
+            theirs = analysis.run(o, analysis.RunRequest(tokens, src, layer, f["top_k"], views=("attention",)))
         same_shape = (len(tokens) == len(mine["tokens"]) and o.model.config.n_heads == self.subject.model.config.n_heads)
         diff = {"same_outputs": o.out_labels == self.subject.out_labels, "same_tokens": tokens == [t["id"] for t in mine["tokens"]]}
         if diff["same_outputs"]:
             a = [p[0]["id"] for p in mine["predictions"]]
             b = [p[0]["id"] for p in theirs["predictions"]]
             diff["top1_differs"] = [x != y for x, y in zip(a, b)] if len(a) == len(b) else None
-        if same_shape and layer == f["layer"]:
+        if same_shape and layer == f["layer"] and "attention" in mine:
             diff["attention_diff"] = [  # per head: max_q sum_k |A - B| / 2 (total variation, in [0, 1])
                 round(max(sum(abs(x - y) for x, y in zip(ra, rb)) / 2 for ra, rb in zip(ha, hb)), 3)
                 for ha, hb in zip(mine["attention"]["heads"], theirs["attention"]["heads"])

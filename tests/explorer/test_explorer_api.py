@@ -36,6 +36,13 @@ def test_run_views_match_the_library(explorer, decoder):
     json.dumps(out)  # all of it travels as JSON
 
 
+def test_a_run_sends_only_the_views_asked_for(explorer):
+    out = explorer.run({"text": TEXT, "views": ["lens"]})
+    assert "lens" in out and not {"attention", "detectors", "dla"} & set(out)
+    assert out["predictions"] == explorer.run({"text": TEXT})["predictions"]
+    assert set(explorer.run({"text": TEXT, "views": []})) == {"tokens", "predictions", "output", "interventions"}
+
+
 def test_ablation_is_the_lens_ablation(explorer, decoder):
     out = explorer.run({"text": TEXT, "ablate": [{"layer": 1, "head": 2}, {"layer": 0, "mlp": True}]})
     logits = lens.run_ablated(decoder, torch.tensor([IDS]), heads=[(1, 2)], mlps=[0])
@@ -54,7 +61,7 @@ def test_patching_copies_the_head_from_the_second_input(explorer):
     _, patched = forward(subject, IDS, interventions=[Intervention("head", 1, 3, "patch")], patch_tokens=other)
     _, clean = forward(subject, IDS)
     z = patched["blocks.1.attn.z"][0]  # [pos, heads, d_head]
-    assert torch.equal(z[:, 3], source["blocks.1.attn.z"][0, :, 3])
+    assert torch.allclose(z[:, 3], source["blocks.1.attn.z"][0, :, 3], atol=1e-6)  # (fused vs explicit attention path)
     assert torch.equal(z[:, :3], clean["blocks.1.attn.z"][0, :, :3])  # the other heads are untouched
     with pytest.raises(GlassformerError, match="same length"):
         explorer.run({"text": TEXT, "ablate": [{"layer": 1, "head": 3, "mode": "patch"}], "patch_text": "1 2"})
@@ -185,6 +192,8 @@ def test_load_subject_reads_configs_checkpoints_and_hf_folders(tmp_path, decoder
     ({"text": "1", "ablate": [{"layer": 0, "head": 1, "mode": "patch"}]}, "second input"),
     ({"text": "1 2", "dla_pos": 5}, "attribution position 5"),
     ({"text": "1 2", "dla_token": 10}, "attribution token 10"),
+    ({"text": "1", "views": ["lens", "colours"]}, "unknown view"),
+    ({"text": "1", "views": [3]}, "views must be a list of names"),
     ({}, "'text' is required"),
     ([1, 2], "must be a JSON object"),
 ])

@@ -56,6 +56,7 @@ async function runNow() {
   const body = {
     ...inputBody(), layer: state.layer, top_k: 5, dla_pos: state.pos ?? -1, dla_per_head: state.dlaPerHead,
     ablate: state.ablate.map((a) => ({ ...a, mode: state.mode })), compare: !!state.info.compare,
+    views: state.tab ? state.tab.needs : [],  // only what the open tab draws (the logit lens of a 50k vocabulary costs)
   };
   if (state.dlaToken !== null) body.dla_token = state.dlaToken;
   if (state.mode === "patch" && state.ablate.length) body.patch_text = state.patchText;
@@ -121,8 +122,10 @@ export function render() {
   if (!state.run) return;
   renderTokens();
   renderPredictions();
-  if (state.tab) state.tab.render(state.tabPanel, state);
+  if (state.tab && hasViews(state.tab)) state.tab.render(state.tabPanel, state);
 }
+
+function hasViews(view) { return !!state.run && view.needs.every((k) => k in state.run); }
 
 function setupTabs() {
   const list = document.getElementById("tabs"), panels = document.getElementById("panels");
@@ -147,7 +150,8 @@ function setupTabs() {
     state.tab = v;
     state.tabPanel = panelOf.get(v);
     history.replaceState(null, "", `#${v.id}`);
-    if (state.run) v.render(state.tabPanel, state);
+    if (hasViews(v)) v.render(state.tabPanel, state);
+    else if (state.run) { clear(state.tabPanel, el("p", { class: "note" }, "…")); refresh(true); }
   }
   const wanted = views.find((v) => `#${v.id}` === location.hash) || views[0];
   activate(wanted);

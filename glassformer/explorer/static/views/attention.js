@@ -5,6 +5,7 @@ import { el, clear, heatCanvas, probColour, inkOn, pct } from "../draw.js";
 import { refresh } from "../app.js";
 
 export const id = "attention", title = "Attention";
+export const needs = ["attention", "detectors"];  // the parts of /api/run this tab draws
 export const available = () => true;
 
 const DETECTORS = { previous_token: "previous token", first_token: "first token", duplicate_token: "duplicate token", induction: "induction" };

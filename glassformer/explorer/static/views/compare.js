@@ -4,6 +4,7 @@ import { el, clear, pct, probColour, inkOn } from "../draw.js";
 import { selectedPos } from "../app.js";
 
 export const id = "compare", title = "Compare";
+export const needs = ["attention"];  // the parts of /api/run this tab draws
 export const available = (info) => !!info.compare;
 
 export function render(panel, state) {

@@ -5,6 +5,7 @@ import { el, clear, fmt, probColour, inkOn, signedColour } from "../draw.js";
 import { api, inputBody, showError } from "../app.js";
 
 export const id = "forward", title = "Forward pass";
+export const needs = [];  // the parts of /api/run this tab draws
 export const available = () => true;
 
 let outline = null, outlineKey = "", open = null, headOf = new Map(), loading = null;

@@ -4,6 +4,7 @@ import { el, clear, probBars } from "../draw.js";
 import { api, state as appState, refresh, showError } from "../app.js";
 
 export const id = "generate", title = "Generate";
+export const needs = [];  // the parts of /api/run this tab draws
 export const available = (info) => info.model.can_generate;
 
 const opts = { temperature: 1, top_k: 0, top_p: 1, seed: 0 };

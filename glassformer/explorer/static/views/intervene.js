@@ -4,6 +4,7 @@ import { el, clear, pct } from "../draw.js";
 import { refresh, state as appState } from "../app.js";
 
 export const id = "intervene", title = "Intervene";
+export const needs = [];  // the parts of /api/run this tab draws
 export const available = () => true;
 
 const MODES = { zero: "zero-ablate", mean: "mean-ablate", patch: "patch from a second input" };

@@ -5,6 +5,7 @@ import { el, clear, signedColour, fmt } from "../draw.js";
 import { api, state as appState, showError } from "../app.js";
 
 export const id = "program", title = "Program";
+export const needs = [];  // the parts of /api/run this tab draws
 export const available = (info) => info.model.kind === "compiled" || info.model.kind === "trained";
 
 let view = null, chosen = null;

@@ -4,6 +4,7 @@ import { el, clear, probColour, inkOn, pct, signedBars, fmt } from "../draw.js";
 import { refresh, selectedPos } from "../app.js";
 
 export const id = "residual", title = "Residual stream";
+export const needs = ["lens", "dla"];  // the parts of /api/run this tab draws
 export const available = () => true;
 
 let lensMode = "top";
