@@ -45,7 +45,8 @@ function pick(state, layer, head) {
 
 function layerMaps(state, run, info) {
   const heads = run.attention.heads, n = run.tokens.length;
-  const cell = Math.max(2, Math.min(10, Math.floor(96 / Math.max(n, 1))));
+  const side = heads.length > 6 ? 60 : 96;  // px per map: 12 heads still fit in two rows
+  const cell = Math.max(2, Math.min(10, Math.floor(side / Math.max(n, 1))));
   const layerSelect = el("select", { id: "layer", "aria-label": "layer", onchange: (e) => pick(state, Number(e.target.value), state.head) },
     Array.from({ length: info.n_layers }, (_, l) => el("option", { value: l, selected: l === state.layer }, `layer ${l}`)));
   return el("div", { class: "card" },
