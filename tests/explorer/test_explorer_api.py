@@ -211,3 +211,28 @@ def test_bad_generate_requests(explorer):
     with pytest.raises(GlassformerError, match="needs a decoder"):
         Explorer(subject_of(__import__("glassformer").rasp.compile(
             __import__("glassformer").rasp.library.get("length"), vocab="ab", max_len=3))).generate({"text": "ab"})
+
+
+@pytest.mark.parametrize("options", [
+    {"arch": "encoder-decoder"}, {"arch": "encoder"}, {"arch": "decoder", "norm_position": "post"},
+    {"arch": "decoder", "attention": "linear"}, {"arch": "decoder", "n_kv_heads": 2, "positional": "rope", "act": "swiglu"},
+], ids=["encoder-decoder", "encoder", "post-ln", "linear", "gqa-rope-swiglu"])
+def test_every_architecture_is_explorable(options):
+    from glassformer import ModelConfig, Transformer
+
+    model = Transformer(ModelConfig(d_model=16, n_layers=2, n_heads=4, d_vocab=12, n_ctx=16, **options)).eval()
+    ex = Explorer(subject_of(model))
+    body = {"text": "1 2 3 4", **({"src": "5 6 7"} if options["arch"] == "encoder-decoder" else {})}
+    out = ex.run({**body, "ablate": [{"layer": 1, "head": 1, "mode": "mean"}]})
+    assert len(out["predictions"]) == 4 and len(out["lens"]["top"]) == 3
+    assert torch.allclose(torch.tensor(out["attention"]["heads"]).sum(-1), torch.ones(4, 4), atol=1e-3)
+    if options.get("norm_position") == "post":
+        assert "pre-norm" in out["dla"]["error"]  # said, not crashed
+    if options["arch"] == "encoder-decoder":
+        with pytest.raises(GlassformerError, match="source input"):
+            ex.run({"text": "1 2"})
+    if options.get("attention") == "linear":
+        with pytest.raises(GlassformerError, match="not attention='linear'"):
+            ex.path(body)
+    else:
+        assert ex.path(body)["sections"]

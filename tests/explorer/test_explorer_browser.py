@@ -144,3 +144,27 @@ def test_sampling_and_compiled_program_views(browser, server, compiled_server):
     text = page.inner_text("table.sop")
     assert "reverse=a" in text and "reverse=c" in text
     assert errors == []
+
+
+def test_compare_marks_the_positions_that_differ(browser, decoder):
+    import torch
+
+    from glassformer.explorer import Explorer, subject_of
+    from glassformer.explorer.server import Server
+
+    torch.manual_seed(1)
+    other = type(decoder)(decoder.config).eval()
+    srv = Server(Explorer(subject_of(decoder, name="A"), subject_of(other, name="B"))).start()
+    try:
+        errors = []
+        page = open_page(browser, srv.url + "#compare", errors)
+        page.fill("#input", "1 2 3 4 5")
+        page.wait_for_function("document.querySelectorAll('#panel-compare table.effects tbody tr').length === 5")
+        out = Explorer(subject_of(decoder), subject_of(other)).run({"text": "1 2 3 4 5", "compare": True})
+        differs = out["compare"]["diff"]["top1_differs"]
+        assert 0 < sum(differs) < 5  # a test of the marking, not of a constant
+        assert page.locator("#panel-compare tr.changed").count() == sum(differs)
+        assert page.locator("#panel-compare .diffs .stok").count() == 4  # one per head of the layer
+        assert errors == []
+    finally:
+        srv.stop()
