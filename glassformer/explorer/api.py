@@ -61,6 +61,7 @@ class Explorer:
         self.locks = {id(subject): Lock(), **({id(compare): Lock()} if compare is not None else {})}
         self.sampler = Sampler()
         self.traces = forward_path.TraceCache()
+        self.decompiled: dict | None = None  # computed once, on request
 
     @classmethod
     def open(cls, path, compare=None, *, seed: int = 0) -> Explorer:
@@ -163,7 +164,21 @@ class Explorer:
     # -- GET /api/program, POST /api/sop ---------------------------------------------------------------
 
     def program(self) -> dict:
+        if self.subject.compiled is None:
+            return program.decompiled_view(self.subject, self.decompiled)
         return program.program_view(self.subject)
+
+    # -- POST /api/decompile ---------------------------------------------------------------------------
+
+    def decompile(self, body: dict | None = None) -> dict:
+        """Decompile the (trained) model once; later calls return the same program."""
+        fields(body or {}, {})
+        if self.subject.compiled is not None:
+            raise RequestError("this is a compiled model: its program is shown as it was compiled")
+        if self.decompiled is None:
+            with self.locks[id(self.subject)]:
+                self.decompiled = program.decompile(self.subject)
+        return program.decompiled_view(self.subject, self.decompiled)
 
     def sop(self, body: dict) -> dict:
         f = fields(body, {"text": ((str,), None), "name": ((str,), None)}, required=("text", "name"))

@@ -112,30 +112,47 @@ def sop_view(subject, name: str, tokens: list[int]) -> dict:
     }
 
 
-def decompiled_view(subject) -> dict:
-    """The decompiled program of a trained model, when ``glassformer.rasp.decompile`` exists (import guarded:
-    the decompiler is another subsystem and may not be installed)."""
+def _decompiler():
+    """``glassformer.rasp.decompile`` (a function ``decompile(model, task) -> Decompiled``), or None: the
+    decompiler is another subsystem and may not be installed, so the import is guarded."""
     try:
-        from glassformer.rasp import decompile as decompiler  # noqa: F401 -- optional subsystem
+        from glassformer.rasp import decompile  # noqa: F401 -- optional subsystem
     except ImportError:
-        return {"kind": "decompiled", "available": False,
-                "note": "the decompiler (glassformer.rasp.decompile) is not part of this installation"}
-    fn = decompiler if callable(decompiler) else getattr(decompiler, "decompile", None)
-    if fn is None:
-        return {"kind": "decompiled", "available": False, "note": "glassformer.rasp.decompile has no decompile() function"}
-    try:
-        result = fn(subject.model)
-    except Exception as e:  # the decompiler refusing a model is an answer, not a server error
-        return {"kind": "decompiled", "available": True, "code": None, "note": f"the decompiler could not read this model: {e}"}
-    from glassformer.rasp import language as L
-    from glassformer.rasp import to_code
+        return None
+    return decompile if callable(decompile) else getattr(decompile, "decompile", None)
 
-    if isinstance(result, L.RASPExpr):
-        code = to_code(result)
-    else:
-        to_code_method = getattr(result, "to_code", None)
-        code = to_code_method() if callable(to_code_method) else str(result)
-    return {"kind": "decompiled", "available": True, "code": code, "nodes": []}
+
+def decompiled_view(subject, result=None) -> dict:
+    """What the Program tab shows for a trained model: the decompiled program once it has been computed
+    (``result``), else whether it can be (the decompiler installed, the training task known)."""
+    view = {"kind": "decompiled", "available": False, "code": None}
+    if _decompiler() is None:
+        return {**view, "note": "the decompiler (glassformer.rasp.decompile) is not part of this installation"}
+    if subject.task is None:
+        return {**view, "note": "decompiling a trained model needs the task it was trained on; this checkpoint records none"}
+    view["available"] = True
+    if result is None:
+        return {**view, "note": f"the decompiler reads the model on the task {subject.task.get('name')!r} (about a thousand "
+                                "inputs plus interventions): it can take a minute, during which the other views wait"}
+    return {**view, **result}
+
+
+def decompile(subject) -> dict:
+    """Run the decompiler on a trained subject with its training task: the program's source and how well
+    it matches the model (``match_sequence``, ``match_position``) on fresh inputs."""
+    fn = _decompiler()
+    if fn is None or subject.task is None:
+        raise InputError(decompiled_view(subject)["note"])
+    from glassformer.train.tasks import get_task
+
+    task = get_task(subject.task["name"], **subject.task.get("options", {}))
+    try:
+        result = fn(subject.model, task)
+    except InputError as e:  # the decompiler refusing a model is an answer, not a server error
+        return {"code": None, "note": f"the decompiler could not read this model: {e}"}
+    return {"code": getattr(result, "source", None) or str(result),
+            "match_sequence": getattr(result, "match_sequence", None), "match_position": getattr(result, "match_position", None),
+            "note": ""}
 
 
 def _json_value(v):

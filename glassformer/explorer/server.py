@@ -5,7 +5,7 @@ modules and CSS, no build step, nothing fetched from the network) and the JSON A
     GET  /static/<file>    the page's modules and CSS    POST /api/run       every view for one input
     POST /api/path         the forward pass's outline    POST /api/step      one step's equations and numbers
     POST /api/generate     one sampled token (KV cache)  GET  /api/program   the RASP program
-    POST /api/sop          one s-op on the input
+    POST /api/sop          one s-op on the input         POST /api/decompile a trained model's program
 
 A bad request gets a 4xx with ``{"error": message}`` (400 malformed or invalid input, 404 unknown route,
 405 wrong method, 413 too large); an unexpected failure a 500 with the same shape, and the server keeps
@@ -75,7 +75,7 @@ def create_app(explorer: Explorer) -> Starlette:
         Route("/", index),
         Route("/api/info", get(explorer.info)),
         Route("/api/program", get(explorer.program)),
-        *(Route(f"/api/{name}", post(getattr(explorer, name)), methods=["POST"]) for name in ("run", "path", "step", "generate", "sop")),
+        *(Route(f"/api/{name}", post(getattr(explorer, name)), methods=["POST"]) for name in ("run", "path", "step", "generate", "sop", "decompile")),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -38,6 +38,7 @@ class Subject:
     compiled: Any = None  # a CompiledModel for a compiled RASP program
     out_labels: list[str] = field(default_factory=list)  # one per output logit (d_vocab_out)
     example: str = ""  # the input the page starts with
+    task: dict | None = None  # the training task's spec {"name", "options"} (what the decompiler reads)
     _in_labels: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -197,7 +198,8 @@ def load_subject(path: str | Path, *, seed: int = 0, device: str | None = "cpu")
         compiled.model.eval()
         return Subject(name, "compiled", compiled.model, compiled.tokenizer(), compiled)
     kind = "imported" if isinstance(ckpt.extra, dict) and ckpt.extra.get("imported_from") else "trained"
-    return Subject(name, kind, ckpt.model.eval(), ckpt.tokenizer, example=_task_example(ckpt))
+    task = ckpt.task if isinstance(ckpt.task, dict) and "name" in ckpt.task else None
+    return Subject(name, kind, ckpt.model.eval(), ckpt.tokenizer, example=_task_example(ckpt), task=task)
 
 
 def _task_example(ckpt) -> str:

@@ -236,3 +236,44 @@ def test_every_architecture_is_explorable(options):
             ex.path(body)
     else:
         assert ex.path(body)["sections"]
+
+
+def test_trained_models_show_the_decompiled_program_when_the_decompiler_exists(decoder, monkeypatch):
+    """The decompiler is another subsystem (``glassformer.rasp.decompile(model, task)``): its import is guarded."""
+    import glassformer.rasp
+    from glassformer.explorer.session import Subject
+
+    subject = Subject("m", "trained", decoder, task={"name": "reverse", "options": {"length": 3}})
+    monkeypatch.delattr(glassformer.rasp, "decompile", raising=False)
+    if importlib_util_find("glassformer.rasp.decompile") is None:
+        view = Explorer(subject).program()
+        assert not view["available"] and "not part of this installation" in view["note"]
+    calls = []
+
+    class Result:
+        source, match_sequence, match_position = "reverse = Aggregate(flip, tokens)", 0.75, 0.9
+
+    def fake(model, task):
+        calls.append((model, task.name if hasattr(task, "name") else task))
+        return Result()
+
+    monkeypatch.setattr(glassformer.rasp, "decompile", fake, raising=False)
+    ex = Explorer(subject)
+    assert ex.program()["available"] and ex.program()["code"] is None
+    out = ex.decompile({})
+    assert out["code"] == Result.source and out["match_sequence"] == 0.75 and len(calls) == 1 and calls[0][0] is decoder
+    assert ex.decompile({})["code"] == Result.source and len(calls) == 1  # computed once
+    assert ex.program()["code"] == Result.source
+    no_task = Explorer(subject_of(decoder))
+    assert "records none" in no_task.program()["note"]
+    with pytest.raises(GlassformerError, match="records none"):
+        no_task.decompile({})
+
+
+def importlib_util_find(name):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name)
+    except ModuleNotFoundError:
+        return None

@@ -15,8 +15,18 @@ export async function render(panel, state) {
     try { view = await api("program"); } catch (e) { clear(panel, el("p", { class: "note" }, e.message)); return; }
   }
   if (view.kind === "decompiled") {
+    const run = el("button", { id: "decompile", class: "plain", onclick: async () => {
+      run.disabled = true;
+      run.textContent = "decompiling…";
+      try { view = await api("decompile", {}); } catch (e) { showError(e.message); }
+      render(panel, state);
+    } }, "Decompile");
     clear(panel, el("div", { class: "card" }, el("h3", {}, "Decompiled program"),
-      view.code ? el("pre", { class: "code" }, view.code) : el("p", { class: "note" }, view.note)));
+      view.note ? el("p", { class: "note" }, view.note) : null,
+      view.code ? el("pre", { class: "code" }, view.code) : null,
+      view.code && view.match_sequence !== null ? el("p", { class: "note" },
+        `Agrees with the model on ${(100 * view.match_sequence).toFixed(1)}% of fresh inputs (${(100 * view.match_position).toFixed(1)}% of positions).`) : null,
+      view.available && !view.code ? run : null));
     return;
   }
   const nodes = el("div", { class: "sops", role: "group", "aria-label": "s-ops" }, view.nodes.map((n) => el("button", {
