@@ -174,7 +174,7 @@ def run(subject, req: RunRequest) -> dict:
         "interventions": [iv.label() for iv in req.interventions],
     }
     if "attention" in req.views:
-        out["attention"] = {"layer": req.layer, "heads": _rounded(cache[f"blocks.{req.layer}.attn.pattern"][0], 4)}
+        out["attention"] = {"layer": req.layer, "heads": _rounded(cache[f"blocks.{req.layer}.attn.pattern"][0], 3)}  # 0.1% steps
     if "detectors" in req.views:
         out["detectors"] = detector_scores(cache, req.tokens, n_layers)
     if "lens" in req.views:  # [layers + 1, pos, d_vocab_out] logits: the costly view for a large vocabulary

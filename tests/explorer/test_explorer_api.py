@@ -23,7 +23,7 @@ def test_run_views_match_the_library(explorer, decoder):
     assert [t["id"] for t in out["tokens"]] == IDS
     assert [p[0]["id"] for p in out["predictions"]] == probs.argmax(-1).tolist()
     assert out["predictions"][-1][0]["p"] == pytest.approx(float(probs[-1].max()), abs=1e-4)
-    assert torch.allclose(torch.tensor(out["attention"]["heads"]), cache["blocks.1.attn.pattern"][0], atol=1e-4)
+    assert torch.allclose(torch.tensor(out["attention"]["heads"]), cache["blocks.1.attn.pattern"][0], atol=6e-4)
     scores = lens.detect_heads(decoder, tokens)
     for name, values in scores.items():
         got = torch.tensor([[float("nan") if v is None else v for v in row] for row in out["detectors"][name]])
