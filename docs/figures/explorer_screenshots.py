@@ -79,8 +79,8 @@ def main() -> None:
 
         def intervene(page):
             page.click("#tab-intervene")
-            for h in range(4):  # every head of layer 1: the copying goes, the predictions break
-                page.click(f"button.comp[data-layer='1'][data-head='{h}']")
+            for h in range(4):  # every head of layer 0 (no single head matters alone: they share the copying)
+                page.click(f"button.comp[data-layer='0'][data-head='{h}']")
                 page.wait_for_function(f"document.querySelectorAll('button.comp.on').length === {h + 1}")
             page.wait_for_selector("table.effects tr.changed")
 

@@ -225,7 +225,7 @@ def test_every_architecture_is_explorable(options):
     body = {"text": "1 2 3 4", **({"src": "5 6 7"} if options["arch"] == "encoder-decoder" else {})}
     out = ex.run({**body, "ablate": [{"layer": 1, "head": 1, "mode": "mean"}]})
     assert len(out["predictions"]) == 4 and len(out["lens"]["top"]) == 3
-    assert torch.allclose(torch.tensor(out["attention"]["heads"]).sum(-1), torch.ones(4, 4), atol=1e-3)
+    assert torch.allclose(torch.tensor(out["attention"]["heads"]).sum(-1), torch.ones(4, 4), atol=3e-3)  # 4 keys rounded to 0.001
     if options.get("norm_position") == "post":
         assert "pre-norm" in out["dla"]["error"]  # said, not crashed
     if options["arch"] == "encoder-decoder":
