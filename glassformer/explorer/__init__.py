@@ -9,7 +9,16 @@
 * :mod:`~glassformer.explorer.server`: the Starlette app and ``serve()`` (uvicorn), static assets in ``static/``.
 """
 
-from glassformer.explorer.api import Explorer, RequestError
-from glassformer.explorer.session import Subject, load_subject, subject_of
-
 __all__ = ["Explorer", "RequestError", "Subject", "load_subject", "subject_of"]
+
+
+def __getattr__(name):  # imported on first use, so `glassformer --help` does not load the explorer's dependencies
+    if name in ("Explorer", "RequestError"):
+        from glassformer.explorer import api
+
+        return getattr(api, name)
+    if name in ("Subject", "load_subject", "subject_of"):
+        from glassformer.explorer import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'glassformer.explorer' has no attribute {name!r}")
