@@ -67,7 +67,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto = cuda, mps or cpu
     dtype: str = "auto"  # auto = bfloat16 autocast on CUDA, float32 elsewhere; or float32 / bfloat16
-    compile: bool = False  # torch.compile the model
+    compile: bool | str = False  # torch.compile the model (True: the default inductor backend; a str: that backend)
     out_dir: str | None = None  # metrics.jsonl, summary.json and checkpoint/ go here (None: write nothing)
     quiet: bool = False  # no progress bar
 
@@ -258,7 +258,8 @@ class Trainer:
     def _wrap(self, model: Transformer) -> nn.Module:
         forward: nn.Module = _TaskForward(model)
         if self.config.compile:
-            forward = torch.compile(forward)
+            backend = self.config.compile if isinstance(self.config.compile, str) else "inductor"
+            forward = torch.compile(forward, backend=backend)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
