@@ -24,7 +24,7 @@ from typing import Any
 
 from glassformer.rasp.compiler.assign import Folded, HeadTask
 from glassformer.rasp.compiler.mlp import BOS, cat_key, encode, num_key
-from glassformer.rasp.compiler.values import ValueSet, sort_values
+from glassformer.rasp.compiler.values import ValueSet, sort_values, value_key
 from glassformer.rasp.errors import RaspCompileError
 
 RANK_WEIGHT = 0.25  # delta: the largest rank bonus, below the 1/2 that separates BOS from a selected key
@@ -77,6 +77,7 @@ def build_head(task: HeadTask, values: dict[str, ValueSet]) -> HeadSpec:
 def _clause(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[str, ValueSet]) -> None:
     kx = values[keys.node.label].non_none
     qx = values[queries.node.label].non_none
+    _check_twins(spec, keys, queries, pred, values)
     matrix = []
     for q in qx:
         fq = _safe(queries, q)
@@ -107,6 +108,29 @@ def _clause(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[st
             spec.qk.append((w_q, 0.0, {cat_key(keys.node, k): 1.0 for k in ks}, 0.0))
     for label in (keys.node.label, queries.node.label):
         spec.score_inputs[label] = spec.score_inputs.get(label, 0.0) + 1.0
+
+
+def _selects(pred, keys: Folded, queries: Folded, k, q) -> bool:
+    try:
+        return bool(pred(_safe(keys, k), _safe(queries, q)))
+    except Exception:
+        return False
+
+
+def _check_twins(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[str, ValueSet]) -> None:
+    """A predicate must treat float twins (see ``values.py``) alike: the model cannot tell them apart."""
+    kset, qset = values[keys.node.label], values[queries.node.label]
+    if not kset.twins and not qset.twins:
+        return
+    for q in qset.all_values:
+        for k in kset.all_values:
+            if q is None or k is None:
+                continue
+            rq, rk = qset.representative(q), kset.representative(k)
+            if _selects(pred, keys, queries, k, q) != _selects(pred, keys, queries, rk, rq):
+                raise RaspCompileError(spec.op, f"its selector tells key {k!r} from {rk!r} (or query {q!r} from "
+                                                f"{rq!r}), values that differ only by float rounding; no model can "
+                                                "tell them apart (round them in an earlier Map)", float_limited=True)
 
 
 def _safe(folded: Folded, x):
@@ -147,7 +171,7 @@ def _rank(spec: HeadSpec, value: Folded, values: dict[str, ValueSet], mode: str)
 
 
 def _k(y):
-    return (y,)
+    return (value_key(y),)  # True and 1 are different outputs
 
 
 def _values(spec: HeadSpec, task: HeadTask, values: dict[str, ValueSet]) -> None:

@@ -417,6 +417,9 @@ def _structural_linear(f: Callable, args: list[Node]) -> tuple[float, ...] | Non
 
     if not all(a.is_numerical for a in args):
         return None
+    coefficients = getattr(f, "linear", None)  # a callable that declares itself affine (tracr.LinearSequenceMap)
+    if isinstance(coefficients, tuple) and len(coefficients) == len(args) + 1:
+        return tuple(float(c) for c in coefficients)
     if isinstance(f, _Op2) and f.fn in (operator.add, operator.sub):
         return (0.0, 1.0, 1.0 if f.fn is operator.add else -1.0)
     if isinstance(f, _Op1):

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from glassformer.rasp.compiler.graph import Node
-from glassformer.rasp.compiler.values import ValueSet, combinations_count
+from glassformer.rasp.compiler.values import ValueSet, combinations_count, value_key
 from glassformer.rasp.errors import RaspCompileError
 
 BOS = ("bos",)
@@ -46,7 +46,7 @@ EPS = {"float32": 2.0 ** -23, "float64": 2.0 ** -52}  # machine epsilon of the m
 
 
 def cat_key(node: Node, value: Any) -> tuple:
-    return (node.label, value)
+    return (node.label, value_key(value))  # True and 1 are different dimensions
 
 
 def num_key(node: Node) -> tuple:
@@ -334,11 +334,11 @@ def _fill_dont_care(g: list) -> tuple:
 
 
 def _hashable_key(y: Any):
-    return (y,)
+    return (value_key(y), y)  # compares by the key (True is not 1), keeps the value
 
 
 def _unkey(k):
-    return k[0]
+    return k[1]
 
 
 # -- checks ---------------------------------------------------------------------------------------
