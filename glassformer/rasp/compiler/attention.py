@@ -53,7 +53,7 @@ class HeadSpec:
 
 def build_head(task: HeadTask, values: dict[str, ValueSet]) -> HeadSpec:
     node, op = task.node, task.node.op
-    spec = HeadSpec(node.label, op.mode)
+    spec = HeadSpec(node.origin or node.label, op.mode)
     clauses = task.clauses
     constant = op.selector.constant
     L = max(len(clauses), 1)
@@ -79,6 +79,7 @@ def _clause(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[st
     qx = values[queries.node.label].non_none
     _check_twins(spec, keys, queries, pred, values)
     matrix = []
+    failures, first_error = 0, None
     for q in qx:
         fq = _safe(queries, q)
         row = []
@@ -86,9 +87,14 @@ def _clause(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[st
             fk = _safe(keys, k)
             try:
                 row.append(1.0 if pred(fk, fq) else 0.0)
-            except Exception:
-                row.append(0.0)  # the interpreter raises here: any answer will do
+            except Exception as e:  # the interpreter raises on inputs holding this pair: the model does not select
+                row.append(0.0)
+                failures += 1
+                first_error = first_error or f"{type(e).__name__}: {e} on key {fk!r}, query {fq!r}"
         matrix.append(tuple(row))
+    if matrix and matrix[0] and failures == len(qx) * len(kx):
+        raise RaspCompileError(spec.op, f"its selector's predicate fails on every key and query its inputs can take "
+                                        f"({first_error}); the interpreter rejects every input")
     rows: dict[tuple, list] = {}
     for q, row in zip(qx, matrix):
         if any(row):

@@ -24,7 +24,7 @@ positions it would select.  The usual fix is to add ``& Select(indices, indices,
 
 from __future__ import annotations
 
-from glassformer.rasp.compiler.graph import Attend, Embedded, Graph, Node, SelectorIR
+from glassformer.rasp.compiler.graph import Attend, Embedded, Graph, Node, SelectorIR, _toposort
 from glassformer.rasp.errors import RaspCompileError
 
 _NOT_POSITIONAL = object()  # a node whose value depends on more than the position
@@ -75,26 +75,27 @@ def _holds(pred, key, query) -> bool:
 
 def _positional(node: Node, n: int) -> list | None:
     """The node's value at positions 0..n-1 if it depends on the position alone, else None."""
-    values = [_at(node, p, {}) for p in range(n)]
+    chain = _toposort([node])  # inputs first
+    values = []
+    for p in range(n):
+        memo: dict[int, object] = {}
+        for m in chain:
+            memo[id(m)] = _at(m, p, memo)
+        values.append(memo[id(node)])
     return None if any(v is _NOT_POSITIONAL for v in values) else values
 
 
 def _at(node: Node, p: int, memo: dict):
-    if id(node) in memo:
-        return memo[id(node)]
+    """The node's value at position p, its inputs' values in ``memo`` (or _NOT_POSITIONAL)."""
     op = node.op
     if isinstance(op, Embedded):
-        value = p if op.kind == "indices" else op.value if op.kind == "constant" else _NOT_POSITIONAL
-    elif isinstance(op, Attend):
-        value = _NOT_POSITIONAL
-    else:
-        args = [_at(a, p, memo) for a in op.args]
-        if any(a is _NOT_POSITIONAL for a in args):
-            value = _NOT_POSITIONAL
-        else:
-            try:
-                value = op.fn(*args)
-            except Exception:
-                value = _NOT_POSITIONAL
-    memo[id(node)] = value
-    return value
+        return p if op.kind == "indices" else op.value if op.kind == "constant" else _NOT_POSITIONAL
+    if isinstance(op, Attend):
+        return _NOT_POSITIONAL
+    args = [memo[id(a)] for a in op.args]
+    if any(a is _NOT_POSITIONAL for a in args):
+        return _NOT_POSITIONAL
+    try:
+        return op.fn(*args)
+    except Exception:
+        return _NOT_POSITIONAL

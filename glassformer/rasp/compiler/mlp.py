@@ -227,9 +227,9 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
         for s in S:
             try:
                 g.append(_hashable_key(fn(s, combo)))
-            except Exception:
-                g.append(_DONT_CARE)
-        functions[_fill_dont_care(g)].add(combo)
+            except Exception:  # the interpreter rejects this input: no value (None, or 0 if numerical)
+                g.append(_hashable_key(None))
+        functions[tuple(g)].add(combo)
     s_abs = max(max(abs(v) for v in S), bos_magnitude)
     gate_noisy = any(c.label in noisy for c in cats)
     relative = getattr(s_node.op, "mode", None) == "width"  # 1/(w+1): its error is relative (see precision.py)
@@ -315,22 +315,6 @@ def additive(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet],
         else:
             table(spec, out, [node], [vset], part, noisy)
     spec.strategy = "additive"
-
-
-_DONT_CARE = ("__rasp_dont_care__",)
-
-
-def _fill_dont_care(g: list) -> tuple:
-    """Entries where the function raised take a neighbour's value, so they add no step."""
-    known = [v for v in g if v != _DONT_CARE]
-    if not known:
-        return tuple(_hashable_key(None) for _ in g)
-    prev = known[0]
-    out = []
-    for v in g:
-        prev = prev if v == _DONT_CARE else v
-        out.append(prev)
-    return tuple(out)
 
 
 def _hashable_key(y: Any):

@@ -73,14 +73,15 @@ def value_key(v: Any):
     return v
 
 
-def _is_float_like(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def twins(a: Any, b: Any) -> bool:
-    """Whether two numbers differ only by float rounding (and are not the same)."""
-    return (_is_float_like(a) and _is_float_like(b) and a != b
-            and abs(a - b) <= TWIN_TOLERANCE * max(1.0, abs(a), abs(b)))
+    """Whether two numbers differ only by float rounding (and are not the same): at least one is a
+    float, and they agree to ``TWIN_TOLERANCE`` relatively.  Ints are never twins of each other."""
+    if not (isinstance(a, float) or isinstance(b, float)) or not (L.is_number(a) and L.is_number(b)):
+        return False
+    if isinstance(a, bool) or isinstance(b, bool) or a == b:
+        return False
+    a, b = float(a), float(b)
+    return abs(a - b) <= TWIN_TOLERANCE * max(1.0, abs(a), abs(b))
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -218,6 +219,8 @@ def node_values(node: Node, known: dict[str, ValueSet], vocab: list, max_len: in
             return ValueSet.of(vocab, numerical)
         if op.kind == "indices":
             return ValueSet.of(range(max_len), numerical)
+        if not numerical:
+            check_categorical(op.value, node.origin or node.label, f"the constant {op.value!r}")
         return ValueSet.of([op.value], numerical)
     if isinstance(op, ElementWise):
         return _elementwise_values(node, [known[a.label] for a in op.args])
@@ -233,12 +236,21 @@ def _elementwise_values(node: Node, sets: list[ValueSet]) -> ValueSet:
         results = []
         at_reps: dict[tuple, Any] = {}  # kept only when twins need checking against it
         keep = any(s.twins for s in sets)
+        errors: list[str] = []
+        succeeded = False  # on a combination without None (RASP's None rule does not call fn on None)
         for idx in itertools.product(*(range(len(s.values)) for s in sets)):
-            y = _apply(node, tuple(s.values[i] for s, i in zip(sets, idx)))
+            combo = tuple(s.values[i] for s, i in zip(sets, idx))
+            y = _apply(node, combo, errors)
             if y is not _REJECTED:
                 results.append(y)
+                succeeded = succeeded or all(x is not None for x in combo)
                 if keep:
                     at_reps[idx] = y
+        if errors and not succeeded:
+            raise RaspCompileError(node.origin or node.label, f"its function fails on every value its inputs can "
+                                                              f"take ({errors[0]}); the interpreter rejects every input")
+        if errors:  # where the interpreter raises, the MLP writes no value: None (0 if numerical)
+            results.append(0 if node.is_numerical else None)
         if keep:
             results += _twin_results(node, sets, at_reps)
         return ValueSet.of(results, node.is_numerical)
@@ -268,17 +280,39 @@ def _elementwise_values(node: Node, sets: list[ValueSet]) -> ValueSet:
 _REJECTED = object()  # a combination the function raises on (the interpreter raises there too)
 
 
-def _apply(node: Node, combo: tuple):
+def _apply(node: Node, combo: tuple, errors: list | None = None):
+    """``fn(*combo)``, or _REJECTED where the interpreter rejects it (the reason goes to ``errors``).
+    A categorical value the model cannot hold (unhashable, NaN) is refused outright."""
     try:
         y = node.op.fn(*combo)
-    except Exception:
+    except Exception as e:  # the user's function raised: the interpreter raises on this input too
+        if errors is not None and not errors:
+            errors.append(f"{type(e).__name__}: {e} on {_show(combo)}")
         return _REJECTED
     if node.is_numerical:
         if isinstance(y, bool):
             y = int(y)
         if not L.is_number(y):
+            if errors is not None and not errors:
+                errors.append(f"it returned {y!r} on {_show(combo)}, not a finite number")
             return _REJECTED
+        return y
+    check_categorical(y, node.origin or node.label, f"its function returned {y!r} on {_show(combo)}")
     return y
+
+
+def check_categorical(y: Any, op: str, what: str) -> None:
+    """Refuse a categorical value no model can hold: unhashable (a list), or NaN (equal to nothing)."""
+    try:
+        hash(y)
+    except TypeError:
+        raise RaspCompileError(op, f"{what}, a {type(y).__name__}: categorical values must be hashable "
+                                   "(a tuple instead of a list)") from None
+    if isinstance(y, float) and math.isnan(y):
+        raise RaspCompileError(op, f"{what}: NaN cannot be a categorical value (it equals nothing, not even itself)")
+    if isinstance(y, tuple):
+        for x in y:
+            check_categorical(x, op, what)
 
 
 def _twin_results(node: Node, sets: list[ValueSet], at_reps: dict[tuple, Any]) -> list:
@@ -318,6 +352,8 @@ def _attend_values(node: Node, known: dict[str, ValueSet], max_len: int) -> Valu
     if op.mode == "width":
         return ValueSet.of([1.0 / (w + 1) for w in range(max_len + 1)], True)
     inner = known[op.value.label]
+    if not node.is_numerical:
+        check_categorical(op.default, node.origin or node.label, f"the default {op.default!r}")
     if op.mode == "mean":
         return mean_values(inner, max_len, op.default)
     if not inner.finite:
