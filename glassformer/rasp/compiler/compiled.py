@@ -249,26 +249,37 @@ class CompiledModel:
 
         return CharTokenizer([BOS_CHAR, PAD_CHAR, *self.vocab])
 
-    def save(self, dir: str | Path) -> Path:
+    def save(self, dir: str | Path, sparse: bool = False) -> Path:
         """Write a checkpoint folder that ``glassformer.load`` and the CLI read; the encoders go to
-        ``extra.json`` under ``"rasp"``."""
+        ``extra.json`` under ``"rasp"``.  ``sparse=True`` stores only the non-zero weights
+        (``sparse.py``: a fraction of the size; read back by ``CompiledModel.load`` only)."""
+        if sparse:
+            from glassformer.rasp.compiler.sparse import save_sparse
+
+            return save_sparse(dir, self.model, self.tokenizer(), {"rasp": self.io_spec()})
         from glassformer.train.checkpoint import save_model
 
         return save_model(dir, self.model, tokenizer=self.tokenizer(), extra={"rasp": self.io_spec()})
 
     @classmethod
     def load(cls, dir: str | Path, device: str | None = None) -> CompiledModel:
+        """A compiled model saved by ``save`` (dense or sparse)."""
+        from glassformer.rasp.compiler.sparse import is_sparse, load_sparse
         from glassformer.train.checkpoint import load_checkpoint
 
-        ckpt = load_checkpoint(dir, device=device)
-        spec = ckpt.extra.get("rasp")
+        if is_sparse(dir):
+            model, _, extra = load_sparse(dir, device=device)
+        else:
+            ckpt = load_checkpoint(dir, device=device)
+            model, extra = ckpt.model, ckpt.extra
+        spec = extra.get("rasp") if isinstance(extra, dict) else None
         if not isinstance(spec, dict) or spec.get("format") != "glassformer-rasp":
             raise CheckpointError(f"{dir} holds no compiled RASP program (extra.json has no 'rasp' section)")
         out = spec["output"]
         output = OutputSpec(out["numerical"], [from_json(c) for c in out["classes"]],
                             None if out["values"] is None else [from_json(v) for v in out["values"]], out["tolerance"],
                             out.get("none_class"))
-        return cls(ckpt.model, [from_json(t) for t in spec["vocab"]], spec["max_len"], output, spec["residual_labels"],
+        return cls(model, [from_json(t) for t in spec["vocab"]], spec["max_len"], output, spec["residual_labels"],
                    [Block(**b) for b in spec["blocks"]], None, spec.get("program", ""), 0.0,
                    spec.get("residual_dims", {}), spec.get("output_sop", ""))
 
