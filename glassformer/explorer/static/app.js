@@ -39,6 +39,7 @@ export function showError(message) {
   box.hidden = !message;
   box.textContent = message ? `⚠ ${message}` : "";
   document.getElementById("input").setAttribute("aria-invalid", message ? "true" : "false");
+  document.body.classList.toggle("stale", !!message);  // the views still show the last good input, dimmed
 }
 
 let pending = null, timer = null, generation = 0;

@@ -1,7 +1,6 @@
 // Compare: the same input through a second model (--compare B): predictions side by side with the
 // positions whose top prediction differs marked, and how much each head's pattern differs.
 import { el, clear, pct, probColour, inkOn } from "../draw.js";
-import { selectedPos } from "../app.js";
 
 export const id = "compare", title = "Compare";
 export const needs = ["attention"];  // the parts of /api/run this tab draws

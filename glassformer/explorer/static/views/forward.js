@@ -8,13 +8,14 @@ export const id = "forward", title = "Forward pass";
 export const needs = [];  // the parts of /api/run this tab draws
 export const available = () => true;
 
-let outline = null, outlineKey = "", open = null, headOf = new Map(), loading = null;
+let outline = null, outlineKey = "", open = null;
+const headOf = new Map();  // section -> the head whose steps are shown
 
 export function render(panel, state) {
   const key = JSON.stringify(inputBody());
   if (key !== outlineKey) {
     outlineKey = key;
-    loading = api("path", inputBody()).then((o) => { outline = o; draw(panel, state); }, (e) => {
+    api("path", inputBody()).then((o) => { outline = o; draw(panel, state); }, (e) => {
       clear(panel, el("p", { class: "note" }, `The equation-by-equation view is not available: ${e.message}`));
     });
     if (!outline) clear(panel, el("p", { class: "note" }, "tracing the forward pass…"));

@@ -1,7 +1,7 @@
 // Generate: sample the next token with temperature, top-k and top-p, one step at a time; the server keeps
 // this tab's KV cache, so each step feeds only the new token.
 import { el, clear, probBars } from "../draw.js";
-import { api, state as appState, refresh, showError } from "../app.js";
+import { api, refresh, showError } from "../app.js";
 
 export const id = "generate", title = "Generate";
 export const needs = [];  // the parts of /api/run this tab draws
@@ -10,7 +10,7 @@ export const available = (info) => info.model.can_generate;
 const opts = { temperature: 1, top_k: 0, top_p: 1, seed: 0 };
 let last = null;
 
-function slider(name, label, min, max, step, panel, state) {
+function slider(name, label, min, max, step) {
   const out = el("output", { for: `s-${name}` }, String(opts[name]));
   const input = el("input", { id: `s-${name}`, type: "range", min, max, step, value: opts[name],
     oninput: (e) => { opts[name] = Number(e.target.value); out.textContent = describe(name); } });
@@ -44,10 +44,10 @@ export function render(panel, state) {
   const vocab = state.info.model.d_vocab_out;
   const controls = el("div", { class: "card controls" },
     el("h3", {}, "Sampling"),
-    slider("temperature", "temperature", 0, 2, 0.05, panel, state),
-    slider("top_k", "top-k", 0, Math.min(vocab, 100), 1, panel, state),
-    slider("top_p", "top-p", 0.05, 1, 0.05, panel, state),
-    slider("seed", "seed", 0, 20, 1, panel, state),
+    slider("temperature", "temperature", 0, 2, 0.05),
+    slider("top_k", "top-k", 0, Math.min(vocab, 100), 1),
+    slider("top_p", "top-p", 0.05, 1, 0.05),
+    slider("seed", "seed", 0, 20, 1),
     el("div", { class: "buttons" },
       el("button", { id: "step-one", onclick: () => step(panel, state, 1) }, "Sample one token"),
       el("button", { id: "step-ten", onclick: () => step(panel, state, 10) }, "Sample ten")));

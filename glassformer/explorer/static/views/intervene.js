@@ -1,7 +1,7 @@
 // Intervene: click heads and MLPs to ablate them (zero, or their mean over random inputs) or to patch them
 // from a second input; the predictions (right) and the changed positions (marked ▲) update.
 import { el, clear, pct } from "../draw.js";
-import { refresh, state as appState } from "../app.js";
+import { refresh } from "../app.js";
 
 export const id = "intervene", title = "Intervene";
 export const needs = [];  // the parts of /api/run this tab draws

@@ -2,7 +2,7 @@
 // position next to the model's residual stream at the dimensions labelled for it (tokens=a, indices=3, ...).
 // A trained model shows its decompiled program when the decompiler is installed.
 import { el, clear, signedColour, fmt } from "../draw.js";
-import { api, state as appState, showError } from "../app.js";
+import { api, showError } from "../app.js";
 
 export const id = "program", title = "Program";
 export const needs = [];  // the parts of /api/run this tab draws
