@@ -168,3 +168,33 @@ def test_compare_marks_the_positions_that_differ(browser, decoder):
         assert errors == []
     finally:
         srv.stop()
+
+
+def test_a_gpt2_shaped_model_stays_one_screen_per_view(browser):
+    """12 layers x 12 heads: one table of 144 scores, the 12 heads of one layer, one pattern; not 144 panels."""
+    import torch
+
+    from glassformer import ModelConfig, Transformer
+    from glassformer.explorer import Explorer, subject_of
+    from glassformer.explorer.server import Server
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(arch="decoder", d_model=48, n_layers=12, n_heads=12, d_vocab=20, n_ctx=32)).eval()
+    srv = Server(Explorer(subject_of(model))).start()
+    try:
+        errors = []
+        page = open_page(browser, srv.url + "#attention", errors)
+        page.wait_for_selector("table.heads-grid")
+        assert page.locator("table.heads-grid button.cell").count() == 144
+        assert page.locator("button.minimap").count() == 12 and page.locator("table.pattern").count() == 1
+        page.select_option("#layer", "11")
+        page.wait_for_function("document.querySelector('.head-detail h3').innerText === 'Layer 11, head 0'")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # nothing wider than the window
+        page.click("#tab-intervene")
+        assert page.locator("button.comp").count() == 12 * 13
+        page.click("#tab-forward")
+        page.wait_for_selector(".head-picker")
+        assert page.locator(".head-picker >> nth=0").locator("button").count() == 12
+        assert errors == []
+    finally:
+        srv.stop()
