@@ -102,8 +102,10 @@ def test_forward_path_steps_hold_the_models_numbers(explorer, decoder):
     _, cache = lens.run_with_cache(decoder, torch.tensor([IDS]))
     expected = cache["blocks.0.attn.pattern"][0, 2]  # [q, k]
     row = pattern["rows"][-1]
+    cols = [int(c.split()[0]) for c in pattern["col_labels"] if c is not None]  # "3 #4": key position 3 (elided ones are None)
     shown = [v for v in row["values"] if v is not None]
-    assert shown == pytest.approx([float(f"{float(x):.4g}") for x in expected[-1, : len(shown)]], abs=1e-6)
+    assert len(shown) == len(cols) == 6 and None in pattern["col_labels"]  # 7 keys: 3 first, a gap, 3 last
+    assert shown == pytest.approx([float(f"{float(expected[-1, j]):.4g}") for j in cols], abs=1e-6)
     with pytest.raises(GlassformerError, match="section 99"):
         explorer.step({"text": TEXT, "section": 99, "step": 0})
 
