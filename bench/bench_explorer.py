@@ -94,7 +94,8 @@ def summary(ms: list[float], sizes: list[int] | None = None) -> dict:
 
 
 def interactions(server: Served, n: int, n_layers: int) -> dict[str, dict]:
-    """Each interaction ``n`` times (after 3 untimed warm-up requests)."""
+    """Each interaction ``n`` times (after 3 untimed warm-up rounds), in rounds: one request of each kind per
+    round, so a burst of load from other jobs on the shared machine falls on every kind alike."""
     cases = {
         "type": lambda i: ("run", {"text": text_of(i, 4 + i % 13)}),
         "pick head": lambda i: ("run", {"text": text_of(0, 12), "layer": i % n_layers}),
@@ -106,13 +107,16 @@ def interactions(server: Served, n: int, n_layers: int) -> dict[str, dict]:
         "new trace": lambda i: ("path", {"text": " ".join(str((i + j * j) % 28) for j in range(6 + i % 11))}),
         "sample": lambda i: ("generate", {"text": text_of(0, 4 + i % 20), "stream": "bench", "seed": i}),
     }
-    results = {}
-    for name, make in cases.items():
-        for i in range(3):
+    for i in range(3):
+        for make in cases.values():
             server.post(*make(i + 1000))
-        timed = [server.post(*make(i)) for i in range(n)]
-        results[name] = summary([t[0] for t in timed], [t[1] for t in timed])
-        print(f"  {name:12s} {results[name]}", flush=True)
+    timed: dict[str, list] = {name: [] for name in cases}
+    for i in range(n):
+        for name, make in cases.items():
+            timed[name].append(server.post(*make(i)))
+    results = {name: summary([t[0] for t in ts], [t[1] for t in ts]) for name, ts in timed.items()}
+    for name, r in results.items():
+        print(f"  {name:12s} {r}", flush=True)
     return results
 
 

@@ -258,4 +258,4 @@ def _program_output(subject, logits: torch.Tensor):
 
 
 def _rounded(t: torch.Tensor, digits: int) -> list:
-    return torch.round(t.float(), decimals=digits).tolist()
+    return torch.round(t.double(), decimals=digits).tolist()  # float64: 0.012, not float32's 0.012000000104308128

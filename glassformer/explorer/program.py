@@ -107,7 +107,7 @@ def sop_view(subject, name: str, tokens: list[int]) -> dict:
         "positions": ["BOS"] + [str(x) for x in xs],
         "rasp": [None] + [_json_value(v) for v in value],  # BOS has no program value
         "dims": [{"index": i, "label": labels[i]} for i in dims],
-        "model": torch.round(rows.float(), decimals=3).tolist(),
+        "model": torch.round(rows.double(), decimals=3).tolist(),
         "note": "" if dims else "the compiler fused this s-op into the MLP that reads it: no dimensions of its own",
     }
 
