@@ -66,7 +66,10 @@ class _Bool:
 
 def value_key(v: Any):
     """``v`` as a key that keeps bools apart from ints, inside tuples too."""
-    if isinstance(v, bool):
+    t = type(v)
+    if t is str or t is int or t is float or v is None:  # the common cases, first
+        return v
+    if t is bool:
         return _Bool(v)
     if isinstance(v, tuple):
         return tuple(value_key(x) for x in v)
