@@ -178,45 +178,7 @@ def build_graph(program: L.SOp, max_len: int) -> Graph:
     """Translate ``program`` into a :class:`Graph`, applying the lowering rules in the module docstring."""
     if not isinstance(program, L.SOp):
         raise RaspCompileError(getattr(program, "name", str(program)), "only a SOp (not a selector) can be compiled")
-    graph = _Builder(max_len).build(program)
-    compose_chains(graph)
-    return graph
-
-
-class _Chain:
-    """``fns[-1](...fns[1](fns[0](x)))``, flat: composing a thousand functions does not nest calls."""
-
-    def __init__(self, first: Callable, then: Callable):
-        self.fns = (first.fns if isinstance(first, _Chain) else (first,)) + (then,)
-
-    def __call__(self, x):
-        for fn in self.fns:
-            x = fn(x)
-        return x
-
-
-def compose_chains(graph: Graph) -> None:
-    """A Map read only by another Map becomes part of it: ``Map(f, Map(g, x))`` is ``Map(f . g, x)``.
-    One MLP computes the composition either way (the assignment stage would fuse them), and a chain
-    of a thousand Maps is then one node instead of a thousand (Tracr's ``Map`` simplifies the same way)."""
-    changed = False
-    for node in graph.nodes:  # inputs first, so a chain collapses from its start
-        op = node.op
-        if not isinstance(op, ElementWise) or len(op.args) != 1:
-            continue
-        inner = op.args[0]
-        if (not isinstance(inner.op, ElementWise) or len(inner.op.args) != 1 or inner is graph.output
-                or len(graph.consumers[id(inner)]) != 1):
-            continue
-        f, g = op.fn, inner.op.fn
-        linear = None
-        if op.linear is not None and inner.op.linear is not None:  # a * (c + b x) + d = (d + a c) + a b x
-            linear = (op.linear[0] + op.linear[1] * inner.op.linear[0], op.linear[1] * inner.op.linear[1])
-        node.op = ElementWise(_Chain(g, f), inner.op.args, linear)
-        graph.consumers[id(inner.op.args[0])].append(node)
-        changed = True
-    if changed:
-        graph.refresh()
+    return _Builder(max_len).build(program)
 
 
 class _Builder:
