@@ -59,12 +59,13 @@ class Interpreter:
 
     def _sop(self, expr: L.SOp) -> list:
         n = self.n
+        derived = L.expansion(expr)
+        if derived is not None:  # a derived primitive: its definition in other primitives
+            return self.run(derived)
         if isinstance(expr, L.Tokens):
             out = list(self.xs)
         elif isinstance(expr, L.Indices):
             out = list(range(n))
-        elif isinstance(expr, L.Length):
-            out = [n] * n
         elif isinstance(expr, L.Full):
             out = [expr.value] * n
         elif isinstance(expr, L.Map):

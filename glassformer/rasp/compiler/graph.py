@@ -7,7 +7,7 @@ transformer computes in one place:
 
 Lowering rules applied on the way (each keeps the interpreter's semantics, see ``evaluate_graph``):
 
-* ``length``          -> SelectorWidth(Select(tokens, tokens, TRUE)), its values known to be 1..N;
+* ``length`` and any derived primitive -> its ``expand()`` (length: SelectorWidth(Select(tokens, tokens, TRUE)));
 * ``SelectorWidth(s)`` -> an Attend in "width" mode that writes 1/(w+1) (the weight left on BOS), and an
                          ElementWise decoder w = 1/x - 1 that the MLP computes;
 * selectors           -> a conjunction of clauses ``pred(key, query)`` over one (keys, queries) pair each:
@@ -210,15 +210,18 @@ class _Builder:
     # -- SOps -------------------------------------------------------------------------------------
 
     def sop(self, e: L.SOp) -> Node:
+        derived = L.expansion(e)
+        if derived is not None:  # a derived primitive (length): lower its definition
+            for x in L.walk(derived):
+                if isinstance(x, L.SOp) and x.id not in self.by_id:
+                    self.by_id[x.id] = self.sop(x)
+            return self.by_id[derived.id]
         if isinstance(e, (L.Tokens, L.Indices)):
             kind = "tokens" if isinstance(e, L.Tokens) else "indices"
             key = (kind, e.encoding)
             if key not in self.shared:
                 self.shared[key] = self.add(e.name, e.encoding, Embedded(kind), e.name)
             return self.shared[key]
-        if isinstance(e, L.Length):
-            true_sel = SelectorIR(constant=True)
-            return self.width(true_sel, e.name, e.encoding, e.name, hint_w=range(1, self.max_len + 1))
         if isinstance(e, L.Full):
             label = e.name if e._name is not None else f"full_{_ident(e.value)}"
             return self.add(label, e.encoding, Embedded("constant", e.value), e.name)
