@@ -1,7 +1,7 @@
 """RASP compiler benchmark: compile time, compiled size and exactness of every library program.
 
 For each library program and N in (5, 10, 32), and three of Tracr's own library programs (ported in
-``tests/rasp/tracr_lib.py``) at N = 32: the median wall time of ``rasp.compile`` (after one warm-up
+``glassformer/rasp/tracr_lib.py``) at N = 32: the median wall time of ``rasp.compile`` (after one warm-up
 compile in the process), the compiled model's layers, heads, residual width, head and MLP widths,
 parameter count (dense) and non-zero parameters, dtype, and how many inputs were checked against the
 interpreter (all must agree, up to float twins: the benchmark fails otherwise).  ``--compare`` also trains models on a few programs'
@@ -48,7 +48,7 @@ def inputs(name: str, vocab, n: int, count: int) -> list:
         return [[rng.choice(list(vocab)) for _ in range(rng.randint(1, n))] for _ in range(count)]
 
 
-TRACR_PORTS = {  # Tracr's own library programs, written with glassformer.rasp.tracr (tests/rasp/tracr_lib.py)
+TRACR_PORTS = {  # Tracr's own library programs, written with glassformer.rasp.tracr (glassformer/rasp/tracr_lib.py)
     "tracr:make_pair_balance": (lambda lib, rasp: lib.make_pair_balance(rasp.tokens, "(", ")"), "()a"),
     "tracr:make_shuffle_dyck2": (lambda lib, rasp: lib.make_shuffle_dyck2(), "(){}"),
     "tracr:make_sort_freq": (lambda lib, rasp: lib.make_sort_freq(max_seq_len=32), (1, 2, 3, 4)),
@@ -58,8 +58,7 @@ TRACR_PORTS = {  # Tracr's own library programs, written with glassformer.rasp.t
 def _program(name: str, n: int):
     """(program, vocab, causal) of a library program or a Tracr port."""
     if name in TRACR_PORTS:
-        import tracr_lib  # noqa: PLC0415  (tests/rasp, on sys.path above)
-        from glassformer.rasp import tracr
+        from glassformer.rasp import tracr, tracr_lib
 
         build, vocab = TRACR_PORTS[name]
         return build(tracr_lib, tracr), vocab, False
