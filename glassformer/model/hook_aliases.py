@@ -36,6 +36,20 @@ _SHORT = {  # TransformerLens's utils.get_act_name short names -> a template ove
 }
 
 
+NO_COUNTERPART = {
+    "hook_rot_q": "glassformer hooks q before RoPE (attn.q); the rotated q is not a hook point",
+    "hook_rot_k": "glassformer hooks k before RoPE (attn.k); the rotated k is not a hook point",
+    "hook_attn_in": "use attn.q_input / k_input / v_input (per-head inputs, after ln1)",
+    "hook_mlp_in": "the MLP reads ln2 (hook blocks.L.ln2), whose input is resid_mid",
+}
+
+
+def unknown_alias_hint(name: str) -> str:
+    """Why a TransformerLens name has no glassformer counterpart ('' for any other name)."""
+    last = name.removesuffix(GRAD_SUFFIX).split(".")[-1]
+    return f"; TransformerLens's {last} has no counterpart: {NO_COUNTERPART[last]}" if last in NO_COUNTERPART else ""
+
+
 def resolve_alias(name):
     """glassformer's hook name for a TransformerLens name or short key; anything else comes back unchanged."""
     if isinstance(name, tuple):

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from glassformer.errors import InputError
-from glassformer.model.hook_aliases import GRAD_SUFFIX, resolve_alias
+from glassformer.model.hook_aliases import GRAD_SUFFIX, resolve_alias, unknown_alias_hint
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], Union[torch.Tensor, None]]
 NameFilter = Union[None, str, Iterable[str], Callable[[str], bool]]
@@ -108,6 +108,7 @@ def match_names(names: NameFilter, all_names: Iterable[str], default: Iterable[s
     for pattern in names:
         if not isinstance(pattern, str):
             raise InputError(f"hook names must be strings, got {type(pattern).__name__}")
+        given = pattern
         if pattern not in known:
             pattern = resolve_alias(pattern)  # TransformerLens's name, or the pattern unchanged
         hits = [n for n in all_names if fnmatch.fnmatchcase(n, pattern)] if any(c in pattern for c in "*?[") else (
@@ -116,7 +117,8 @@ def match_names(names: NameFilter, all_names: Iterable[str], default: Iterable[s
         if not hits:
             close = [n for n in all_names if pattern.split(".")[-1] in n][:5]
             hint = f"; similar names: {', '.join(close)}" if close else ""
-            raise InputError(f"no hook point named {pattern!r}{hint} (model.hook_names() lists them all)")
+            hint += unknown_alias_hint(given)
+            raise InputError(f"no hook point named {given!r}{hint} (model.hook_names() lists them all)")
         chosen += [h for h in hits if h not in chosen]
     return chosen
 
