@@ -13,6 +13,11 @@ Measured in one run (``bench.common``: interleaved repeats, medians; peak RSS gr
   cost what it stores and nothing more (the rest of the pass stays fused), while asking for attention
   patterns makes attention run explicitly.
 
+* a layers x positions activation-patching sweep of ``resid_pre`` (every cell: 4 x 64 = 256 patched runs, on a
+  batch of 8): glassformer batched (``lens.patch_layers_positions``: many cells per forward) against
+  glassformer one forward per cell (``cells_per_forward=1``, how it was done before) and TransformerLens's
+  ``patching.get_act_patch_resid_pre`` (one forward per cell); the values are checked to agree first.
+
 TransformerLens is only needed here: ``pip install "transformer-lens>=3,<4"`` (3.x still has
 ``HookedTransformer``). Without it the bench still measures the ``names=`` costs.
 
@@ -104,6 +109,49 @@ def build(side: str, what: str, shape: dict) -> callable:
     return lambda: _no_grad(model.run_with_cache, tokens, names=names)
 
 
+PATCH_BATCH = 8  # rows of the patching sweep (each of its 256 cells is one patched run of this batch)
+
+
+def patching_workloads(shape: Shape, have_tl: bool) -> tuple[dict, dict]:
+    """The patching sweep's candidates, and the largest disagreement of their values (checked before timing)."""
+    from glassformer import lens
+
+    s = Shape(**{**asdict(shape), "batch": min(PATCH_BATCH, shape.batch)})
+    model = glassformer_model(s)
+    clean = tokens_for(s)
+    corrupted = clean.clone()
+    corrupted[:, s.n_ctx // 2] = (corrupted[:, s.n_ctx // 2] + 1) % s.d_vocab  # one changed token per row
+    answer = clean[:, -1]
+
+    def metric(logits):  # the mean logit of the clean last token at the last position
+        return logits[torch.arange(logits.shape[0]), -1, answer[: logits.shape[0]]].mean()
+
+    candidates = {
+        "glassformer patching, batched": lambda: lens.patch_layers_positions(model, clean, corrupted, metric, normalize=False).values,
+        "glassformer patching, one forward per cell": lambda: lens.patch_layers_positions(
+            model, clean, corrupted, metric, normalize=False, cells_per_forward=1).values,
+    }
+    if have_tl:
+        from transformer_lens import patching
+
+        tl = tl_model(s, model.state_dict())
+        with torch.no_grad():
+            _, tl_cache = tl.run_with_cache(clean)
+
+        def tl_sweep():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return patching.get_act_patch_resid_pre(tl, corrupted, tl_cache, metric)
+
+        candidates["transformer_lens patching (get_act_patch_resid_pre)"] = tl_sweep
+    values = {name: fn() for name, fn in candidates.items()}
+    first = values["glassformer patching, batched"]
+    check = {name: float((v - first).abs().max()) for name, v in values.items()}
+    if max(check.values()) > 1e-3:
+        raise RuntimeError(f"the patching sweeps disagree: {check}")
+    return candidates, {"cells": int(first.numel()), "batch": s.batch, "max_difference": max(check.values())}
+
+
 def _no_grad(fn, *args, **kwargs):
     with torch.no_grad():
         return fn(*args, **kwargs)
@@ -155,6 +203,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     timings = interleaved(candidates, warmup=warmup, repeats=repeats)
     result["timings"] = timings
+    patch_candidates, result["patching"] = patching_workloads(shape, have_tl)
+    result["patching_timings"] = interleaved(patch_candidates, warmup=1, repeats=max(3, repeats // 3))
+    pt = result["patching_timings"]
+    result["patching_speedup"] = pt["glassformer patching, one forward per cell"].median / pt["glassformer patching, batched"].median
+    if have_tl:
+        result["patching_speedup_vs_tl"] = (pt["transformer_lens patching (get_act_patch_resid_pre)"].median
+                                            / pt["glassformer patching, batched"].median)
     plain = timings["glassformer forward"].median
     result["names_cost"] = {what: timings[f"glassformer names={what}"].median / plain for what in FILTERS}
     result["cache_all_cost"] = timings["glassformer cache all"].median / plain
@@ -229,6 +284,13 @@ def to_markdown(r: dict) -> str:
     lines += ["", f"Forward with names= filtering, relative to a plain forward: {costs}; every hook point: "
               f"{r['cache_all_cost']:.2f}x. Caching residual streams costs what storing them costs; asking for "
               "attention patterns makes attention run explicitly (no fused kernel), which is the price of materialising them."]
+    if "patching" in r:
+        pr = [[name, f"{t.median * 1e3:.4g} ms", f"{t.spread:.0%}"] for name, t in r["patching_timings"].items()]
+        vs_tl = f", {r['patching_speedup_vs_tl']:.1f}x faster than TransformerLens's" if "patching_speedup_vs_tl" in r else ""
+        lines += ["", f"## Activation patching, layers x positions of resid_pre ({r['patching']['cells']} cells, batch "
+                  f"{r['patching']['batch']})", "", markdown_table(["sweep", "median time", "noise (IQR/median)"], pr), "",
+                  f"**Batched patching: {r['patching_speedup']:.1f}x faster than one forward per cell{vs_tl}**; "
+                  f"the sweeps' values agree to {r['patching']['max_difference']:.1e}."]
     return "\n".join(lines)
 
 
