@@ -137,7 +137,7 @@ class Attention(nn.Module):
         prefix: torch.Tensor | None = None,  # [batch, mem_pos, d_model] Transformer-XL memory: extra keys/values
     ) -> torch.Tensor:
         if self.cross:
-            q = self._queries(self._project_input(x, "Q"), positions)  # [batch, q_pos, heads, d_head]
+            q = self._queries(self._split_project(x, self.q_input, self.W_Q, self.b_Q), positions)  # [batch, q_pos, heads, d_head]
             z = self._cross_attend(q, memory, positions, key_padding, cache)
         else:
             y, k_positions = x, positions  # the keys of this call are the queries' own positions ...
@@ -166,14 +166,16 @@ class Attention(nn.Module):
             (batch, pos, _), h, kv, e = x.shape, self.n_heads, self.n_kv_heads, self.d_head
             q, k, v = qkv.split_with_sizes([h * e, kv * e, kv * e], dim=-1)
             return q.view(batch, pos, h, e), k.view(batch, pos, kv, e), v.view(batch, pos, kv, e)
-        return self._project_input(x, "Q"), self._project_input(y, "K"), self._project_input(y, "V")
+        if not split:
+            return self._project(x, self.W_Q, self.b_Q), self._project(y, self.W_K, self.b_K), self._project(y, self.W_V, self.b_V)
+        return (self._split_project(x, self.q_input, self.W_Q, self.b_Q), self._split_project(y, self.k_input, self.W_K, self.b_K),
+                self._split_project(y, self.v_input, self.W_V, self.b_V))
 
-    def _project_input(self, x: torch.Tensor, which: str) -> torch.Tensor:
-        """x W_which + b_which for every head ([batch, pos, heads, d_head]). While the optional hook
-        ``{q,k,v}_input`` is watched, each head gets its own copy of x first, so it can be patched per head:
-        x_h [batch, pos, heads, d_model] -> x_h[:, :, h] W[h] + b[h] (TransformerLens's use_split_qkv_input)."""
-        W, b = getattr(self, f"W_{which}"), getattr(self, f"b_{which}")
-        point = {"Q": self.q_input, "K": self.k_input, "V": self.v_input}[which]
+    def _split_project(self, x: torch.Tensor, point: HookPoint, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """x W + b for every head ([batch, pos, heads, d_head]). While the optional hook ``point``
+        (``q_input``, ``k_input``, ``v_input``) is watched, each head gets its own copy of x first, so it can be
+        patched per head: x_h [batch, pos, heads, d_model] -> x_h[:, :, h] W[h] + b[h] (TransformerLens's
+        use_split_qkv_input)."""
         if not point.fns:
             return self._project(x, W, b)
         x_h = point(x[:, :, None].expand(-1, -1, W.shape[0], -1).clone())  # [batch, pos, heads, d_model]
@@ -238,8 +240,8 @@ class Attention(nn.Module):
         if cache is not None and cache.cross_k is not None:
             k, v = cache.cross_k, cache.cross_v  # the encoder output does not change while decoding
         else:
-            k = self._project_input(memory, "K")  # [batch, src_pos, kv_heads, d_head]
-            k, v = self._keys_values(k, self._project_input(memory, "V"), None)
+            k = self._split_project(memory, self.k_input, self.W_K, self.b_K)  # [batch, src_pos, kv_heads, d_head]
+            k, v = self._keys_values(k, self._split_project(memory, self.v_input, self.W_V, self.b_V), None)
             if cache is not None:
                 cache.cross_k, cache.cross_v = k, v
         mask = attention_mask(positions, torch.arange(k.shape[1], device=q.device), False, key_padding)
