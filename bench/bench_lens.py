@@ -13,10 +13,11 @@ Measured in one run (``bench.common``: interleaved repeats, medians; peak RSS gr
   cost what it stores and nothing more (the rest of the pass stays fused), while asking for attention
   patterns makes attention run explicitly.
 
-* a layers x positions activation-patching sweep of ``resid_pre`` (every cell: 4 x 64 = 256 patched runs, on a
-  batch of 8): glassformer batched (``lens.patch_layers_positions``: many cells per forward) against
-  glassformer one forward per cell (``cells_per_forward=1``, how it was done before) and TransformerLens's
-  ``patching.get_act_patch_resid_pre`` (one forward per cell); the values are checked to agree first.
+* a layers x positions activation-patching sweep of ``resid_pre`` (every cell one patched run of a batch of 8),
+  on the lens shape (4 x 64 = 256 cells) and on a toy model (2 layers, 16 positions): glassformer batched
+  (``lens.patch_layers_positions``: many cells per forward) against glassformer one forward per cell
+  (``cells_per_forward=1``) and TransformerLens's ``patching.get_act_patch_resid_pre`` (one forward per
+  cell); the values are checked to agree first.
 
 TransformerLens is only needed here: ``pip install "transformer-lens>=3,<4"`` (3.x still has
 ``HookedTransformer``). Without it the bench still measures the ``names=`` costs.
@@ -109,14 +110,17 @@ def build(side: str, what: str, shape: dict) -> callable:
     return lambda: _no_grad(model.run_with_cache, tokens, names=names)
 
 
-PATCH_BATCH = 8  # rows of the patching sweep (each of its 256 cells is one patched run of this batch)
+PATCH_SHAPES = {  # the patching sweep runs on the lens shape and on a toy model, each with a batch of 8
+    "lens shape": dict(batch=8),
+    "toy: 2 layers, d_model 64, 16 positions": dict(n_layers=2, d_model=64, d_mlp=256, n_ctx=16, batch=8, d_vocab=64),
+}
 
 
 def patching_workloads(shape: Shape, have_tl: bool) -> tuple[dict, dict]:
     """The patching sweep's candidates, and the largest disagreement of their values (checked before timing)."""
     from glassformer import lens
 
-    s = Shape(**{**asdict(shape), "batch": min(PATCH_BATCH, shape.batch)})
+    s = shape
     model = glassformer_model(s)
     clean = tokens_for(s)
     corrupted = clean.clone()
@@ -203,13 +207,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     timings = interleaved(candidates, warmup=warmup, repeats=repeats)
     result["timings"] = timings
-    patch_candidates, result["patching"] = patching_workloads(shape, have_tl)
-    result["patching_timings"] = interleaved(patch_candidates, warmup=1, repeats=max(3, repeats // 3))
-    pt = result["patching_timings"]
-    result["patching_speedup"] = pt["glassformer patching, one forward per cell"].median / pt["glassformer patching, batched"].median
-    if have_tl:
-        result["patching_speedup_vs_tl"] = (pt["transformer_lens patching (get_act_patch_resid_pre)"].median
-                                            / pt["glassformer patching, batched"].median)
+    result["patching"] = {}
+    for label, overrides in PATCH_SHAPES.items():
+        s = Shape(**{**asdict(shape), **overrides}) if not args.smoke else Shape(**asdict(shape))
+        candidates_p, info = patching_workloads(s, have_tl)
+        pt = interleaved(candidates_p, warmup=1, repeats=max(3, repeats // 3))
+        info.update(timings=pt, shape=asdict(s), speedup=pt["glassformer patching, one forward per cell"].median
+                    / pt["glassformer patching, batched"].median)
+        if have_tl:
+            info["speedup_vs_tl"] = pt["transformer_lens patching (get_act_patch_resid_pre)"].median / pt["glassformer patching, batched"].median
+        result["patching"][label] = info
     plain = timings["glassformer forward"].median
     result["names_cost"] = {what: timings[f"glassformer names={what}"].median / plain for what in FILTERS}
     result["cache_all_cost"] = timings["glassformer cache all"].median / plain
@@ -284,13 +291,19 @@ def to_markdown(r: dict) -> str:
     lines += ["", f"Forward with names= filtering, relative to a plain forward: {costs}; every hook point: "
               f"{r['cache_all_cost']:.2f}x. Caching residual streams costs what storing them costs; asking for "
               "attention patterns makes attention run explicitly (no fused kernel), which is the price of materialising them."]
-    if "patching" in r:
-        pr = [[name, f"{t.median * 1e3:.4g} ms", f"{t.spread:.0%}"] for name, t in r["patching_timings"].items()]
-        vs_tl = f", {r['patching_speedup_vs_tl']:.1f}x faster than TransformerLens's" if "patching_speedup_vs_tl" in r else ""
-        lines += ["", f"## Activation patching, layers x positions of resid_pre ({r['patching']['cells']} cells, batch "
-                  f"{r['patching']['batch']})", "", markdown_table(["sweep", "median time", "noise (IQR/median)"], pr), "",
-                  f"**Batched patching: {r['patching_speedup']:.1f}x faster than one forward per cell{vs_tl}**; "
-                  f"the sweeps' values agree to {r['patching']['max_difference']:.1e}."]
+    if r.get("patching"):
+        lines += ["", "## Activation patching: a layers x positions sweep of resid_pre", "",
+                  "Every (layer, position) cell patched on its own. glassformer batched: many cells per forward, each "
+                  "forward starting at the first block its cells touch; one forward per cell: `cells_per_forward=1` "
+                  "(still starting late); TransformerLens: `patching.get_act_patch_resid_pre` (one full forward per cell)."]
+        for label, p in r["patching"].items():
+            ps = Shape(**p["shape"])
+            rows_p = [[name, f"{t.median * 1e3:.4g} ms", f"{t.spread:.0%}"] for name, t in p["timings"].items()]
+            vs_tl = f", **{p['speedup_vs_tl']:.1f}x** faster than TransformerLens's" if "speedup_vs_tl" in p else ""
+            lines += ["", f"**{label}** ({ps.n_layers} layers, d_model {ps.d_model}, {ps.n_ctx} positions, batch {ps.batch}: "
+                      f"{p['cells']} cells)", "", markdown_table(["sweep", "median time", "noise (IQR/median)"], rows_p), "",
+                      f"Batched: **{p['speedup']:.1f}x** faster than one forward per cell{vs_tl}; the values agree to "
+                      f"{p['max_difference']:.1e}."]
     return "\n".join(lines)
 
 

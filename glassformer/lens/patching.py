@@ -11,7 +11,10 @@ is 1 where the copied activation alone restores the clean behaviour and 0 where 
 Rows of a batch never interact (eval mode: no dropout, no batch statistics), so G cells are patched in
 one forward over the corrupted batch repeated G times: copy g of the batch gets cell g's patch, and the
 metric is read off each copy's logits. A layers x positions sweep of resid_pre on a 4-layer model at 64
-positions is 256 cells: a handful of batched forwards instead of 256 (bench/bench_lens.py measures it).
+positions is 256 cells: a handful of batched forwards instead of 256. And nothing before the first patched
+block differs from the corrupted run, so a forward whose cells all sit in blocks >= l starts at block l from
+the corrupted run's cached resid_pre[l] (``start_at_layer``): a layers x positions sweep computes about
+(L + 1) / 2L of the blocks it would otherwise (bench/bench_lens.py measures both savings).
 ``cells_per_forward=1`` is the one-forward-per-cell loop, with the same values.
 
 Every per-head activation can be patched by (layer, head) or by (layer, position, head): ``z``, ``q``,
@@ -21,6 +24,7 @@ the *query* position), and the optional ``result``, ``q_input``, ``k_input``, ``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from torch import nn
 
 from glassformer.errors import InputError
 from glassformer.lens.cache import ModelInput, call_args, n_blocks, run_with_cache, stack_module, stack_prefix
+from glassformer.model.hook_aliases import resolve_alias
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits -> a scalar tensor
 Cell = tuple[str, tuple]  # (hook name, index into the activation after its batch dimension)
@@ -91,8 +96,8 @@ def patch_cells(
     names = list(dict.fromkeys(name for name, _ in cells))
     clean_logits, clean_cache = run_with_cache(model, clean, names=names)
     args, kwargs = call_args(corrupted)
-    with torch.no_grad():
-        corrupted_logits = model(*args, **kwargs)
+    starts = [f"blocks.{l}.resid_pre" for l in range(len(model.blocks))] if _can_start_late(model) else []
+    corrupted_logits, corrupted_cache = run_with_cache(model, corrupted, names=starts)  # where late forwards start
     if corrupted_logits.shape != clean_logits.shape:
         raise InputError(f"clean and corrupted inputs must have the same shape, got {tuple(clean_logits.shape)} "
                          f"and {tuple(corrupted_logits.shape)} logits")
@@ -103,14 +108,26 @@ def patch_cells(
     values = torch.empty(len(cells))
     for start in range(0, len(cells), per_forward):
         chunk = cells[start : start + per_forward]
-        logits = _run_patched(model, args, kwargs, clean_cache, chunk, batch)  # [len(chunk) * batch, ...]
+        logits = _run_patched(model, args, kwargs, clean_cache, corrupted_cache, chunk, batch)  # [len(chunk) * batch, ...]
         for g in range(len(chunk)):
             values[start + g] = float(metric(logits[g * batch : (g + 1) * batch]))
     return values, float(metric(clean_logits)), float(metric(corrupted_logits))
 
 
-def _run_patched(model, args, kwargs, clean_cache, chunk: Sequence[Cell], batch: int) -> torch.Tensor:
-    """One forward over the corrupted batch repeated once per cell, copy g patched at cell g."""
+def _can_start_late(model) -> bool:
+    """Whether a forward may start at a block from a cached stream (``start_at_layer``; not Transformer-XL)."""
+    return getattr(model, "blocks", None) is not None and not model.config.memory_len
+
+
+def _first_block(name: str) -> int | None:
+    """The main-stack block a hook name lies in (``blocks.3.attn.z`` -> 3); None outside the blocks."""
+    match = re.match(r"blocks\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def _run_patched(model, args, kwargs, clean_cache, corrupted_cache, chunk: Sequence[Cell], batch: int) -> torch.Tensor:
+    """One forward over the corrupted batch repeated once per cell, copy g patched at cell g; it starts at
+    the first block any cell touches, from the corrupted run's stream there."""
     groups = len(chunk)
     by_name: dict[str, list[tuple[int, tuple]]] = {}
     for g, (name, index) in enumerate(chunk):
@@ -133,6 +150,11 @@ def _run_patched(model, args, kwargs, clean_cache, chunk: Sequence[Cell], batch:
 
     rep_args = tuple(_repeat(a, groups) for a in args)
     rep_kwargs = {k: _repeat(v, groups) for k, v in kwargs.items()}
+    blocks = [_first_block(resolve_alias(name)) for name in by_name]
+    start = None if None in blocks else min(blocks)
+    if start and f"blocks.{start}.resid_pre" in corrupted_cache:  # blocks before `start` are the corrupted run's
+        rep_args = (_repeat(corrupted_cache[f"blocks.{start}.resid_pre"], groups), *rep_args[1:])
+        rep_kwargs["start_at_layer"] = start
     with torch.no_grad(), model.hooks([(name, make_hook(name)) for name in by_name]):
         return model(*rep_args, **rep_kwargs)
 

@@ -208,7 +208,7 @@ class HookedMixin:
 
     def run_with_cache(
         self, *args, names: NameFilter = None, detach: bool = True, grads: bool = False,
-        metric: Callable[[torch.Tensor], torch.Tensor] | None = None, **kwargs
+        metric: Callable[[torch.Tensor], torch.Tensor] | None = None, incl_bwd: bool = False, **kwargs
     ) -> tuple[torch.Tensor, HookCache]:
         """Run the forward pass and return ``(output, cache)``, cache mapping each chosen hook name to its
         activation. Only the chosen hook points are hooked, so the rest of the pass runs as fast as usual
@@ -217,7 +217,9 @@ class HookedMixin:
         ``grads=True`` also backpropagates ``metric(output)`` (a scalar; without ``metric`` the output
         itself, e.g. ``return_type="loss"``) and stores ``d metric / d activation`` as ``name + "_grad"``
         (TransformerLens's key), same shape as the activation. Weights' ``.grad`` are left untouched.
+        ``incl_bwd=True`` is TransformerLens's spelling of ``grads=True``.
         """
+        grads = grads or incl_bwd
         cache = HookCache()
         chosen = match_names(names, self._hook_points, self.default_hook_names())
         if not grads:

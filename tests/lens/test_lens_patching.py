@@ -96,3 +96,16 @@ def test_patching_errors():
     result = patch_heads_positions(model, clean, corrupt(clean), metric)
     with pytest.raises(InputError, match="plot one head"):
         result.plot()
+
+
+def test_forwards_start_at_the_first_patched_block():
+    """Cells in block 1 only: block 0 runs for the clean and corrupted baselines, never in the patched runs."""
+    model = make_model()
+    clean = inputs_for(model, batch=2, pos=6)
+    calls = []
+    with model.hooks({"blocks.0.resid_pre": lambda x, hook: calls.append(x.shape[0])}):
+        patch_heads_positions(model, clean, corrupt(clean), logit_diff_metric(3, 7), what="z")  # cells in blocks 0 and 1
+        n_both = len(calls)
+        calls.clear()
+        patch_cells(model, clean, corrupt(clean), logit_diff_metric(3, 7), [("blocks.1.attn.z", (p, 0)) for p in range(6)])
+    assert calls == [2, 2] and n_both > 2  # the two baselines only

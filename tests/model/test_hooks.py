@@ -195,7 +195,7 @@ def test_gradients_of_the_loss_and_of_a_frozen_model():
     tokens = torch.randint(0, 7, (2, 5))
     loss, cache = model.run_with_cache(tokens, return_type="loss", grads=True, names="blocks.1.resid_post")
     model.requires_grad_(False)  # nothing upstream needs a gradient: the activations still get theirs
-    loss2, frozen = model.run_with_cache(tokens, return_type="loss", grads=True, names="blocks.1.resid_post")
+    loss2, frozen = model.run_with_cache(tokens, return_type="loss", incl_bwd=True, names="blocks.1.resid_post")
     torch.testing.assert_close(loss2, loss)
     torch.testing.assert_close(frozen["blocks.1.resid_post_grad"], cache["blocks.1.resid_post_grad"])
     assert cache["blocks.1.resid_post_grad"].abs().sum() > 0
