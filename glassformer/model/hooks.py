@@ -248,7 +248,8 @@ class HookedMixin:
         for name, g in zip(order, gradients):
             cache[name] = live[name].detach()
             cache[name + GRAD_SUFFIX] = torch.zeros_like(cache[name]) if g is None else g.detach()
-        return out.detach(), cache
+        detached = out.detach() if isinstance(out, torch.Tensor) else type(out)(o.detach() for o in out)  # (logits, loss)
+        return detached, cache
 
 
 def _backward_hook(fn: HookFn) -> HookFn:
