@@ -13,6 +13,12 @@ Measured in one run (``bench.common``: interleaved repeats, medians; peak RSS gr
   cost what it stores and nothing more (the rest of the pass stays fused), while asking for attention
   patterns makes attention run explicitly.
 
+* a layers x positions activation-patching sweep of ``resid_pre`` (every cell one patched run of a batch of 8),
+  on the lens shape (4 x 64 = 256 cells) and on a toy model (2 layers, 16 positions): glassformer batched
+  (``lens.patch_layers_positions``: many cells per forward) against glassformer one forward per cell
+  (``cells_per_forward=1``) and TransformerLens's ``patching.get_act_patch_resid_pre`` (one forward per
+  cell); the values are checked to agree first.
+
 TransformerLens is only needed here: ``pip install "transformer-lens>=3,<4"`` (3.x still has
 ``HookedTransformer``). Without it the bench still measures the ``names=`` costs.
 
@@ -104,6 +110,52 @@ def build(side: str, what: str, shape: dict) -> callable:
     return lambda: _no_grad(model.run_with_cache, tokens, names=names)
 
 
+PATCH_SHAPES = {  # the patching sweep runs on the lens shape and on a toy model, each with a batch of 8
+    "lens shape": dict(batch=8),
+    "toy: 2 layers, d_model 64, 16 positions": dict(n_layers=2, d_model=64, d_mlp=256, n_ctx=16, batch=8, d_vocab=64),
+}
+
+
+def patching_workloads(shape: Shape, have_tl: bool) -> tuple[dict, dict]:
+    """The patching sweep's candidates, and the largest disagreement of their values (checked before timing)."""
+    from glassformer import lens
+
+    s = shape
+    model = glassformer_model(s)
+    clean = tokens_for(s)
+    corrupted = clean.clone()
+    corrupted[:, s.n_ctx // 2] = (corrupted[:, s.n_ctx // 2] + 1) % s.d_vocab  # one changed token per row
+    answer = clean[:, -1]
+
+    def metric(logits):  # the mean logit of the clean last token at the last position
+        return logits[torch.arange(logits.shape[0]), -1, answer[: logits.shape[0]]].mean()
+
+    candidates = {
+        "glassformer patching, batched": lambda: lens.patch_layers_positions(model, clean, corrupted, metric, normalize=False).values,
+        "glassformer patching, one forward per cell": lambda: lens.patch_layers_positions(
+            model, clean, corrupted, metric, normalize=False, cells_per_forward=1).values,
+    }
+    if have_tl:
+        from transformer_lens import patching
+
+        tl = tl_model(s, model.state_dict())
+        with torch.no_grad():
+            _, tl_cache = tl.run_with_cache(clean)
+
+        def tl_sweep():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return patching.get_act_patch_resid_pre(tl, corrupted, tl_cache, metric)
+
+        candidates["transformer_lens patching (get_act_patch_resid_pre)"] = tl_sweep
+    values = {name: fn() for name, fn in candidates.items()}
+    first = values["glassformer patching, batched"]
+    check = {name: float((v - first).abs().max()) for name, v in values.items()}
+    if max(check.values()) > 1e-3:
+        raise RuntimeError(f"the patching sweeps disagree: {check}")
+    return candidates, {"cells": int(first.numel()), "batch": s.batch, "max_difference": max(check.values())}
+
+
 def _no_grad(fn, *args, **kwargs):
     with torch.no_grad():
         return fn(*args, **kwargs)
@@ -155,6 +207,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     timings = interleaved(candidates, warmup=warmup, repeats=repeats)
     result["timings"] = timings
+    result["patching"] = {}
+    for label, overrides in PATCH_SHAPES.items():
+        s = Shape(**{**asdict(shape), **overrides}) if not args.smoke else Shape(**asdict(shape))
+        candidates_p, info = patching_workloads(s, have_tl)
+        pt = interleaved(candidates_p, warmup=1, repeats=max(3, repeats // 3))
+        info.update(timings=pt, shape=asdict(s), speedup=pt["glassformer patching, one forward per cell"].median
+                    / pt["glassformer patching, batched"].median)
+        if have_tl:
+            info["speedup_vs_tl"] = pt["transformer_lens patching (get_act_patch_resid_pre)"].median / pt["glassformer patching, batched"].median
+        result["patching"][label] = info
     plain = timings["glassformer forward"].median
     result["names_cost"] = {what: timings[f"glassformer names={what}"].median / plain for what in FILTERS}
     result["cache_all_cost"] = timings["glassformer cache all"].median / plain
@@ -229,6 +291,19 @@ def to_markdown(r: dict) -> str:
     lines += ["", f"Forward with names= filtering, relative to a plain forward: {costs}; every hook point: "
               f"{r['cache_all_cost']:.2f}x. Caching residual streams costs what storing them costs; asking for "
               "attention patterns makes attention run explicitly (no fused kernel), which is the price of materialising them."]
+    if r.get("patching"):
+        lines += ["", "## Activation patching: a layers x positions sweep of resid_pre", "",
+                  "Every (layer, position) cell patched on its own. glassformer batched: many cells per forward, each "
+                  "forward starting at the first block its cells touch; one forward per cell: `cells_per_forward=1` "
+                  "(still starting late); TransformerLens: `patching.get_act_patch_resid_pre` (one full forward per cell)."]
+        for label, p in r["patching"].items():
+            ps = Shape(**p["shape"])
+            rows_p = [[name, f"{t.median * 1e3:.4g} ms", f"{t.spread:.0%}"] for name, t in p["timings"].items()]
+            vs_tl = f", **{p['speedup_vs_tl']:.1f}x** faster than TransformerLens's" if "speedup_vs_tl" in p else ""
+            lines += ["", f"**{label}** ({ps.n_layers} layers, d_model {ps.d_model}, {ps.n_ctx} positions, batch {ps.batch}: "
+                      f"{p['cells']} cells)", "", markdown_table(["sweep", "median time", "noise (IQR/median)"], rows_p), "",
+                      f"Batched: **{p['speedup']:.1f}x** faster than one forward per cell{vs_tl}; the values agree to "
+                      f"{p['max_difference']:.1e}."]
     return "\n".join(lines)
 
 

@@ -8,7 +8,8 @@
     lens.detect_heads(model, tokens)["induction"]               # [layers, heads] scores
     lens.induction_scores(model).scores                         # induction over several repeat lengths
     lens.pattern_score(pattern, selector)                       # a head vs any [query, key] pattern
-    lens.patch_heads(model, clean, corrupted, metric).plot("patching.png")
+    lens.patch_heads(model, clean, corrupted, metric).plot("patching.png")   # batched: few forwards
+    lens.patch_heads_positions(model, clean, corrupted, metric, what="q")  # [layers, positions, heads]
     lens.composition_scores(model, "k"), lens.ov_circuit(model, 1)[h].svd()
     lens.fold_weights(model)                                    # a folded copy, same log-probs
 
@@ -42,14 +43,14 @@ from glassformer.lens.detectors import (
 )
 from glassformer.lens.folding import fold_weights
 from glassformer.lens.induction import InductionScores, induction_probe, induction_scores
-from glassformer.lens.interventions import (
+from glassformer.lens.interventions import ablate, ablation_hooks, run_ablated
+from glassformer.lens.patching import (
     PatchResult,
-    ablate,
-    ablation_hooks,
     logit_diff_metric,
+    patch_cells,
     patch_heads,
+    patch_heads_positions,
     patch_layers_positions,
-    run_ablated,
 )
 from glassformer.lens.logit_lens import LensResult, logit_lens, unembed_resid
 from glassformer.lens.tuned_lens import TunedLens, train_tuned_lens, tuned_lens
@@ -58,8 +59,9 @@ __all__ = [
     "ActivationCache", "Attribution", "FactoredMatrix", "LensResult", "OVDirection", "PatchResult", "ResidStack",
     "TunedLens", "ablate", "ablation_hooks", "attention_patterns", "composition_scores", "copying_score",
     "detect_heads", "direct_logit_attribution", "duplicate_token_reference", "first_token_reference",
-    "fold_weights", "full_ov_circuit", "InductionScores", "induction_probe", "induction_scores", "full_qk_circuit", "induction_reference", "logit_diff_metric",
-    "logit_direction", "logit_lens", "ov_circuit", "ov_svd", "patch_heads", "patch_layers_positions",
+    "fold_weights", "full_ov_circuit", "InductionScores", "induction_probe", "induction_scores", "full_qk_circuit",
+    "induction_reference", "logit_diff_metric", "logit_direction", "logit_lens", "ov_circuit", "ov_svd", "patch_cells",
+    "patch_heads", "patch_heads_positions", "patch_layers_positions",
     "pattern_score", "previous_token_reference", "qk_circuit", "repeated_random_tokens", "run_ablated",
     "run_with_cache", "train_tuned_lens", "tuned_lens", "unembed_resid",
 ]

@@ -61,23 +61,29 @@ def direct_logit_attribution(
     *,
     pos: int = -1,
     heads: bool = True,
+    neurons: bool = False,
 ) -> Attribution:
     """Split the logit of ``answer`` (minus that of ``wrong``, if given) at position ``pos`` over every
     embedding, head (``heads=True``; else each attention layer) and MLP of the main stack.
 
     ``cache``: an :class:`ActivationCache` of a full ``run_with_cache``, or model inputs to run.
     ``answer``/``wrong``: a token id or [batch] ids. Works on any pre-norm (or norm-free) model.
+    ``neurons=True`` splits each MLP into its neurons (``L0N5``: post[.., 5] W_out[5]; the b_out go to ``bias``):
+
+        logit = sum_h LN(z_h W_O[h]) . u  +  sum_i post_i LN(W_out[i]) . u  +  ...     (u = W_U[:, a] (- W_U[:, b]))
+
+    and the values still sum to the logit exactly.
     """
     if getattr(model, "unembed_transform", None) is not None:
         raise InputError("direct logit attribution needs logits linear in the final residual stream; this model's "
                          "unembed_transform (BERT's MLM head: a dense layer, activation and norm) is not")
     if not isinstance(cache, ActivationCache):
         _, cache = run_with_cache(model, cache)
-    resid, labels = cache.decompose_resid(heads=heads)  # [components, batch, pos, d_model]
-    n_pos = resid.shape[2]
-    if not isinstance(pos, int) or not -n_pos <= pos < n_pos:
+    n_pos = cache["logits"].shape[1]
+    if isinstance(pos, bool) or not isinstance(pos, int) or not -n_pos <= pos < n_pos:
         raise InputError(f"pos must be an int in [{-n_pos}, {n_pos}), got {pos!r}")
-    normed = cache.apply_ln_final(resid[:, :, pos], pos=pos)  # [components, batch, d_model]
+    resid, labels = cache.decompose_resid(heads=heads, neurons=neurons, pos=pos)  # [components, batch, d_model]
+    normed = cache.apply_ln_final(resid, pos=pos)  # [components, batch, d_model]
     batch = normed.shape[1]
     direction = logit_direction(model, answer, wrong, batch).to(normed.dtype)  # [batch, d_model]
     values = torch.einsum("cbd,bd->cb", normed, direction)  # [components, batch]

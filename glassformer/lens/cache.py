@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from glassformer.errors import InputError
+from glassformer.model.hook_aliases import resolve_alias
 from glassformer.model.norms import LayerNorm, NoNorm, RMSNorm
 
 ModelInput = Union[torch.Tensor, Mapping[str, Any]]  # tokens, or {"tokens": ..., "src": ..., "attention_mask": ...}
@@ -93,11 +94,19 @@ def n_blocks(model: nn.Module, prefix: str = "") -> int:
     return len(stack_module(model, prefix).blocks)
 
 
-def run_with_cache(model: nn.Module, inputs: ModelInput, names=None) -> tuple[torch.Tensor, ActivationCache]:
-    """``model.run_with_cache`` on tensor-or-mapping inputs, returning an :class:`ActivationCache`."""
+def run_with_cache(model: nn.Module, inputs: ModelInput, names=None, *, grads: bool = False, metric=None,
+                   **forward_kwargs) -> tuple[torch.Tensor, ActivationCache]:
+    """``model.run_with_cache`` on tensor-or-mapping inputs, returning an :class:`ActivationCache`.
+
+    ``grads=True`` also stores each activation's gradient of ``metric(output)`` (or of the output itself, e.g.
+    with ``return_type="loss"``) under ``name + "_grad"``: what attribution patching needs. Other keywords
+    go to the forward (``return_type``, ``stop_at_layer``, ...)."""
     args, kwargs = call_args(inputs)
-    with torch.no_grad():
-        out, activations = model.run_with_cache(*args, names=names, **kwargs)
+    if grads:
+        out, activations = model.run_with_cache(*args, names=names, grads=True, metric=metric, **kwargs, **forward_kwargs)
+    else:
+        with torch.no_grad():
+            out, activations = model.run_with_cache(*args, names=names, **kwargs, **forward_kwargs)
     return out, ActivationCache(activations, model)
 
 
@@ -114,18 +123,29 @@ class MissingActivation(InputError, KeyError):
 class ActivationCache(Mapping):
     """A read-only mapping hook name -> activation, plus the model, with residual-stream helpers."""
 
-    def __init__(self, activations: Mapping[str, torch.Tensor], model: nn.Module):
+    def __init__(self, activations: Mapping[str, torch.Tensor], model: nn.Module, has_batch_dim: bool = True):
         self.activations = dict(activations)
         self.model = model
+        self.has_batch_dim = has_batch_dim
 
-    def __getitem__(self, name: str) -> torch.Tensor:
-        try:
+    def __getitem__(self, name) -> torch.Tensor:
+        """By glassformer's name, TransformerLens's (``blocks.0.attn.hook_pattern``) or its short key
+        (``cache["pattern", 0]``); a gradient from ``grads=True`` as ``name + "_grad"``."""
+        if isinstance(name, str) and name in self.activations:
             return self.activations[name]
-        except KeyError:
-            close = difflib.get_close_matches(str(name), list(self.activations), n=3, cutoff=0.6)
-            hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close else
-                    f": run run_with_cache without a names= filter, or include {name!r} in it")
-            raise MissingActivation(f"the cache holds no activation {name!r}{hint}") from None
+        alias = resolve_alias(name)
+        if isinstance(alias, str) and alias in self.activations:
+            return self.activations[alias]
+        close = difflib.get_close_matches(str(alias), list(self.activations), n=3, cutoff=0.6)
+        hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close else
+                f": run run_with_cache without a names= filter, or include {name!r} in it")
+        if str(alias).endswith(("result", "_input")):
+            hint += " (optional hook points such as attn.result are cached only when named)"
+        raise MissingActivation(f"the cache holds no activation {name!r}{hint}")
+
+    def __contains__(self, name) -> bool:
+        alias = resolve_alias(name)
+        return name in self.activations or (isinstance(alias, str) and alias in self.activations)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.activations)
@@ -135,6 +155,32 @@ class ActivationCache(Mapping):
 
     def __repr__(self) -> str:
         return f"ActivationCache({len(self)} activations: {', '.join(list(self)[:4])}{', ...' if len(self) > 4 else ''})"
+
+    # -- moving and reshaping -----------------------------------------------------------------------
+
+    def to(self, *args, move_model: bool = False, **kwargs) -> ActivationCache:
+        """A copy with every tensor moved/cast like ``Tensor.to(device or dtype)``; ``move_model=True``
+        moves the model too (in place, as ``nn.Module.to`` does)."""
+        if move_model:
+            self.model.to(*args, **kwargs)
+        moved = {name: t.to(*args, **kwargs) for name, t in self.activations.items()}
+        return ActivationCache(moved, self.model, self.has_batch_dim)
+
+    def remove_batch_dim(self) -> ActivationCache:
+        """A copy of a batch-of-one cache with the batch dimension dropped from every activation
+        (``pos_embed`` never had one). The residual-stream helpers need the batch dimension."""
+        if not self.has_batch_dim:
+            raise InputError("remove_batch_dim: this cache has no batch dimension left")
+        batched = {name: t for name, t in self.activations.items() if not _unbatched(name)}
+        sizes = {t.shape[0] for t in batched.values()}
+        if sizes != {1}:
+            raise InputError(f"remove_batch_dim needs a batch of one; this cache's batch is {sorted(sizes)}")
+        return ActivationCache({name: t if _unbatched(name) else t[0] for name, t in self.activations.items()},
+                               self.model, has_batch_dim=False)
+
+    def _need_batch(self, what: str) -> None:
+        if not self.has_batch_dim:
+            raise InputError(f"{what} needs the batch dimension that remove_batch_dim() dropped: use the original cache")
 
     # -- the accumulated residual stream (logit lens) -----------------------------------------------
 
@@ -185,6 +231,23 @@ class ActivationCache(Mapping):
         z = self[f"{p}blocks.{layer}.{'cross_attn' if cross else 'attn'}.z"]  # [batch, pos, heads, d_head]
         return torch.einsum("bphe,hed->hbpd", z, attn.W_O.detach().to(z.dtype))  # [heads, batch, pos, d_model]
 
+    def neuron_results(self, layer: int, *, stack: str | None = None, pos: int | None = None) -> torch.Tensor:
+        """Each MLP neuron's write into the residual stream, from the cached ``mlp.post``:
+
+            neuron_i = post[..., i] * W_out[i]          [d_mlp, batch, pos, d_model] ([d_mlp, batch, d_model] at ``pos``)
+
+        so that ``mlp_out = neurons.sum(0) + b_out``. Memory grows as d_mlp x batch x pos x d_model: pass ``pos``."""
+        self._need_batch("neuron_results")
+        p = stack_prefix(self.model, stack)
+        block = stack_module(self.model, p).blocks[_check_block(layer, n_blocks(self.model, p))]
+        if block.mlp is None:
+            raise InputError(f"block {layer} has no MLP (attention-only model)")
+        post = self[f"{p}blocks.{layer}.mlp.post"]  # [batch, pos, d_mlp]
+        if pos is not None:
+            post = post[:, _check_pos(pos, post.shape[1])]  # [batch, d_mlp]
+        W_out = block.mlp.W_out.detach().to(post.dtype)  # [d_mlp, d_model]
+        return post.movedim(-1, 0)[..., None] * W_out.view(W_out.shape[0], *([1] * (post.dim() - 1)), -1)
+
     def stack_head_results(self, layer: int | None = None, *, stack: str | None = None) -> ResidStack:
         """Every head of blocks ``0 .. layer - 1`` (cross-attention heads too), labelled ``L0H3`` (``L0C3``
         for cross-attention).  [layers * heads, batch, pos, d_model]."""
@@ -204,18 +267,29 @@ class ActivationCache(Mapping):
 
     # -- the decomposed residual stream (direct logit attribution) ----------------------------------
 
-    def decompose_resid(self, layer: int | None = None, *, stack: str | None = None, heads: bool = False) -> ResidStack:
+    def decompose_resid(
+        self, layer: int | None = None, *, stack: str | None = None, heads: bool = False, neurons: bool = False,
+        pos: int | None = None,
+    ) -> ResidStack:
         """The residual stream before block ``layer`` (None: the final one) as a sum of its writers:
 
             resid = embed + pos_embed + sum_l (attn_out[l] + mlp_out[l])                  heads=False
                   = embed + pos_embed + sum_{l,h} z[l,h] W_O[l,h] + bias + sum_l mlp_out[l]   heads=True
+            mlp_out[l] = sum_i post[l, i] W_out[l, i] + b_out[l]                           neurons=True
 
-        where ``bias`` collects every attention b_O. Only exact for pre-norm models (a post-norm model
-        renormalises the stream after every sublayer) run without dropout.
+        where ``bias`` collects every b_O (and, with ``neurons``, every b_out). Only exact for pre-norm models
+        (a post-norm model renormalises the stream after every sublayer) run without dropout.
         Labels: ``embed``, ``pos_embed`` (one ``embed_norm`` term for a model with an embedding norm),
-        ``L0_attn`` or ``L0H0``..., ``L0_cross``, ``L0_mlp``, ``bias``.
+        ``L0_attn`` or ``L0H0``..., ``L0_cross``, ``L0_mlp`` or ``L0N0``..., ``bias``.
+        Shape [components, batch, pos, d_model]; [components, batch, d_model] at one ``pos`` (use it with
+        ``neurons``: there are n_layers x d_mlp neuron terms).
         """
+        self._need_batch("decompose_resid")
         p = stack_prefix(self.model, stack)
+        if pos is not None:
+            pos = _check_pos(pos, self[f"{p}blocks.0.resid_pre"].shape[1] if f"{p}blocks.0.resid_pre" in self else
+                             self[f"{p}embed"].shape[1])
+        at = (lambda t: t) if pos is None else (lambda t: t[:, pos])  # [batch, pos, d] -> [batch, d] at pos
         if self.model.config.norm_position != "pre" and self.model.config.norm != "none":
             raise InputError(
                 "decompose_resid needs a pre-norm model: a post-norm model renormalises the residual stream "
@@ -224,15 +298,17 @@ class ActivationCache(Mapping):
         module = stack_module(self.model, p)
         layer = _check_layer(layer, len(module.blocks))
         if getattr(module, "ln_embed", None) is not None:  # BERT: resid_0 = Norm(embed + pos_embed), one term
-            embed = self[f"{p}ln_embed"]  # [batch, pos, d_model]
+            embed = at(self[f"{p}ln_embed"])  # [batch, pos, d_model]
             values, labels = [embed], ["embed_norm"]
         else:
-            embed = self[f"{p}embed"]  # [batch, pos, d_model]
+            full = self[f"{p}embed"]  # [batch, pos, d_model]
+            embed = at(full)
             values, labels = [embed], ["embed"]
             if module.pos_embed is not None:
-                values.append(self[f"{p}pos_embed"].expand_as(embed))  # [pos, d_model] -> [batch, pos, d_model]
+                values.append(at(self[f"{p}pos_embed"].expand_as(full)))  # [pos, d_model] -> [batch, pos, d_model]
                 labels.append("pos_embed")
         bias = torch.zeros_like(embed)
+        any_bias = False
         for l in range(layer):
             block = module.blocks[l]
             for cross, name in ((False, "attn"), (True, "cross")):
@@ -241,20 +317,28 @@ class ActivationCache(Mapping):
                     continue
                 if heads:
                     results = self.head_results(l, stack=stack, cross=cross)  # [heads, batch, pos, d_model]
-                    values += list(results)
+                    values += [at(r) for r in results]
                     labels += [f"L{l}{'C' if cross else 'H'}{h}" for h in range(results.shape[0])]
                     if attn.b_O is not None:
-                        bias = bias + attn.b_O.detach()
+                        bias, any_bias = bias + attn.b_O.detach(), True
                 else:
-                    values.append(self[f"{p}blocks.{l}.{'cross_attn_out' if cross else 'attn_out'}"])
+                    values.append(at(self[f"{p}blocks.{l}.{'cross_attn_out' if cross else 'attn_out'}"]))
                     labels.append(f"L{l}_{name}")
-            if block.mlp is not None:
-                values.append(self[f"{p}blocks.{l}.mlp_out"])
+            if block.mlp is None:
+                continue
+            if neurons:
+                results = self.neuron_results(l, stack=stack, pos=pos)  # [d_mlp, batch, (pos,) d_model]
+                values += list(results)
+                labels += [f"L{l}N{i}" for i in range(results.shape[0])]
+                if block.mlp.b_out is not None:
+                    bias, any_bias = bias + block.mlp.b_out.detach(), True
+            else:
+                values.append(at(self[f"{p}blocks.{l}.mlp_out"]))
                 labels.append(f"L{l}_mlp")
-        if heads and any(stack_module(self.model, p).blocks[l].attn.b_O is not None for l in range(layer)):
+        if any_bias:
             values.append(bias)
             labels.append("bias")
-        return ResidStack(torch.stack(values), labels)  # [components, batch, pos, d_model]
+        return ResidStack(torch.stack(values), labels)  # [components, batch, (pos,) d_model]
 
     # -- the final norm, applied linearly -----------------------------------------------------------
 
@@ -272,22 +356,42 @@ class ActivationCache(Mapping):
         (what the logit lens does to each layer's stream; not linear).
         ``residual_stack``: [..., batch, pos, d_model] (or [..., batch, d_model] with ``pos``).
         """
+        return self.apply_ln(residual_stack, None, stack=stack, pos=pos, recompute=recompute)
+
+    def apply_ln(
+        self, residual_stack: torch.Tensor, layer: int | None, norm: str = "ln1", *, stack: str | None = None,
+        pos: int | slice | None = None, recompute: bool = False,
+    ) -> torch.Tensor:
+        """Push a stack of residual vectors through block ``layer``'s norm ``norm`` (``"ln1"`` before
+        attention, ``"ln2"`` before the MLP, ``"ln_cross"``; ``layer=None``: the final norm) without its
+        bias, with that norm's *cached* scale, as :meth:`apply_ln_final` does for the final norm (same
+        ``pos`` and ``recompute``). So ``apply_ln(decompose_resid(l), l, "ln1").sum(0) + b`` is exactly what
+        block l's attention reads."""
+        self._need_batch("apply_ln")
         p = stack_prefix(self.model, stack)
-        norm = stack_module(self.model, p).ln_final
-        if isinstance(norm, NoNorm):
+        module = stack_module(self.model, p)
+        if layer is None:
+            norm_module, name = module.ln_final, f"{p}ln_final"
+        else:
+            block = module.blocks[_check_block(layer, len(module.blocks))]
+            if norm not in ("ln1", "ln2", "ln_cross") or getattr(block, norm, None) is None:
+                raise InputError(f"block {layer} has no norm {norm!r} (ln1; ln2 unless attention-only; ln_cross in a decoder "
+                                 "with cross-attention)")
+            norm_module, name = getattr(block, norm), f"{p}blocks.{layer}.{norm}"
+        if isinstance(norm_module, NoNorm):
             return residual_stack
-        if not isinstance(norm, (LayerNorm, RMSNorm)):
-            raise InputError(f"apply_ln_final does not know the norm {type(norm).__name__}")
+        if not isinstance(norm_module, (LayerNorm, RMSNorm)):
+            raise InputError(f"apply_ln does not know the norm {type(norm_module).__name__}")
         x = residual_stack
-        if isinstance(norm, LayerNorm):
+        if isinstance(norm_module, LayerNorm):
             x = x - x.mean(-1, keepdim=True)  # centre each vector over d_model
         if recompute:
-            scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()  # [..., 1] each vector's own
+            scale = (x.pow(2).mean(-1, keepdim=True) + norm_module.eps).sqrt()  # [..., 1] each vector's own
         else:
-            scale = self[f"{p}ln_final.scale"]  # [batch, pos, 1]
+            scale = self[f"{name}.scale"]  # [batch, pos, 1]
             if pos is not None:
                 scale = scale[:, pos]  # [batch, 1] (or [batch, n, 1] for a slice)
-        return x / scale * norm.w.detach()
+        return x / scale * norm_module.w.detach()
 
     def final_norm_bias(self, *, stack: str | None = None) -> torch.Tensor | None:
         """The final norm's bias ``b`` [d_model] (the constant ``apply_ln_final`` leaves out), or None."""
@@ -303,6 +407,17 @@ def _check_layer(layer: int | None, n: int) -> int:
     if not isinstance(layer, int) or not -n <= layer <= n:
         raise InputError(f"layer must be an int in [{-n}, {n}] for a stack of {n} blocks, got {layer!r}")
     return layer if layer >= 0 else n + layer
+
+
+def _check_pos(pos: int, n_pos: int) -> int:
+    if isinstance(pos, bool) or not isinstance(pos, int) or not -n_pos <= pos < n_pos:
+        raise InputError(f"pos must be an int in [{-n_pos}, {n_pos}), got {pos!r}")
+    return pos
+
+
+def _unbatched(name: str) -> bool:
+    """Activations stored without a batch dimension: the (learned or sinusoidal) position embeddings."""
+    return name.removesuffix("_grad").endswith("pos_embed")
 
 
 def _check_block(layer: int, n: int) -> int:

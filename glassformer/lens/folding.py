@@ -16,6 +16,20 @@ writers (W_E, W_pos, W_O, b_O, W_out, b_out) changes nothing downstream:
 
     W_out' = W_out - mean_d(W_out)    (each row made mean-zero over d_model)
 
+**Centring reading weights** (``center_reading_weights``, after ``fold_norms``, LayerNorm only). A folded
+LayerNorm outputs n(x) = (x - mean(x)) / scale, which is mean-zero over d_model, so n(x) . c 1 = 0 for
+any constant c: every weight that reads a LayerNorm can lose its mean over the input axis:
+
+    W_Q' = W_Q - mean_d(W_Q)      (the same for W_K, W_V, W_in, W_gate, W_U, ... : whatever read a norm)
+
+**Folding value biases** (``fold_value_biases``). Every attention row sums to one, so the value bias
+passes straight through: z_h = sum_j pattern[j] (v_j + b_V[h]) = sum_j pattern[j] v_j + b_V[h], and
+
+    b_O' = b_O + sum_h b_V[h] W_O[h],    b_V' = 0
+
+(under grouped-query attention each query head uses its key/value head's b_V). Refused for linear
+attention (its eps keeps the weights' sum just under one) and Linformer (its slots mix positions).
+
 **Centring the unembedding.** softmax is invariant to adding a constant to every logit, so
 ``W_U' = W_U - mean_vocab(W_U)`` (and b_U) changes the logits but not the log-probabilities.
 
@@ -36,13 +50,22 @@ from glassformer.model.transformer import Transformer
 
 
 def fold_weights(
-    model: Transformer, *, fold_norms: bool = True, center_writing_weights: bool = True, center_unembed: bool = False
+    model: Transformer, *, fold_norms: bool = True, center_writing_weights: bool = True, center_unembed: bool = False,
+    fold_value_biases: bool = False, center_reading_weights: bool = False,
 ) -> Transformer:
-    """A copy of ``model`` with norm gains/biases folded into the next weights and/or the residual
-    writers centred (see the module docstring). Raises InputError where a fold would change the model:
-    folding a post-norm model's norms (their outputs *are* the residual stream), or centring writers
-    unless every reader of the stream is a LayerNorm."""
+    """A copy of ``model`` with norm gains/biases folded into the next weights, the residual writers
+    centred, and, when asked, the value biases folded into b_O and the readers of LayerNorms centred (see
+    the module docstring). Raises InputError where a fold would change the model: folding a post-norm
+    model's norms (their outputs *are* the residual stream), centring writers unless every reader of the
+    stream is a LayerNorm, centring readers of norms that were not folded or are not LayerNorms, folding
+    value biases through attention whose weights do not sum to one."""
     cfg = model.config
+    if center_reading_weights and not (fold_norms and cfg.norm == "layernorm" and cfg.norm_position == "pre"):
+        raise InputError("center_reading_weights needs fold_norms=True on a pre-norm LayerNorm model: only a folded "
+                         "LayerNorm's output is mean-zero over d_model")
+    if fold_value_biases and cfg.attention in ("linear", "linformer"):
+        raise InputError(f"fold_value_biases needs attention weights that sum to one; attention={cfg.attention!r}'s do not "
+                         "(linear: an eps in the denominator; linformer: slots mix positions)")
     if fold_norms and cfg.norm != "none" and cfg.norm_position != "pre":
         raise InputError("fold_norms needs a pre-norm model: a post-norm model's norm outputs are the residual "
                          "stream itself, so their gains cannot move into the next weights")
@@ -53,6 +76,11 @@ def fold_weights(
     with torch.no_grad():
         if fold_norms and cfg.norm != "none":
             _fold_all_norms(folded)
+        if fold_value_biases:
+            for stack in _stacks(folded):
+                _fold_value_biases(stack)
+        if center_reading_weights:
+            _center_readers(folded)
         if center_writing_weights:
             for stack in _stacks(folded):
                 _center_writers(stack)
@@ -61,7 +89,8 @@ def fold_weights(
             W_U -= W_U.mean(-1, keepdim=True)  # [d_model, d_vocab_out]: each row mean-zero over the vocabulary
             if folded.unembed.b_U is not None:
                 folded.unembed.b_U -= folded.unembed.b_U.mean()
-    folded.folding = {"fold_norms": fold_norms, "center_writing_weights": center_writing_weights, "center_unembed": center_unembed}
+    folded.folding = {"fold_norms": fold_norms, "center_writing_weights": center_writing_weights, "center_unembed": center_unembed,
+                      "fold_value_biases": fold_value_biases, "center_reading_weights": center_reading_weights}
     return folded.eval()
 
 
@@ -164,3 +193,48 @@ def _center_writers(stack: nn.Module) -> None:
             block.mlp.W_out -= block.mlp.W_out.mean(-1, keepdim=True)  # [d_mlp, d_model]
             if block.mlp.b_out is not None:
                 block.mlp.b_out -= block.mlp.b_out.mean()
+
+
+def _fold_value_biases(stack: nn.Module) -> None:
+    """b_O += sum_h b_V[kv(h)] W_O[h]; b_V = 0 (in place), for every attention of the stack."""
+    for block in stack.blocks:
+        for attn in (block.attn, block.cross_attn):
+            if attn is None or attn.b_V is None:
+                continue
+            b_V = attn.b_V.repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=0)  # [kv_heads, d_head] -> [heads, d_head]
+            attn.b_O += torch.einsum("he,hed->d", b_V, attn.W_O)
+            attn.b_V.zero_()
+
+
+def _center_readers(model: Transformer) -> None:
+    """Make every weight that reads a (folded) LayerNorm mean-zero over its d_model input axis (in place)."""
+
+    def center(W: torch.Tensor, axis: int) -> None:
+        W -= W.mean(axis, keepdim=True)
+
+    for stack in _stacks(model):
+        for block in stack.blocks:
+            if isinstance(block.ln1, LayerNorm):
+                for W in (block.attn.W_Q, block.attn.W_K, block.attn.W_V):
+                    center(W, 1)  # [heads, d_model, d_head]
+            if block.cross_attn is not None and isinstance(block.ln_cross, LayerNorm):
+                center(block.cross_attn.W_Q, 1)
+            if block.mlp is not None and isinstance(block.ln2, LayerNorm):
+                center(block.mlp.W_in, 0)  # [d_model, d_mlp]
+                if hasattr(block.mlp, "W_gate"):
+                    center(block.mlp.W_gate, 0)
+    if model.encoder is not None and isinstance(model.encoder.ln_final, LayerNorm):
+        for block in model.blocks:
+            center(block.cross_attn.W_K, 1)
+            center(block.cross_attn.W_V, 1)
+    if not isinstance(model.ln_final, LayerNorm):
+        return
+    if model.classifier is not None:
+        center(model.classifier.W, 0)  # [d_model, n_classes]
+    transform = getattr(model, "unembed_transform", None)
+    if transform is not None:
+        center(transform.W_T, 0)  # [d_model, d_model]
+        if isinstance(transform.ln, LayerNorm):
+            center(model.unembed.W_U, 0)
+    elif model.unembed is not None:
+        center(model.unembed.W_U, 0)  # [d_model, d_vocab_out]

@@ -102,6 +102,8 @@ class Attention(nn.Module):
             self.b_O = nn.Parameter(torch.zeros(d))
         else:
             self.b_Q = self.b_K = self.b_V = self.b_O = None
+        # optional: computed only while hooked (per-head copies of the input: [batch, pos, heads or kv_heads, d_model])
+        self.q_input, self.k_input, self.v_input = HookPoint(optional=True), HookPoint(optional=True), HookPoint(optional=True)
         self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # [batch, pos, heads, d_head]
         self.q_norm = make_qk_norm(config) if config.qk_norm else None  # hooks: attn.q_norm, attn.q_norm.scale
         self.k_norm = make_qk_norm(config) if config.qk_norm else None
@@ -110,6 +112,7 @@ class Attention(nn.Module):
         self.dropout = config.dropout
         self.scores, self.pattern = HookPoint(), HookPoint()  # [batch, heads, q_pos, k_pos]
         self.z = HookPoint()  # [batch, q_pos, heads, d_head]
+        self.result = HookPoint(optional=True)  # [batch, q_pos, heads, d_model]: z_h W_O[h], only while hooked
         self.W_QKV: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set only inside fused_qkv()
 
     @staticmethod
@@ -134,7 +137,7 @@ class Attention(nn.Module):
         prefix: torch.Tensor | None = None,  # [batch, mem_pos, d_model] Transformer-XL memory: extra keys/values
     ) -> torch.Tensor:
         if self.cross:
-            q = self._queries(self._project(x, self.W_Q, self.b_Q), positions)  # [batch, q_pos, heads, d_head]
+            q = self._queries(self._split_project(x, self.q_input, self.W_Q, self.b_Q), positions)  # [batch, q_pos, heads, d_head]
             z = self._cross_attend(q, memory, positions, key_padding, cache)
         else:
             y, k_positions = x, positions  # the keys of this call are the queries' own positions ...
@@ -146,6 +149,9 @@ class Attention(nn.Module):
             k, v = self._keys_values(k, v, k_positions)  # [batch, k_pos, kv_heads, d_head]
             z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
         z = self.z(z)  # [batch, q_pos, heads, d_head]
+        if self.result.fns:  # each head's write into the residual stream, built only when watched
+            result = self.result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))  # [batch, q_pos, heads, d_model]
+            return result.sum(2) + self.b_O if self.b_O is not None else result.sum(2)  # [batch, q_pos, d_model]
         batch, q_pos, heads, d_head = z.shape  # sum_h z_h W_O[h] = Concat_h(z_h) W^O
         W_O = self.W_O.reshape(heads * d_head, -1)  # [heads * d_head, d_model]
         return F.linear(z.reshape(batch, q_pos, heads * d_head), W_O.T, self.b_O)  # [batch, q_pos, d_model]
@@ -153,13 +159,28 @@ class Attention(nn.Module):
     def _project_qkv(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q = x W_Q + b_Q [batch, q_pos, heads, d_head]; k = y W_K + b_K, v = y W_V + b_V [batch, k_pos, kv_heads, d_head].
         Inside :func:`fused_qkv` (generation) it is one matmul against the three weights side by side."""
-        if self.W_QKV is not None and y is x and not torch.is_grad_enabled():  # the fused copy carries no gradient
+        split = self.q_input.fns or self.k_input.fns or self.v_input.fns
+        if self.W_QKV is not None and y is x and not torch.is_grad_enabled() and not split:  # the fused copy carries no gradient
             W, b = self.W_QKV  # [d_model, (heads + 2 kv_heads) * d_head], [(heads + 2 kv_heads) * d_head]
             qkv = F.linear(x, W.T, b)  # [batch, pos, (heads + 2 kv_heads) * d_head]
             (batch, pos, _), h, kv, e = x.shape, self.n_heads, self.n_kv_heads, self.d_head
             q, k, v = qkv.split_with_sizes([h * e, kv * e, kv * e], dim=-1)
             return q.view(batch, pos, h, e), k.view(batch, pos, kv, e), v.view(batch, pos, kv, e)
-        return self._project(x, self.W_Q, self.b_Q), self._project(y, self.W_K, self.b_K), self._project(y, self.W_V, self.b_V)
+        if not split:
+            return self._project(x, self.W_Q, self.b_Q), self._project(y, self.W_K, self.b_K), self._project(y, self.W_V, self.b_V)
+        return (self._split_project(x, self.q_input, self.W_Q, self.b_Q), self._split_project(y, self.k_input, self.W_K, self.b_K),
+                self._split_project(y, self.v_input, self.W_V, self.b_V))
+
+    def _split_project(self, x: torch.Tensor, point: HookPoint, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """x W + b for every head ([batch, pos, heads, d_head]). While the optional hook ``point``
+        (``q_input``, ``k_input``, ``v_input``) is watched, each head gets its own copy of x first, so it can be
+        patched per head: x_h [batch, pos, heads, d_model] -> x_h[:, :, h] W[h] + b[h] (TransformerLens's
+        use_split_qkv_input)."""
+        if not point.fns:
+            return self._project(x, W, b)
+        x_h = point(x[:, :, None].expand(-1, -1, W.shape[0], -1).clone())  # [batch, pos, heads, d_model]
+        out = torch.einsum("bphd,hde->bphe", x_h, W)  # [batch, pos, heads, d_head]
+        return out + b if b is not None else out
 
     def fused_qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[W_Q | W_K | W_V] as one [d_model, (heads + 2 kv_heads) * d_head] matrix, and [b_Q | b_K | b_V]."""
@@ -219,8 +240,8 @@ class Attention(nn.Module):
         if cache is not None and cache.cross_k is not None:
             k, v = cache.cross_k, cache.cross_v  # the encoder output does not change while decoding
         else:
-            k = self._project(memory, self.W_K, self.b_K)  # [batch, src_pos, kv_heads, d_head]
-            k, v = self._keys_values(k, self._project(memory, self.W_V, self.b_V), None)
+            k = self._split_project(memory, self.k_input, self.W_K, self.b_K)  # [batch, src_pos, kv_heads, d_head]
+            k, v = self._keys_values(k, self._split_project(memory, self.v_input, self.W_V, self.b_V), None)
             if cache is not None:
                 cache.cross_k, cache.cross_v = k, v
         mask = attention_mask(positions, torch.arange(k.shape[1], device=q.device), False, key_padding)

@@ -21,6 +21,7 @@ from glassformer.errors import InputError
 from glassformer.model.block import Block, make_dropout
 from glassformer.model.config import ModelConfig
 from glassformer.model.embed import Embed, Unembed, UnembedTransform, make_positional
+from glassformer.model.forward_options import check_forward_options, check_residual, cross_entropy_loss, layer_index
 from glassformer.model.hooks import HookedMixin, HookPoint
 from glassformer.model.init import weight
 from glassformer.model.kv_cache import KVCache
@@ -104,7 +105,11 @@ class Transformer(HookedMixin, nn.Module):
         cache: KVCache | None = None,
         segment_memory: SegmentMemory | None = None,  # Transformer-XL: read, then updated
         position_ids: torch.Tensor | None = None,  # [batch, pos]: what W_pos / sinusoids read (left padding)
-    ) -> torch.Tensor:
+        start_at_layer: int | None = None,  # then ``tokens`` is the residual stream entering that block
+        stop_at_layer: int | None = None,  # return the residual stream entering that block instead of logits
+        return_type: str = "logits",  # "logits", "loss", "loss_per_token" or "both" (logits, loss)
+        targets: torch.Tensor | None = None,  # [batch, pos] ids the loss scores (-100: ignored); [batch] classes
+    ):
         """Logits over the (output) vocabulary at every position: [batch, pos, d_vocab_out].
         A vision model (``input="patches"``) takes images and returns class logits [batch, n_classes].
 
@@ -112,23 +117,46 @@ class Transformer(HookedMixin, nn.Module):
         gives each token; by default token t of the call is position offset + t. A left-padded row's first
         real token should be position 0: pass ``attention_mask.cumsum(-1) - 1`` (``generate`` does). The
         causal mask, the cache and the relative schemes (RoPE, ALiBi, T5, sliding and strided windows) only see
-        differences of positions, which left padding does not change (the 'fixed' sparse pattern's blocks do)."""
+        differences of positions, which left padding does not change (the 'fixed' sparse pattern's blocks do).
+
+        Forward options (``forward_options.py``): ``stop_at_layer=l`` returns resid_pre of block l (the stream
+        after blocks 0..l-1, no final norm) [batch, pos, d_model]; ``start_at_layer=l`` takes that stream as
+        ``tokens`` and runs blocks l.. to the logits; ``return_type="loss"`` returns the mean cross-entropy of
+        ``targets`` (default for a decoder: each next token), ``"loss_per_token"`` it per position
+        [batch, pos], ``"both"`` the pair (logits, loss)."""
+        check_forward_options(self, return_type, start_at_layer, stop_at_layer, cache, segment_memory)
         x = self.residual_stream(
             tokens, src, attention_mask=attention_mask, src_attention_mask=src_attention_mask, memory=memory,
             cache=cache, segment_memory=segment_memory, position_ids=position_ids,
+            start_at_layer=start_at_layer, stop_at_layer=stop_at_layer,
         )
+        if stop_at_layer is not None:
+            return x  # [batch, pos, d_model]
         if self.unembed is None:  # vision: no vocabulary; the class token's residual is classified
-            return self.logits(self.classifier(x))  # [batch, n_classes]
-        if self.unembed_transform is not None:
-            x = self.unembed_transform(x)  # BERT's MLM head: Norm(act(x W_T + b_T))
-        return self.logits(self.unembed(x))
+            logits = self.logits(self.classifier(x))  # [batch, n_classes]
+        else:
+            if self.unembed_transform is not None:
+                x = self.unembed_transform(x)  # BERT's MLM head: Norm(act(x W_T + b_T))
+            logits = self.logits(self.unembed(x))  # [batch, pos, d_vocab_out]
+        if return_type == "logits":
+            return logits
+        loss = cross_entropy_loss(self, logits, tokens if start_at_layer is None else None, targets, attention_mask,
+                                  per_token=return_type == "loss_per_token")
+        return (logits, loss) if return_type == "both" else loss
 
     def residual_stream(
         self, tokens, src=None, *, attention_mask=None, src_attention_mask=None, memory=None, cache=None, segment_memory=None,
-        position_ids=None,
+        position_ids=None, start_at_layer=None, stop_at_layer=None,
     ):
-        """The final residual stream after ``ln_final``: [batch, pos, d_model]."""
-        if self.config.input == "patches":
+        """The final residual stream after ``ln_final``: [batch, pos, d_model] (before it, and before block
+        ``stop_at_layer``, when that is given; from ``tokens`` = the stream entering ``start_at_layer``)."""
+        start = 0 if start_at_layer is None else layer_index(start_at_layer, len(self.blocks), "start_at_layer")
+        stop = len(self.blocks) if stop_at_layer is None else layer_index(stop_at_layer, len(self.blocks), "stop_at_layer")
+        if start > stop:
+            raise InputError(f"start_at_layer ({start}) is after stop_at_layer ({stop})")
+        if start_at_layer is not None:
+            tokens = check_residual(tokens, self.config.d_model)  # [batch, pos, d_model]
+        elif self.config.input == "patches":
             tokens = self.embed.check_images(tokens)  # [batch, channels, H, W]
         else:
             tokens = self._check_tokens(tokens, "tokens", offset=cache.offset if cache is not None else 0)
@@ -150,10 +178,14 @@ class Transformer(HookedMixin, nn.Module):
             offset += segment_memory.length if read_segment else 0  # the memory sits before the segment
         n_pos = self.config.n_patches + 1 if self.config.input == "patches" else tokens.shape[1]
         positions = torch.arange(offset, offset + n_pos, device=tokens.device)  # [pos]
-        if position_ids is not None:
-            position_ids = self._check_position_ids(position_ids, tokens)  # [batch, pos]
-        x = self.drop(embed_tokens(self, tokens, positions if position_ids is None else position_ids))  # [batch, pos, d_model]
-        for i, block in enumerate(self.blocks):
+        if start_at_layer is not None:
+            x = tokens  # [batch, pos, d_model]: the stream entering block `start`
+        else:
+            if position_ids is not None:
+                position_ids = self._check_position_ids(position_ids, tokens)  # [batch, pos]
+            x = self.drop(embed_tokens(self, tokens, positions if position_ids is None else position_ids))  # [batch, pos, d_model]
+        for i in range(start, stop):
+            block = self.blocks[i]
             x = block(
                 x,
                 positions=positions,
@@ -164,7 +196,7 @@ class Transformer(HookedMixin, nn.Module):
                 segment=segment_memory.layers[i] if segment_memory is not None else None,
                 read_segment=read_segment,
             )
-        return self.ln_final(x)  # [batch, pos, d_model]
+        return x if stop_at_layer is not None else self.ln_final(x)  # [batch, pos, d_model]
 
     def _segment_recurrence(self, tokens, attention_mask, segment_memory) -> torch.Tensor:
         """Transformer-XL over a sequence longer than n_ctx: segments of n_ctx positions, in order, each one

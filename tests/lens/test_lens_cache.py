@@ -97,3 +97,68 @@ def test_errors_name_the_problem():
         cache.accumulated_resid(stack="encoder")  # a decoder-only model has no encoder
     with pytest.raises(InputError, match="tokens"):
         run_with_cache(model, {"src": torch.zeros(1, 3, dtype=torch.long)})
+
+
+@pytest.mark.parametrize("overrides", [{}, {"act": "swiglu", "n_kv_heads": 2}, {"arch": "encoder-decoder"}])
+def test_neuron_decomposition_sums_exactly(overrides):
+    """mlp_out = sum_i post_i W_out[i] + b_out, so the stream split into neurons still sums to itself,
+    and direct logit attribution over neurons still sums to the logit difference."""
+    from glassformer.lens import direct_logit_attribution
+
+    model = make_model(**overrides)
+    _, cache = run_with_cache(model, inputs_for(model))
+    neurons = cache.neuron_results(1)  # [d_mlp, batch, pos, d_model]
+    torch.testing.assert_close(neurons.sum(0) + model.blocks[1].mlp.b_out, cache["blocks.1.mlp_out"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cache.neuron_results(1, pos=-1), neurons[:, :, -1])
+    resid, labels = cache.decompose_resid(heads=True, neurons=True, pos=3)  # [components, batch, d_model]
+    assert labels.count("bias") == 1 and sum(label.startswith("L1N") for label in labels) == model.config.d_mlp
+    torch.testing.assert_close(resid.sum(0), cache["blocks.1.resid_post"][:, 3], atol=1e-5, rtol=1e-5)
+    attribution = direct_logit_attribution(model, cache, 3, 5, neurons=True)
+    torch.testing.assert_close(attribution.values.sum(0), attribution.total, atol=1e-4, rtol=1e-4)
+    coarse = direct_logit_attribution(model, cache, 3, 5)  # layer 1's MLP as one term, b_out included
+    split = attribution.values[[i for i, label in enumerate(attribution.labels) if label.startswith("L1N")]].sum(0)
+    direction = (model.unembed.weight[:, 3] - model.unembed.weight[:, 5]).detach()
+    b_out = cache.apply_ln_final(model.blocks[1].mlp.b_out.detach().expand(3, 32), pos=-1) @ direction  # [batch]
+    torch.testing.assert_close(split + b_out, coarse.values[coarse.labels.index("L1_mlp")], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_apply_ln_uses_any_layers_cached_scale(norm):
+    model = make_model(norm=norm)
+    _, cache = run_with_cache(model, inputs_for(model))
+    for layer, which, reads in [(0, "ln1", "blocks.0.resid_pre"), (1, "ln1", "blocks.1.resid_pre"), (1, "ln2", "blocks.1.resid_mid")]:
+        resid = cache[reads]
+        parts = torch.stack([resid * 0.25, resid * 0.75])  # any stack that sums to the stream
+        normed = cache.apply_ln(parts, layer, which).sum(0)
+        norm_module = getattr(model.blocks[layer], which)
+        bias = norm_module.b.detach() if getattr(norm_module, "b", None) is not None else 0
+        torch.testing.assert_close(normed + bias, cache[f"blocks.{layer}.{which}"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="has no norm 'ln3'"):
+        cache.apply_ln(resid, 0, "ln3")
+
+
+def test_batch_dim_removal_moving_and_familiar_names():
+    model = make_model()
+    tokens = inputs_for(model, batch=1)
+    _, cache = run_with_cache(model, tokens)
+    single = cache.remove_batch_dim()
+    assert single["blocks.0.attn.pattern"].shape == (4, 10, 10) and single["pos_embed"].shape == (10, 32)
+    assert torch.equal(single["blocks.1.resid_post"], cache["blocks.1.resid_post"][0])
+    with pytest.raises(InputError, match="batch dimension"):
+        single.decompose_resid()
+    with pytest.raises(InputError, match="batch of one"):
+        run_with_cache(model, inputs_for(model, batch=2))[1].remove_batch_dim()
+    doubled = cache.to(torch.float64)
+    assert doubled["embed"].dtype == torch.float64 and cache["embed"].dtype == torch.float32
+    assert cache["blocks.0.attn.hook_pattern"] is cache["blocks.0.attn.pattern"]
+    assert cache["resid_pre", 1] is cache["blocks.1.resid_pre"] and "blocks.0.hook_resid_mid" in cache
+    with pytest.raises(InputError, match="cached only when named"):
+        cache["blocks.0.attn.hook_result"]
+
+
+def test_lens_run_with_cache_stores_gradients():
+    model = make_model()
+    tokens = inputs_for(model)
+    loss, cache = run_with_cache(model, tokens, names="blocks.*.attn.z", grads=True, return_type="loss")
+    assert loss.dim() == 0 and set(cache) == {f"blocks.{l}.attn.z{g}" for l in range(2) for g in ("", "_grad")}
+    assert cache["blocks.1.attn.hook_z_grad"].shape == cache["blocks.1.attn.z"].shape

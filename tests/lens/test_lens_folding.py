@@ -31,7 +31,8 @@ def test_folding_keeps_log_probs(overrides):
         for name, p in folded.named_parameters():
             if name.endswith((".w",)) and "q_norm" not in name and "k_norm" not in name and "ln_embed" not in name:
                 assert torch.equal(p, torch.ones_like(p)), name
-    assert folded.folding == {"fold_norms": True, "center_writing_weights": center, "center_unembed": True}
+    assert folded.folding == {"fold_norms": True, "center_writing_weights": center, "center_unembed": True,
+                              "fold_value_biases": False, "center_reading_weights": False}
 
 
 def test_what_folding_does_to_the_weights():
@@ -59,3 +60,43 @@ def test_folds_that_would_change_the_model_are_refused():
         fold_weights(make_model(norm="rmsnorm"))  # rmsnorm keeps the mean: writers cannot be centred
     folded = fold_weights(make_model(norm="rmsnorm"), center_writing_weights=False)
     assert torch.equal(folded.ln_final.w, torch.ones(32))
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param({}, id="decoder"),
+    pytest.param({"arch": "encoder-decoder"}, id="encoder-decoder"),
+    pytest.param({"act": "swiglu", "n_kv_heads": 2, "qk_norm": True}, id="gated-gqa-qknorm"),
+    pytest.param({"arch": "encoder", "embed_norm": True, "unembed_transform": True}, id="bert-head-pre-norm"),
+    pytest.param({"attention": "sliding", "window": 3, "positional": "alibi"}, id="sliding-alibi"),
+])
+def test_value_biases_and_reading_weights_fold_with_exact_logits(overrides):
+    model = make_model(**overrides)
+    inputs = inputs_for(model)
+    logits = _logits(model, inputs)
+    folded = fold_weights(model, fold_value_biases=True, center_reading_weights=True)
+    torch.testing.assert_close(_logits(folded, inputs), logits, atol=3e-5, rtol=3e-5)  # logits, not just log-probs
+    for block in folded.blocks:
+        assert block.attn.b_V.abs().max() == 0
+        for W in (block.attn.W_Q, block.attn.W_K, block.attn.W_V):
+            assert W.mean(1).abs().max() < 1e-6  # mean-zero over the d_model axis it reads
+        assert block.mlp.W_in.mean(0).abs().max() < 1e-6
+    assert folded.unembed.W_U.mean(0).abs().max() < 1e-6
+    assert folded.folding["fold_value_biases"] and folded.folding["center_reading_weights"]
+    only_values = fold_weights(model, fold_norms=False, center_writing_weights=False, fold_value_biases=True)
+    torch.testing.assert_close(_logits(only_values, inputs), logits, atol=3e-5, rtol=3e-5)
+
+
+def test_new_folds_that_would_change_the_model_are_refused():
+    with pytest.raises(InputError, match="center_reading_weights needs fold_norms"):
+        fold_weights(make_model(), fold_norms=False, center_writing_weights=False, center_reading_weights=True)
+    with pytest.raises(InputError, match="center_reading_weights needs"):
+        fold_weights(make_model(norm="rmsnorm"), center_writing_weights=False, center_reading_weights=True)
+    with pytest.raises(InputError, match="sum to one"):
+        fold_weights(make_model(attention="linear"), fold_value_biases=True)
+
+
+def _logits(model, inputs):
+    with torch.no_grad():
+        if isinstance(inputs, dict):
+            return model(inputs["tokens"], src=inputs["src"])
+        return model(inputs)
