@@ -1,0 +1,151 @@
+"""Ground truth: which heads, MLPs and edges a compiled model's output depends on, and a causal check of it.
+
+A compiled model gives every RASP value its own residual dimensions (``compiled.residual_labels``), and
+every head and MLP reads and writes only the dimensions of the values its operation uses; every other
+weight is exactly zero. So the plan's dependency graph can be read back from the weights:
+
+    writes(s) = dims with a nonzero column in s's output matrix (W_E / W_pos, W_O[h], W_out)
+    reads(r)  = dims with a nonzero row in r's input matrix (W_Q[h], W_K[h], W_V[h], W_in, W_U)
+    edge (s, r) exists  <=>  s precedes r  and  writes(s) & reads(r) is not empty
+
+The true circuit is the part of that graph on a path from ``embed`` to ``logits``: heads and MLPs
+that compute a value the output needs, and the edges that carry it. Empty head slots, and the whole
+second program of a model with a distractor (``merge.py``), lie off every path. (The compiler's plan
+is not kept by ``CompiledModel``; reading it back from the weights is exact for compiled weights and
+is what ``check_causally`` tests.)
+
+``check_causally`` ablates (zeroes) each node and each edge, one at a time, on sample inputs: a
+member should change some decoded output, a non-member none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from glassformer.circuits.graph import CircuitGraph
+from glassformer.circuits.inputs import decode_ids, sample_tokens
+
+
+@dataclass
+class GroundTruth:
+    nodes: list[str]  # heads 'a{L}.{h}' and MLPs 'm{L}' in the circuit
+    edges: list[tuple[str, str]]  # (sender, receiver) in the circuit
+    positions: dict[str, list[str]] = field(default_factory=dict)  # node -> where it writes: ["bos", "tokens"]
+    causal: dict = field(default_factory=dict)  # the causal check's counts
+
+    def to_json(self) -> dict:
+        return {"nodes": self.nodes, "edges": [list(e) for e in self.edges], "positions": self.positions,
+                "causal": self.causal}
+
+    @classmethod
+    def from_json(cls, d: dict) -> GroundTruth:
+        return cls(list(d["nodes"]), [tuple(e) for e in d["edges"]], dict(d.get("positions", {})),
+                   dict(d.get("causal", {})))
+
+
+def _support(w: torch.Tensor, dim: int, tol: float) -> torch.Tensor:
+    """Which residual dims a weight touches: nonzero along ``dim`` (the d_model axis); [d_model] bool."""
+    other = [d for d in range(w.dim()) if d != dim]
+    return (w.abs().amax(dim=other) > tol) if other else (w.abs() > tol)
+
+
+def read_write_sets(graph: CircuitGraph, tol: float = 0.0):
+    """(writes [n_senders, d_model], reads [n_receivers, d_model]) as bool tensors."""
+    m = graph.model
+    writes = [_support(m.embed.W_E, 1, tol) | (_support(m.pos_embed.W_pos, 1, tol) if m.pos_embed is not None else False)]
+    reads = []
+    for block in m.blocks:
+        a = block.attn
+        for h in range(graph.n_heads):
+            reads += [_support(a.W_Q[h], 0, tol), _support(a.W_K[h], 0, tol), _support(a.W_V[h], 0, tol)]
+        writes += [_support(a.W_O[h], 1, tol) for h in range(graph.n_heads)]
+        reads.append(_support(block.mlp.W_in, 0, tol))
+        writes.append(_support(block.mlp.W_out, 1, tol))
+    reads.append(_support(m.unembed.W_U, 0, tol))
+    return torch.stack(writes).detach(), torch.stack(reads).detach()
+
+
+def structural_edges(graph: CircuitGraph, tol: float = 0.0) -> torch.Tensor:
+    """[n_senders, n_receivers] bool: s writes a dimension r reads, and s precedes r."""
+    writes, reads = read_write_sets(graph, tol)
+    return (writes.float() @ reads.float().T > 0) & graph.allowed()
+
+
+def structural_truth(graph: CircuitGraph, tol: float = 0.0) -> GroundTruth:
+    """The circuit read back from the weights (see the module docstring)."""
+    edge = structural_edges(graph, tol)
+    return _on_paths(graph, edge)
+
+
+def _on_paths(graph: CircuitGraph, edge: torch.Tensor) -> GroundTruth:
+    """Nodes and edges of ``edge`` [n_senders, n_receivers] that lie on a path from embed to logits."""
+    S, R = graph.senders, graph.receivers
+    owner = [graph.s_index.get(graph.receiver_of(r)) for r in R]  # the sender a receiver belongs to (None: logits)
+    live = [False] * len(S)  # on a path to the logits
+    for s in reversed(range(len(S))):
+        live[s] = any(edge[s, r] and (owner[r] is None or live[owner[r]]) for r in range(len(R)))
+    reached = [False] * len(S)  # on a path from the embedding
+    reached[0] = True
+    for s in range(1, len(S)):
+        reached[s] = any(edge[t, r] and reached[t] for r in range(len(R)) if owner[r] == s for t in range(s))
+    member = [a and b for a, b in zip(live, reached)]
+    nodes = [S[s] for s in range(1, len(S)) if member[s]]
+    edges = [(S[s], R[r]) for s in range(len(S)) for r in range(len(R))
+             if edge[s, r] and member[s] and (owner[r] is None or member[owner[r]])]
+    return GroundTruth(nodes, edges)
+
+
+@torch.no_grad()
+def ground_truth(compiled, *, n_inputs: int = 64, seed: int = 0, chunk: int = 48) -> GroundTruth:
+    """The structural circuit, checked causally: zero-ablate each node and each edge the weights connect,
+    on ~``n_inputs`` inputs of every length. A structural edge whose ablation never changes a decoded
+    output is *inert* (the ``bos`` dimension carries it: it matters only at the BOS position, which no
+    later head reads on these inputs); it is dropped, and the circuit recomputed without it. Nodes and
+    edges the weights do not connect are provably silent (zero weights between them)."""
+    graph = CircuitGraph(compiled.model)
+    edge = structural_edges(graph)
+    struct = _on_paths(graph, edge)
+    tokens, mask = sample_tokens(compiled, n_inputs, np.random.default_rng(seed))
+    clean = graph.forward(tokens, attention_mask=mask)
+    real = mask[:, 1:].bool()
+    want = decode_ids(compiled, clean.logits[:, 1:].float())  # [n, pos]
+    zeros = torch.zeros_like(clean.senders)
+    n = len(tokens)
+
+    def changes(rows: list[tuple[int, int]]) -> list[bool]:
+        result = []
+        for i in range(0, len(rows), chunk):
+            r = torch.tensor(rows[i: i + chunk])  # [c, 2]
+            c = len(r)
+            run = graph.forward(tokens.repeat(c, 1), attention_mask=mask.repeat(c, 1), corrupt=zeros.repeat(c, 1, 1, 1),
+                                rows=r.repeat_interleave(n, 0))
+            got = decode_ids(compiled, run.logits[:, 1:].float()).view(c, n, -1)
+            result += ((got != want[None]) & real[None]).flatten(1).any(1).tolist()
+        return result
+
+    S, R = graph.senders, graph.receivers
+    checked = [(s, r) for s in range(len(S)) for r in range(len(R)) if edge[s, r]]
+    live_edge = changes(checked)
+    causal_edge = torch.zeros_like(edge)
+    for (s, r), ch in zip(checked, live_edge):
+        causal_edge[s, r] = ch
+    truth = _on_paths(graph, causal_edge)
+    node_change = changes([graph.node_row(x) for x in graph.nodes])
+    struct_edges, true_edges, true_nodes = set(struct.edges), set(truth.edges), set(truth.nodes)
+    truth.causal = {
+        "inputs": n,
+        "structural_nodes": len(struct.nodes), "structural_edges": len(struct.edges),
+        "inert_edges": [[S[s], R[r]] for (s, r), ch in zip(checked, live_edge) if (S[s], R[r]) in struct_edges and not ch],
+        "true_nodes_changing_output": sum(ch for x, ch in zip(graph.nodes, node_change) if x in true_nodes),
+        "other_nodes_changing_output": sum(ch for x, ch in zip(graph.nodes, node_change) if x not in true_nodes),
+        "true_edges_changing_output": sum(ch for (s, r), ch in zip(checked, live_edge) if (S[s], R[r]) in true_edges),
+        "other_edges_changing_output": sum(ch for (s, r), ch in zip(checked, live_edge)
+                                           if ch and (S[s], R[r]) not in true_edges),
+    }
+    for x in truth.nodes:
+        out = clean.senders[:, graph.s_index[x]].abs().amax(-1)  # [n, pos]
+        truth.positions[x] = [w for w, on in (("bos", out[:, 0].max() > 0), ("tokens", (out[:, 1:] * real).max() > 0)) if on]
+    return truth
