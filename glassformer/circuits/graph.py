@@ -111,6 +111,8 @@ class CircuitGraph:
             embed = m.embed.W_E[tokens]  # [batch, pos, d_model]
             if m.pos_embed is not None:
                 embed = embed + m.pos_embed.W_pos[pos]
+        if keep_inputs and not embed.requires_grad:
+            embed = embed.detach().requires_grad_(True)  # so every receiver input is part of the autograd graph
         outs = [embed]  # sender outputs so far, each [batch, pos, d_model]
         if rows is not None:
             rows_s, rows_r = rows[:, 0], rows[:, 1]

@@ -51,10 +51,11 @@ def decode_ids(compiled, logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def clean_corrupt_pairs(compiled, n_pairs: int, rng: np.random.Generator, pool: int = 512):
-    """``n_pairs`` (clean, corrupt, mask) batches [n_pairs, max_len + 1]; each pair has one length and,
-    where the pool allows, different decoded outputs. Clean inputs cycle through the distinct (length,
-    output) groups of a pool of random inputs, so rare outputs (balanced brackets) are represented;
-    corrupt ones come from another group of the same length."""
+    """``n_pairs`` pairs (clean, corrupt, clean_mask, corrupt_mask), each [n_pairs, max_len + 1], whose
+    decoded outputs differ where the pool allows it. Clean inputs cycle through the distinct (length,
+    output) groups of a pool of random inputs of every length, so rare outputs (balanced brackets) are
+    represented; the corrupt input is drawn from another group, of any length (a program that reads the
+    length, e.g. ``reverse``, only changes when the length does)."""
     tokens, mask = sample_tokens(compiled, pool, rng)
     logits = compiled.model(tokens.to(_device(compiled)), attention_mask=mask.to(_device(compiled))).float().cpu()
     out = decode_ids(compiled, logits).masked_fill(mask == 0, float("nan"))[:, 1:]  # [pool, max_len]
@@ -62,18 +63,16 @@ def clean_corrupt_pairs(compiled, n_pairs: int, rng: np.random.Generator, pool: 
     groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(out.tolist()):
         groups.setdefault((lengths[i], tuple(str(v) for v in row)), []).append(i)
-    keys = sorted(groups, key=lambda k: (-k[0], k[1]))  # every length, longest first
-    shuffled = [keys[i] for i in rng.permutation(len(keys))]
-    can_differ = {k for k in keys if any(j[0] == k[0] and j != k for j in keys)}
-    order = [k for k in shuffled if k in can_differ] + [k for k in shuffled if k not in can_differ]
+    keys = [k for k in groups]
+    order = [keys[i] for i in rng.permutation(len(keys))]
     clean, corrupt = [], []
     for j in range(n_pairs):
         key = order[j % len(order)]
         members = groups[key]
         clean.append(members[rng.integers(len(members))])
-        others = [i for k in keys if k[0] == key[0] and k != key for i in groups[k]] or members
-        corrupt.append(others[rng.integers(len(others))])
-    return tokens[clean], tokens[corrupt], mask[clean]
+        other = order[(j + 1 + int(rng.integers(max(1, len(order) - 1)))) % len(order)] if len(order) > 1 else key
+        corrupt.append(groups[other][rng.integers(len(groups[other]))])
+    return tokens[clean], tokens[corrupt], mask[clean], mask[corrupt]
 
 
 def _device(compiled):

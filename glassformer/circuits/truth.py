@@ -35,15 +35,16 @@ class GroundTruth:
     edges: list[tuple[str, str]]  # (sender, receiver) in the circuit
     positions: dict[str, list[str]] = field(default_factory=dict)  # node -> where it writes: ["bos", "tokens"]
     causal: dict = field(default_factory=dict)  # the causal check's counts
+    constant_edges: list[tuple[str, str]] = field(default_factory=list)  # true edges carried by `bos` alone
 
     def to_json(self) -> dict:
         return {"nodes": self.nodes, "edges": [list(e) for e in self.edges], "positions": self.positions,
-                "causal": self.causal}
+                "constant_edges": [list(e) for e in self.constant_edges], "causal": self.causal}
 
     @classmethod
     def from_json(cls, d: dict) -> GroundTruth:
         return cls(list(d["nodes"]), [tuple(e) for e in d["edges"]], dict(d.get("positions", {})),
-                   dict(d.get("causal", {})))
+                   dict(d.get("causal", {})), [tuple(e) for e in d.get("constant_edges", [])])
 
 
 def _support(w: torch.Tensor, dim: int, tol: float) -> torch.Tensor:
@@ -101,8 +102,9 @@ def _on_paths(graph: CircuitGraph, edge: torch.Tensor) -> GroundTruth:
 @torch.no_grad()
 def ground_truth(compiled, *, n_inputs: int = 64, seed: int = 0, chunk: int = 48) -> GroundTruth:
     """The structural circuit, checked causally: zero-ablate each node and each edge the weights connect,
-    on ~``n_inputs`` inputs of every length. A structural edge whose ablation never changes a decoded
-    output is *inert* (the ``bos`` dimension carries it: it matters only at the BOS position, which no
+    on ~``n_inputs`` inputs of every length. True edges that share only the ``bos`` dimension carry a
+    constant (the same on every input) and are listed as ``constant_edges``: resampling methods cannot
+    see them. A structural edge whose ablation never changes a decoded output is *inert* (the ``bos`` dimension carries it: it matters only at the BOS position, which no
     later head reads on these inputs); it is dropped, and the circuit recomputed without it. Nodes and
     edges the weights do not connect are provably silent (zero weights between them)."""
     graph = CircuitGraph(compiled.model)
@@ -145,6 +147,10 @@ def ground_truth(compiled, *, n_inputs: int = 64, seed: int = 0, chunk: int = 48
         "other_edges_changing_output": sum(ch for (s, r), ch in zip(checked, live_edge)
                                            if ch and (S[s], R[r]) not in true_edges),
     }
+    writes, reads = read_write_sets(graph)
+    bos = torch.tensor([label == "bos" or label.endswith(":bos") for label in compiled.residual_labels])
+    varying = ((writes & ~bos).float() @ reads.float().T) > 0  # the edge shares a dimension other than bos
+    truth.constant_edges = [(s, r) for s, r in truth.edges if not varying[graph.s_index[s], graph.r_index[r]]]
     for x in truth.nodes:
         out = clean.senders[:, graph.s_index[x]].abs().amax(-1)  # [n, pos]
         truth.positions[x] = [w for w, on in (("bos", out[:, 0].max() > 0), ("tokens", (out[:, 1:] * real).max() > 0)) if on]
