@@ -7,8 +7,9 @@ Per model and method (``rows.jsonl``, one JSON object a line):
 
 over the method's candidates (node methods: heads and MLPs, head detectors: heads; edge methods: every
 edge). Undefined values (nothing claimed, no true or no false candidate) are left out of the means.
-``recall_varying`` is the recall on the true edges that carry more than the constant ``bos``
-dimension (``truth.constant_edges``), which no method that resamples the input can see.
+``recall_varying`` is the recall on the true edges other than ``truth.constant_edges`` (edges from the
+embedding that carry only what every input shares: the ``bos`` dimension, positions, constants), which
+no method that resamples the input can see.
 
     DIR/scores.json   {"models": N, "methods": {NAME: {"precision", "recall", "auroc", "seconds"}}}
                       (means over models; seconds: total over the suite)

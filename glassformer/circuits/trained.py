@@ -6,7 +6,8 @@ compute the program the compiled way (interchange-intervention accuracy, IIA >= 
 
        W_E, W_pos, W_O[h], b_O, W_out, b_out  <-  (.) Q          W_Q[h], W_K[h], W_V[h], W_in, W_U  <-  Q^T (.)
 
-2. **Noise**: every weight += N(0, (noise * rms(weight))^2), so the empty slots are no longer zero.
+2. **Noise** (before the rotation): every exact zero of a weight becomes N(0, (noise * rms(weight))^2),
+   so the empty head slots and unused units are no longer zero (the compiled entries keep their values).
 3. **Train** per position (cross-entropy on real positions, inputs of every length, padded) on the
    labels the compiled model gives, which equal the program's (``rasp.compile`` checks it).
 4. **IIA** (Geiger et al. 2021; InterpBench, Gupta et al. 2024): for a base and a source input of one
@@ -64,9 +65,11 @@ def rotate(model, Q: torch.Tensor) -> None:
 
 @torch.no_grad()
 def add_noise(model, scale: float, generator: torch.Generator) -> None:
+    """Fill the exact zeros of every weight (empty head slots, unused units, unread dimensions) with
+    N(0, (scale * rms(weight))^2); the compiled entries keep their values."""
     for p in model.parameters():
         rms = p.pow(2).mean().sqrt()
-        p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale * rms)
+        p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale * rms * (p == 0))
 
 
 def variables(compiled) -> dict[str, tuple[str, list[int]]]:
@@ -118,17 +121,20 @@ def iia(compiled, trained_model, Q: torch.Tensor, n_pairs: int = 64, seed: int =
     return agree / total if total else 1.0
 
 
-def compile_then_train(compiled, *, seed: int = 0, noise: float = 0.05, steps: int = 300, lr: float = 3e-3,
-                       batch: int = 64):
+def compile_then_train(compiled, *, seed: int = 0, noise: float = 0.01, steps: int = 300, lr: float = 0.05,
+                       batch: int = 64, optimizer: str = "sgd"):
     """(a CompiledModel holding the rotated, noised, retrained model, info) -- see the module docstring."""
     g = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(compiled.model).float()
     d = model.config.d_model
     Q = random_rotation(d, g, torch.float32)
-    rotate(model, Q)
     add_noise(model, noise, g)
+    rotate(model, Q)
     model.requires_grad_(True).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     loss = torch.tensor(0.0)
     for _ in range(steps):
@@ -152,5 +158,5 @@ def compile_then_train(compiled, *, seed: int = 0, noise: float = 0.05, steps: i
     trained = copy.copy(compiled)
     trained.model = model
     info = {"iia": round(iia(compiled, model, Q, seed=seed), 4), "accuracy": round(accuracy, 4),
-            "final_loss": round(float(loss), 5), "noise": noise, "steps": steps}
+            "final_loss": round(float(loss.detach()), 5), "noise": noise, "steps": steps}
     return trained, info

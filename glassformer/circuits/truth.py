@@ -27,6 +27,7 @@ import torch
 
 from glassformer.circuits.graph import CircuitGraph
 from glassformer.circuits.inputs import decode_ids, sample_tokens
+from glassformer.rasp.compiler.weights import FIRST_TOKEN_ID
 
 
 @dataclass
@@ -35,7 +36,7 @@ class GroundTruth:
     edges: list[tuple[str, str]]  # (sender, receiver) in the circuit
     positions: dict[str, list[str]] = field(default_factory=dict)  # node -> where it writes: ["bos", "tokens"]
     causal: dict = field(default_factory=dict)  # the causal check's counts
-    constant_edges: list[tuple[str, str]] = field(default_factory=list)  # true edges carried by `bos` alone
+    constant_edges: list[tuple[str, str]] = field(default_factory=list)  # true edges from the embedding that carry only what every input shares
 
     def to_json(self) -> dict:
         return {"nodes": self.nodes, "edges": [list(e) for e in self.edges], "positions": self.positions,
@@ -103,8 +104,9 @@ def _on_paths(graph: CircuitGraph, edge: torch.Tensor) -> GroundTruth:
 def ground_truth(compiled, *, n_inputs: int = 64, seed: int = 0, chunk: int = 48) -> GroundTruth:
     """The structural circuit, checked causally: zero-ablate each node and each edge the weights connect,
     on ~``n_inputs`` inputs of every length. True edges that share only the ``bos`` dimension carry a
-    constant (the same on every input) and are listed as ``constant_edges``: resampling methods cannot
-    see them. A structural edge whose ablation never changes a decoded output is *inert* (the ``bos`` dimension carries it: it matters only at the BOS position, which no
+    constant and are listed as ``constant_edges``: an edge from the embedding that reads only what is
+    the same for every input token (the ``bos`` dimension, the positions, constants). Methods that
+    resample the input cannot see them: the corrupt run's embedding has the same positions. A structural edge whose ablation never changes a decoded output is *inert* (the ``bos`` dimension carries it: it matters only at the BOS position, which no
     later head reads on these inputs); it is dropped, and the circuit recomputed without it. Nodes and
     edges the weights do not connect are provably silent (zero weights between them)."""
     graph = CircuitGraph(compiled.model)
@@ -147,10 +149,11 @@ def ground_truth(compiled, *, n_inputs: int = 64, seed: int = 0, chunk: int = 48
         "other_edges_changing_output": sum(ch for (s, r), ch in zip(checked, live_edge)
                                            if ch and (S[s], R[r]) not in true_edges),
     }
-    writes, reads = read_write_sets(graph)
-    bos = torch.tensor([label == "bos" or label.endswith(":bos") for label in compiled.residual_labels])
-    varying = ((writes & ~bos).float() @ reads.float().T) > 0  # the edge shares a dimension other than bos
-    truth.constant_edges = [(s, r) for s, r in truth.edges if not varying[graph.s_index[s], graph.r_index[r]]]
+    _, reads = read_write_sets(graph)
+    W_E = compiled.model.embed.W_E[FIRST_TOKEN_ID:]  # [vocab, d_model]: the only part of the embedding that varies
+    token_dims = (W_E - W_E[:1]).abs().amax(0) > 0  # [d_model] dims that differ between tokens
+    varying = (token_dims.float() @ reads.float().T) > 0  # [n_receivers]: reads something the tokens change
+    truth.constant_edges = [(s, r) for s, r in truth.edges if s == "embed" and not varying[graph.r_index[r]]]
     for x in truth.nodes:
         out = clean.senders[:, graph.s_index[x]].abs().amax(-1)  # [n, pos]
         truth.positions[x] = [w for w, on in (("bos", out[:, 0].max() > 0), ("tokens", (out[:, 1:] * real).max() > 0)) if on]
