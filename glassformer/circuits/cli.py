@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "them, some compiled-then-trained), derive and check each ground truth, save them under --out.")
     b.add_argument("--out", required=True, help="the suite folder to write")
     b.add_argument("--quick", action="store_true", help="the ~20-model subset (tests, CI)")
-    b.add_argument("--trained", type=int, default=6, help="compiled-then-trained models in the full suite (default 6)")
+    b.add_argument("--trained", type=int, default=8,
+                   help="compiled-then-trained candidates in the full suite, kept if IIA >= 0.99 (default 8)")
     b.set_defaults(func=run_build)
     s = sub.add_parser("score", help="score every circuit method on the suite",
                        description="Run every method on every model of the suite and write scores.json "
@@ -51,17 +52,18 @@ def run_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from glassformer.circuits.errors import CircuitsError
-    from glassformer.circuits.methods import METHODS
+    from glassformer.circuits.methods import METHODS, _register_decompiler
     from glassformer.circuits.scoring import score_suite
     from glassformer.circuits.suite import build_suite, default_entries, load_suite, one_thread
 
     one_thread()
     if args.pairs < 1:
         raise CircuitsError(f"--pairs must be at least 1, got {args.pairs}")
+    _register_decompiler()
     methods = None
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS and m != "decompiler"]
+        unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise CircuitsError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
     suite = args.suite

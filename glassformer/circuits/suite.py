@@ -2,7 +2,8 @@
 
     glassformer circuits build --out DIR            (or ``build_suite(DIR)``)
 
-    DIR/index.json                  {"format": "glassformer-circuits-suite", "models": [entry, ...]}
+    DIR/index.json                  {"format": "glassformer-circuits-suite", "models": [entry, ...],
+                                     "rejected": [trained models whose IIA fell below 0.99]}
     DIR/models/<id>/                a checkpoint folder (``CompiledModel.load`` reads it)
     DIR/models/<id>/truth.json      the ground truth (``truth.GroundTruth``) and its causal check
 
@@ -80,7 +81,7 @@ def _vocab_id(vocab) -> str:
     return "".join(str(v) for v in vocab)
 
 
-def default_entries(quick: bool = False, trained: int = 6) -> list[Entry]:
+def default_entries(quick: bool = False, trained: int = 8) -> list[Entry]:
     """The default suite (see the module docstring); ``quick``: its 20-model subset."""
     entries = []
     names = QUICK_LIBRARY if quick else library.names()
@@ -117,7 +118,7 @@ def build_suite(out: str | Path, entries: list[Entry] | None = None, *, quick: b
     out = Path(out)
     entries = default_entries(quick) if entries is None else entries
     (out / "models").mkdir(parents=True, exist_ok=True)
-    index = []
+    index, rejected = [], []
     for entry in tqdm(entries, desc="circuits build", disable=not progress, unit="model"):
         start = time.perf_counter()
         compiled = entry.build()
@@ -128,8 +129,9 @@ def build_suite(out: str | Path, entries: list[Entry] | None = None, *, quick: b
             truth = ground_truth(compiled)  # the compiled model's circuit, which training must keep
             compiled, info = compile_then_train(compiled, seed=entry.seed)
             row.update(kind="trained", **info)
-            if info["iia"] < 0.99:
-                continue  # kept only if it still computes the program the way the compiled model does
+            if info["iia"] < 0.99:  # kept only if it still computes the program the way the compiled model does
+                rejected.append({"id": entry.id, **info})
+                continue
         else:
             truth = ground_truth(compiled)
         folder = out / "models" / entry.id
@@ -139,7 +141,8 @@ def build_suite(out: str | Path, entries: list[Entry] | None = None, *, quick: b
         row.update(layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model, true_nodes=len(truth.nodes),
                    true_edges=len(truth.edges), seconds=round(time.perf_counter() - start, 3))
         index.append(row)
-    (out / "index.json").write_text(json.dumps({"format": FORMAT, "models": index}, indent=1, default=str))
+    (out / "index.json").write_text(json.dumps({"format": FORMAT, "models": index, "rejected": rejected}, indent=1,
+                                               default=str))
     return index
 
 

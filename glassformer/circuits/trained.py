@@ -6,7 +6,8 @@ compute the program the compiled way (interchange-intervention accuracy, IIA >= 
 
        W_E, W_pos, W_O[h], b_O, W_out, b_out  <-  (.) Q          W_Q[h], W_K[h], W_V[h], W_in, W_U  <-  Q^T (.)
 
-2. **Noise** (before the rotation): every exact zero of a weight becomes N(0, (noise * rms(weight))^2),
+2. **Noise** (before the rotation): every exact zero of a weight becomes N(0, (noise * m)^2), m the
+   median magnitude of its nonzero entries,
    so the empty head slots and unused units are no longer zero (the compiled entries keep their values).
 3. **Train** per position (cross-entropy on real positions, inputs of every length, padded) on the
    labels the compiled model gives, which equal the program's (``rasp.compile`` checks it).
@@ -33,9 +34,12 @@ import torch.nn.functional as F
 
 from glassformer.circuits.inputs import decode_ids, sample_tokens
 
-TRAINED_PROGRAMS = [("histogram", "abcd", 4), ("reverse", "abcd", 4), ("count_token", "abc", 5),
-                    ("shift_by", "abc", 5), ("running_max", "abcd", 4), ("sort", "abc", 4),
-                    ("double_histogram", "abc", 4), ("most_frequent", "abc", 4)]
+# Programs whose compiled-then-trained models keep IIA >= 0.99 at the defaults below (seed 0), then two that
+# do not: the 1/(w+1) a SelectorWidth head writes is decoded by an MLP with gaps of ~1/(N+1)^2, which
+# training bends (histogram 0.95, reverse 0.94; sort, double_histogram, most_frequent fall to 0.4-0.8).
+TRAINED_PROGRAMS = [("shift_by", "abc", 5), ("running_max", "abcd", 4), ("detect_pattern", "abc", 5),
+                    ("shift_by", "abcd", 6), ("running_max", "abcde", 6), ("detect_pattern", "abc", 6),
+                    ("histogram", "abcd", 4), ("reverse", "abcd", 4)]
 
 
 def random_rotation(d: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -66,10 +70,12 @@ def rotate(model, Q: torch.Tensor) -> None:
 @torch.no_grad()
 def add_noise(model, scale: float, generator: torch.Generator) -> None:
     """Fill the exact zeros of every weight (empty head slots, unused units, unread dimensions) with
-    N(0, (scale * rms(weight))^2); the compiled entries keep their values."""
+    N(0, (scale * m)^2), m the median magnitude of the weight's nonzero entries; the compiled entries keep
+    their values."""
     for p in model.parameters():
-        rms = p.pow(2).mean().sqrt()
-        p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale * rms * (p == 0))
+        nonzero = p[p != 0].abs()
+        m = nonzero.median() if nonzero.numel() else torch.tensor(1.0, dtype=p.dtype)
+        p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale * m * (p == 0))
 
 
 def variables(compiled) -> dict[str, tuple[str, list[int]]]:
@@ -121,8 +127,8 @@ def iia(compiled, trained_model, Q: torch.Tensor, n_pairs: int = 64, seed: int =
     return agree / total if total else 1.0
 
 
-def compile_then_train(compiled, *, seed: int = 0, noise: float = 0.01, steps: int = 300, lr: float = 0.05,
-                       batch: int = 64, optimizer: str = "sgd"):
+def compile_then_train(compiled, *, seed: int = 0, noise: float = 0.001, steps: int = 300, lr: float = 1e-4,
+                       batch: int = 64, optimizer: str = "adam"):
     """(a CompiledModel holding the rotated, noised, retrained model, info) -- see the module docstring."""
     g = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(compiled.model).float()
