@@ -85,9 +85,12 @@ def variables(compiled) -> dict[str, tuple[str, list[int]]]:
         dims[label.split("=")[0]].append(i)
     out = {}
     for b in compiled.blocks:
-        if b.node in dims and b.node not in out and "erase" not in b.detail:
-            hook = f"blocks.{b.layer}.resid_mid" if b.kind == "attention" else f"blocks.{b.layer}.resid_post"
-            out[b.node] = (hook, dims[b.node])
+        if "erase" in b.detail:
+            continue
+        for label in (b.node, f"1/({b.node}+1)"):  # a SelectorWidth head writes 1/(w+1), its MLP decodes w
+            if label in dims and label not in out:
+                hook = f"blocks.{b.layer}.resid_mid" if b.kind == "attention" else f"blocks.{b.layer}.resid_post"
+                out[label] = (hook, dims[label])
     return out
 
 
