@@ -8,14 +8,14 @@ weight is exactly zero. So the plan's dependency graph can be read back from the
     reads(r)  = dims with a nonzero row in r's input matrix (W_Q[h], W_K[h], W_V[h], W_in, W_U)
     edge (s, r) exists  <=>  s precedes r  and  writes(s) & reads(r) is not empty
 
-The true circuit is the part of that graph on a path from ``embed`` to ``logits``: heads and MLPs
+The true circuit is the part of that graph on a path to ``logits``: heads and MLPs
 that compute a value the output needs, and the edges that carry it. Empty head slots, and the whole
 second program of a model with a distractor (``merge.py``), lie off every path. (The compiler's plan
 is not kept by ``CompiledModel``; reading it back from the weights is exact for compiled weights and
-is what ``check_causally`` tests.)
+is what ``ground_truth`` tests.)
 
-``check_causally`` ablates (zeroes) each node and each edge, one at a time, on sample inputs: a
-member should change some decoded output, a non-member none.
+``ground_truth`` ablates each node and each edge, one at a time (zeroed, and resampled from another
+input), on sample inputs: a member should change some decoded output, a non-member none.
 """
 
 from __future__ import annotations
@@ -83,17 +83,15 @@ def structural_truth(graph: CircuitGraph, tol: float = 0.0) -> GroundTruth:
 
 
 def _on_paths(graph: CircuitGraph, edge: torch.Tensor) -> GroundTruth:
-    """Nodes and edges of ``edge`` [n_senders, n_receivers] that lie on a path from embed to logits."""
+    """Nodes and edges of ``edge`` [n_senders, n_receivers] that lie on a path to the logits."""
     S, R = graph.senders, graph.receivers
     owner = [graph.s_index.get(graph.receiver_of(r)) for r in R]  # the sender a receiver belongs to (None: logits)
     live = [False] * len(S)  # on a path to the logits
     for s in reversed(range(len(S))):
         live[s] = any(edge[s, r] and (owner[r] is None or live[owner[r]]) for r in range(len(R)))
-    reached = [False] * len(S)  # on a path from the embedding
-    reached[0] = True
-    for s in range(1, len(S)):
-        reached[s] = any(edge[t, r] and reached[t] for r in range(len(R)) if owner[r] == s for t in range(s))
-    member = [a and b for a, b in zip(live, reached)]
+    # Not also required: a path from the embedding. A head can carry information no edge does: a
+    # SelectorWidth over positions only (n - 1 at every query) learns the length from the attention mask.
+    member = live
     nodes = [S[s] for s in range(1, len(S)) if member[s]]
     edges = [(S[s], R[r]) for s in range(len(S)) for r in range(len(R))
              if edge[s, r] and member[s] and (owner[r] is None or member[owner[r]])]
@@ -102,13 +100,15 @@ def _on_paths(graph: CircuitGraph, edge: torch.Tensor) -> GroundTruth:
 
 @torch.no_grad()
 def ground_truth(compiled, *, n_inputs: int = 64, seed: int = 0, chunk: int = 48) -> GroundTruth:
-    """The structural circuit, checked causally: zero-ablate each node and each edge the weights connect,
-    on ~``n_inputs`` inputs of every length. True edges that share only the ``bos`` dimension carry a
-    constant and are listed as ``constant_edges``: an edge from the embedding that reads only what is
-    the same for every input token (the ``bos`` dimension, the positions, constants). Methods that
-    resample the input cannot see them: the corrupt run's embedding has the same positions. A structural edge whose ablation never changes a decoded output is *inert* (the ``bos`` dimension carries it: it matters only at the BOS position, which no
-    later head reads on these inputs); it is dropped, and the circuit recomputed without it. Nodes and
-    edges the weights do not connect are provably silent (zero weights between them)."""
+    """The structural circuit, checked causally: ablate each node and each edge the weights connect (zero
+    it, and resample it from another input of any length) on ~``n_inputs`` inputs of every length.
+
+    A structural edge whose ablation never changes a decoded output is *inert* (mostly the ``bos``
+    dimension feeding the BOS position only); it is dropped and the circuit recomputed without it.
+    Nodes and edges the weights do not connect are provably silent (zero weights between them).
+    ``constant_edges`` lists the true edges from the embedding that read only what every input token
+    shares (the ``bos`` dimension, positions, constants): methods that resample the input cannot see
+    them, since the corrupt run's embedding has the same positions."""
     graph = CircuitGraph(compiled.model)
     edge = structural_edges(graph)
     struct = _on_paths(graph, edge)
@@ -116,18 +116,24 @@ def ground_truth(compiled, *, n_inputs: int = 64, seed: int = 0, chunk: int = 48
     clean = graph.forward(tokens, attention_mask=mask)
     real = mask[:, 1:].bool()
     want = decode_ids(compiled, clean.logits[:, 1:].float())  # [n, pos]
-    zeros = torch.zeros_like(clean.senders)
     n = len(tokens)
+    perm = torch.from_numpy(np.random.default_rng(seed + 1).permutation(n))
+    ablations = [torch.zeros_like(clean.senders),  # zero ablation, and resampling from another input
+                 graph.forward(tokens[perm], attention_mask=mask[perm]).senders]
 
     def changes(rows: list[tuple[int, int]]) -> list[bool]:
+        """Does ablating this node / edge (zeroing it, or resampling it) change some decoded output?"""
         result = []
         for i in range(0, len(rows), chunk):
             r = torch.tensor(rows[i: i + chunk])  # [c, 2]
             c = len(r)
-            run = graph.forward(tokens.repeat(c, 1), attention_mask=mask.repeat(c, 1), corrupt=zeros.repeat(c, 1, 1, 1),
-                                rows=r.repeat_interleave(n, 0))
-            got = decode_ids(compiled, run.logits[:, 1:].float()).view(c, n, -1)
-            result += ((got != want[None]) & real[None]).flatten(1).any(1).tolist()
+            hit = torch.zeros(c, dtype=torch.bool)
+            for corrupt in ablations:
+                run = graph.forward(tokens.repeat(c, 1), attention_mask=mask.repeat(c, 1),
+                                    corrupt=corrupt.repeat(c, 1, 1, 1), rows=r.repeat_interleave(n, 0))
+                got = decode_ids(compiled, run.logits[:, 1:].float()).view(c, n, -1)
+                hit |= ((got != want[None]) & real[None]).flatten(1).any(1)
+            result += hit.tolist()
         return result
 
     S, R = graph.senders, graph.receivers
