@@ -138,8 +138,11 @@ def build_suite(out: str | Path, entries: list[Entry] | None = None, *, quick: b
         compiled.save(folder)
         (folder / "truth.json").write_text(json.dumps(truth.to_json(), indent=1))
         s = compiled.model.config
+        check = {k: v for k, v in truth.causal.items() if isinstance(v, int)}
         row.update(layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model, true_nodes=len(truth.nodes),
-                   true_edges=len(truth.edges), seconds=round(time.perf_counter() - start, 3))
+                   true_edges=len(truth.edges), constant_edges=len(truth.constant_edges),
+                   inert_edges=len(truth.causal.get("inert_edges", [])), check=check,
+                   seconds=round(time.perf_counter() - start, 3))
         index.append(row)
     (out / "index.json").write_text(json.dumps({"format": FORMAT, "models": index, "rejected": rejected}, indent=1,
                                                default=str))
