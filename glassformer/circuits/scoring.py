@@ -61,7 +61,8 @@ def score_model(row: dict, compiled, truth, methods: list[str], n_pairs: int = 1
         claimed = s.circuit()
         hit = len(claimed & true)
         n_true = int(labels.sum())
-        varying = (true - constant) if s.level == "edges" else true
+        true_here = true & set(s.candidates)  # head detectors only see heads
+        varying = true_here - constant
         out = {
             "model": row["id"], "kind": row.get("kind", "compiled"), "source": row.get("source", ""),
             "distractor": row.get("distractor_seed") is not None, "method": name, "level": s.level,
