@@ -13,9 +13,11 @@ Sources (``default_entries``):
   letters, or fewer digits); on the second, a random program runs beside it as a distractor;
 * random well-typed programs (``programs.py``) over vocabularies of 3-5 letters at max_len 4-6, half of
   them with a distractor;
+* decoders: every library program whose selectors only look back, compiled with ``causal=True``, at
+  max_len 4, 6, 8, and at 6 beside another causal program as a distractor;
 * compiled-then-trained models (``trained.py``): dense, retrained, kept only at IIA >= 0.99.
 
-``quick=True`` is a 20-model subset (used by tests and CI).
+``quick=True`` is a 22-model subset (used by tests and CI), two of them decoders.
 """
 
 from __future__ import annotations
@@ -57,12 +59,14 @@ class Entry:
     max_len: int
     distractor_seed: int | None = None  # a random program computed beside it, off the circuit
     seed: int = 0  # random program seed / training seed
+    causal: bool = False  # compiled into a decoder (rasp.compile(..., causal=True))
+    distractor_program: str | None = None  # a library program computed beside it (decoders: it must be causal too)
 
     def build(self) -> CompiledModel:
         """Compile (and merge) this entry's model."""
         vocab = self.vocab
         if self.source == "library":
-            compiled = rasp.compile(library.get(self.program), vocab=vocab, max_len=self.max_len)
+            compiled = rasp.compile(library.get(self.program), vocab=vocab, max_len=self.max_len, causal=self.causal)
         elif self.source in ("random", "trained"):
             base = self.program.split("@")[0]
             if base.startswith("random_"):
@@ -74,6 +78,10 @@ class Entry:
         compiled.program_name = self.program
         if self.distractor_seed is not None:
             compiled = merge(compiled, random_program(self.distractor_seed, vocab, self.max_len)[1])
+        if self.distractor_program is not None:
+            other = rasp.compile(library.get(self.distractor_program), vocab=vocab, max_len=self.max_len,
+                                 causal=self.causal)
+            compiled = merge(compiled, other)
         return compiled
 
 
@@ -97,6 +105,12 @@ def default_entries(quick: bool = False, trained: int = 8) -> list[Entry]:
                 continue
             k += 1
             entries.append(Entry(f"{name}-{n}-{_vocab_id(second)}+d{k}", "library", name, second, n, 1000 + k))
+    if quick:  # two decoders: one alone, one beside a distractor
+        entries += [Entry("balanced_so_far-4-()-decoder", "library", "balanced_so_far", list("()"), 4, causal=True),
+                    Entry("shift_by-4-abc-decoder+running_max", "library", "shift_by", list("abc"), 4, causal=True,
+                          distractor_program="running_max")]
+    else:
+        entries += decoder_entries()
     n_random = 4 if quick else 54
     for i in range(n_random):
         vocab, n = list(RANDOM_VOCABS[i % 3]), RANDOM_LENGTHS[(i // 3) % 3]
@@ -109,6 +123,27 @@ def default_entries(quick: bool = False, trained: int = 8) -> list[Entry]:
         for i, (name, vocab, n) in enumerate(TRAINED_PROGRAMS[:trained]):
             entries.append(Entry(f"{name}-{n}-{_vocab_id(vocab)}-trained", "trained", f"{name}@trained", list(vocab), n,
                                  seed=i))
+    return entries
+
+
+# Library programs whose selectors only look back (k <= q), compiled into decoders, each with its
+# vocabulary and another causal program that runs beside it as a distractor (on the same vocabulary).
+DECODER_PROGRAMS = {"running_max": ("abcd", "shift_by"), "frac_prevs": ("xy", "shift_by"),
+                    "shift_by": ("abc", "running_max"), "detect_pattern": ("abc", "prefix_histogram"),
+                    "prefix_histogram": ("abcd", "running_max"), "balanced_so_far": ("()", "shift_by")}
+
+
+def decoder_entries() -> list[Entry]:
+    """Each causal library program at max_len 4, 6, 8 alone, and at 6 beside another causal program."""
+    entries = []
+    for name, (vocab, other) in DECODER_PROGRAMS.items():
+        if name not in library.PROGRAMS:
+            continue
+        vocab = list(vocab)
+        for n in LENGTHS:
+            entries.append(Entry(f"{name}-{n}-{_vocab_id(vocab)}-decoder", "library", name, vocab, n, causal=True))
+        entries.append(Entry(f"{name}-6-{_vocab_id(vocab)}-decoder+{other}", "library", name, vocab, 6,
+                             causal=True, distractor_program=other))
     return entries
 
 
