@@ -2,7 +2,7 @@
 
     python bench/bench_circuits.py [--quick | --smoke] [--threads N] [--results-dir DIR] [--suite DIR]
 
-Builds the default suite (``--quick``: the 20-model subset; ``--smoke``: 4 models), scores every method
+Builds the default suite (``--quick``: the 22-model subset; ``--smoke``: 4 models), scores every method
 (``glassformer circuits score``) and writes, in the results folder:
 
     circuits_scores.json     the scores.json of ``circuits score`` plus build / score wall time

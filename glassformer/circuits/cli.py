@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Compile library and random RASP programs (some with a distractor program beside "
                        "them, some compiled-then-trained), derive and check each ground truth, save them under --out.")
     b.add_argument("--out", required=True, help="the suite folder to write")
-    b.add_argument("--quick", action="store_true", help="the ~20-model subset (tests, CI)")
+    b.add_argument("--quick", action="store_true", help="the 22-model subset (tests, CI)")
     b.add_argument("--trained", type=int, default=8,
                    help="compiled-then-trained candidates in the full suite, kept if IIA >= 0.99 (default 8)")
     b.set_defaults(func=run_build)
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "(precision, recall, AUROC, seconds per method) and per-model rows.")
     s.add_argument("--suite", help="a suite folder from 'circuits build' (default: build one into OUT/suite)")
     s.add_argument("--out", required=True, help="where to write scores.json and the per-model rows")
-    s.add_argument("--quick", action="store_true", help="without --suite: build and score the ~20-model subset")
+    s.add_argument("--quick", action="store_true", help="without --suite: build and score the 22-model subset")
     s.add_argument("--methods", help="comma-separated method names (default: all)")
     s.add_argument("--pairs", type=int, default=16, help="clean/corrupt input pairs per model (default 16)")
     s.set_defaults(func=run_score)

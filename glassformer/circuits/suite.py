@@ -90,7 +90,7 @@ def _vocab_id(vocab) -> str:
 
 
 def default_entries(quick: bool = False, trained: int = 8) -> list[Entry]:
-    """The default suite (see the module docstring); ``quick``: its 20-model subset."""
+    """The default suite (see the module docstring); ``quick``: its 22-model subset."""
     entries = []
     names = QUICK_LIBRARY if quick else library.names()
     lengths = (4,) if quick else LENGTHS
