@@ -41,7 +41,10 @@ def figure(rows: list[dict], path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.6))
     data = [[r["auroc"] for r in rows if r["method"] == m and r["auroc"] is not None] for m in methods]
-    a.boxplot(data, orientation="horizontal", tick_labels=methods)
+    try:
+        a.boxplot(data, orientation="horizontal", tick_labels=methods)  # matplotlib >= 3.10
+    except TypeError:
+        a.boxplot(data, vert=False, labels=methods)
     a.axvline(0.5, color="grey", ls="--", lw=1)
     a.set_xlabel("AUROC per model (0.5 = chance)")
     a.set_title("ranking true components / edges above the rest")
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         summary["threads"] = args.threads
         summary["rejected_trained"] = index.get("rejected", [])
         summary["kinds"] = {k: sum(1 for r in index["models"] if r.get("kind") == k) for k in ("compiled", "trained")}
-        summary["with_distractor"] = sum(1 for r in index["models"] if r.get("distractor_seed") is not None)
+        summary["with_distractor"] = sum(1 for r in index["models"] if r.get("distractor_seed") is not None
+                                         or r.get("distractor_program") is not None)
         summary["ground_truth"] = {k: sum(r[k] for r in index["models"]) for k in
                                    ("true_nodes", "true_edges", "constant_edges", "inert_edges")}
         summary["ground_truth_check"] = {k: sum(r["check"].get(k, 0) for r in index["models"])

@@ -65,7 +65,8 @@ def score_model(row: dict, compiled, truth, methods: list[str], n_pairs: int = 1
         varying = true_here - constant
         out = {
             "model": row["id"], "kind": row.get("kind", "compiled"), "source": row.get("source", ""),
-            "distractor": row.get("distractor_seed") is not None, "method": name, "level": s.level,
+            "distractor": row.get("distractor_seed") is not None or row.get("distractor_program") is not None,
+            "method": name, "level": s.level,
             "candidates": len(s.candidates), "true": n_true, "claimed": len(claimed), "hits": hit,
             "precision": hit / len(claimed) if claimed else None,
             "recall": hit / n_true if n_true else None,
