@@ -158,7 +158,8 @@ def cmd_list(args) -> int:
     width = max(len(n) for n in library.PROGRAMS)
     for name, entry in library.PROGRAMS.items():
         vocab = "".join(entry.vocab) if all(isinstance(v, str) for v in entry.vocab) else ",".join(map(str, entry.vocab))
-        print(f"{name:{width}}  vocab {vocab:12}  {entry.summary}")
+        causal = "  (compiles with --causal)" if entry.causal else ""
+        print(f"{name:{width}}  vocab {vocab:12}  {entry.summary}{causal}")
     return 0
 
 

@@ -59,12 +59,13 @@ class Interpreter:
 
     def _sop(self, expr: L.SOp) -> list:
         n = self.n
+        derived = L.expansion(expr)
+        if derived is not None:  # a derived primitive: its definition in other primitives
+            return self.run(derived)
         if isinstance(expr, L.Tokens):
             out = list(self.xs)
         elif isinstance(expr, L.Indices):
             out = list(range(n))
-        elif isinstance(expr, L.Length):
-            out = [n] * n
         elif isinstance(expr, L.Full):
             out = [expr.value] * n
         elif isinstance(expr, L.Map):
@@ -120,7 +121,7 @@ class Interpreter:
                 out.append(math.fsum(selected) / len(selected))
             else:
                 first = selected[0]
-                if any(v != first or (v is None) != (first is None) for v in selected[1:]):
+                if any(not _same(v, first) for v in selected[1:]):
                     distinct = sorted({repr(v) for v in selected})
                     raise RaspEvaluationError(
                         f"Aggregate {expr.name}: at query position {q} the selected positions hold different "
@@ -184,3 +185,10 @@ class Interpreter:
                 row.append(result != negate)
             matrix.append(row)
         return matrix
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as RASP values: ``True`` is not ``1`` (nor ``False`` ``0``), inside tuples too."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return (a is None) == (b is None) and isinstance(a, bool) == isinstance(b, bool) and a == b

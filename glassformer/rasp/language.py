@@ -42,6 +42,9 @@ from glassformer.rasp.operators import Op2 as _Op2
 from glassformer.rasp.operators import logical_and as _logical_and
 from glassformer.rasp.operators import logical_not as _logical_not
 from glassformer.rasp.operators import logical_or as _logical_or
+from glassformer.rasp.predicates import (  # noqa: F401  (re-exported: L.EQ, L.Comparison, ...)
+    COMPARISONS, CONSTANT_PREDICATES, EQ, FALSE, GEQ, GT, LEQ, LT, NE, NEQ, TRUE, Comparison, Predicate,
+)
 
 CATEGORICAL = "categorical"
 NUMERICAL = "numerical"
@@ -152,6 +155,23 @@ class SOp(RASPExpr):
     # Equality stays Python's identity (SOps are dict keys); compare values with a Map.
     __hash__ = object.__hash__
 
+    def expand(self) -> SOp | None:
+        """A *derived* primitive returns its definition in other primitives here (``length`` is
+        ``SelectorWidth(Select(tokens, tokens, TRUE))``); the interpreter and the compiler then run
+        that, so the class is the primitive's one home (docs/rasp_primitives.md).  None: a core one."""
+        return None
+
+
+def expansion(expr: RASPExpr) -> SOp | None:
+    """``expr.expand()``, built once per expression and named like it (None for core primitives)."""
+    if not isinstance(expr, SOp):
+        return None
+    cached = expr.__dict__.get("_expansion")
+    if cached is None or cached[0] != expr.id:  # a copy (.named, numerical) has a new id: expand it anew
+        sub = expr.expand()
+        cached = expr._expansion = (expr.id, None if sub is None else _with_encoding(sub, expr.encoding).named(expr.name))
+    return cached[1]
+
 
 # -- primitives -----------------------------------------------------------------------------------
 
@@ -175,12 +195,15 @@ class Indices(SOp):
 
 
 class Length(SOp):
-    """The sequence length n at every position (a transformer computes it by attending to everything)."""
+    """The sequence length n at every position: how many positions an all-true selector selects."""
 
     kind = "length"
 
     def __init__(self, encoding: str = CATEGORICAL, name: str = "length"):
         super().__init__(encoding, name)
+
+    def expand(self) -> SOp:
+        return SelectorWidth(Select(tokens, tokens, TRUE))
 
 
 class Full(SOp):
@@ -229,45 +252,7 @@ class SequenceMap(SOp):
         self.snd = _check_sop(snd, self, "second input")
 
 
-# -- selectors (attention patterns) ---------------------------------------------------------------
-
-
-class Predicate:
-    """A comparison ``predicate(key, query) -> bool`` with a name and a printable symbol."""
-
-    def __init__(self, name: str, fn: Callable[[Any, Any], bool], symbol: str | None = None):
-        self.name, self.fn, self.symbol = name, fn, symbol
-
-    def __call__(self, key: Any, query: Any) -> bool:
-        return bool(self.fn(key, query))
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-class Comparison:
-    """The built-in predicates, read as ``key <symbol> query`` (Tracr's convention): ``Select(indices,
-    indices, LT)`` selects, for query position q, every key position k < q.  TRUE selects every key
-    position, FALSE none.  ``Comparison.LT`` is ``LT``; ``COMPARISONS`` holds them by name."""
-
-
-COMPARISONS = {name: Predicate(name, fn, symbol) for name, (symbol, fn) in {
-    # name: (symbol, predicate(key, query))
-    "EQ": ("==", operator.eq),
-    "NE": ("!=", operator.ne),
-    "LT": ("<", operator.lt),
-    "LEQ": ("<=", operator.le),
-    "GT": (">", operator.gt),
-    "GEQ": (">=", operator.ge),
-    "TRUE": ("True", lambda key, query: True),
-    "FALSE": ("False", lambda key, query: False),
-}.items()}
-for _name, _predicate in COMPARISONS.items():
-    setattr(Comparison, _name, _predicate)
-del _name, _predicate
-EQ, NE, LT, LEQ, GT, GEQ, TRUE, FALSE = COMPARISONS.values()  # in the table's order
-NEQ = NE
-CONSTANT_PREDICATES = (TRUE, FALSE)
+# -- selectors (attention patterns; their predicates live in predicates.py) ------------------------
 
 
 class Selector(RASPExpr):

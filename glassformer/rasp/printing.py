@@ -92,7 +92,7 @@ def expr_to_code(expr: L.RASPExpr) -> str:
         return f"{type(expr).__name__}({inputs}{_default(expr)})"
     if isinstance(expr, L.SelectorWidth):
         return f"SelectorWidth({inputs}{_encoding(expr)})"
-    return type(expr).__name__
+    return f"{type(expr).__name__}({inputs})"  # a derived primitive (``expand``): its class and inputs
 
 
 def to_code(program: L.RASPExpr) -> str:

@@ -30,6 +30,7 @@ What Tracr does differently, and what this module keeps (docs/rasp_tracr.md list
 from __future__ import annotations
 
 import enum
+import operator
 from typing import Any, Callable, Sequence
 
 from glassformer.rasp import language as L
@@ -93,17 +94,17 @@ class _Tracr:
 
 
 class _TracrSOp(_Tracr):
-    def _map(self, fn: Callable) -> Map:
-        return Map(fn, self)
+    def _compare(self, fn: Callable, symbol: str, other: Any) -> Map:
+        return Map(L._Op1(fn, symbol, other), self)  # prints as ``lambda x: x == 'a'``
 
-    def __eq__(self, other): return self._map(lambda x: x == other)  # noqa: E704
-    def __ne__(self, other): return self._map(lambda x: x != other)  # noqa: E704
-    def __lt__(self, other): return self._map(lambda x: x < other)  # noqa: E704
-    def __le__(self, other): return self._map(lambda x: x <= other)  # noqa: E704
-    def __gt__(self, other): return self._map(lambda x: x > other)  # noqa: E704
-    def __ge__(self, other): return self._map(lambda x: x >= other)  # noqa: E704
-    def __invert__(self): return self._map(lambda x: not x)  # noqa: E704
-    def __neg__(self): return self._map(lambda x: -x)  # noqa: E704
+    def __eq__(self, other): return self._compare(operator.eq, "==", other)  # noqa: E704
+    def __ne__(self, other): return self._compare(operator.ne, "!=", other)  # noqa: E704
+    def __lt__(self, other): return self._compare(operator.lt, "<", other)  # noqa: E704
+    def __le__(self, other): return self._compare(operator.le, "<=", other)  # noqa: E704
+    def __gt__(self, other): return self._compare(operator.gt, ">", other)  # noqa: E704
+    def __ge__(self, other): return self._compare(operator.ge, ">=", other)  # noqa: E704
+    def __invert__(self): return Map(L._Op1(operator.not_, "not", None, unary=True), self)  # noqa: E704
+    def __neg__(self): return Map(L._Op1(operator.neg, "-", None, unary=True), self)  # noqa: E704
 
     # ``x <op> y``: a SequenceMap with another SOp, a Map with a constant; categorical (Tracr's default).
     def _binary(self, other: Any, fn: Callable, symbol: str, reflected: bool = False) -> L.SOp:

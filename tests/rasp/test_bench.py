@@ -15,5 +15,7 @@ def test_bench_rasp_smoke(tmp_path):
     rows = json.loads((tmp_path / "rasp_compile.json").read_text())["rows"]
     assert {r["program"] for r in rows} == {"reverse", "histogram", "frac_prevs"}
     assert all(r["wrong"] == 0 and r["inputs_checked"] > 0 for r in rows)
+    assert all(0 < r["nonzero"] <= r["params"] for r in rows)
     assert next(r for r in rows if r["program"] == "reverse")["layers"] == 2
-    assert "| reverse | 5 |" in (tmp_path / "rasp_compile.md").read_text()
+    assert "| reverse | 5 |" in (tmp_path / "rasp_compile.md").read_text() and "non-zero" in (
+        tmp_path / "rasp_compile.md").read_text()

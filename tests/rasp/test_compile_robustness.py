@@ -40,6 +40,9 @@ def test_true_and_one_are_different_values():
     compiled = rasp.compile(same, "ab", 3)
     assert compiled.run("bab") == rasp.evaluate(same, "bab") == ["a", "a", "a"]
     assert rasp.evaluate(same, "abb") == [None] * 3 == compiled.run("abb")
+    prefix = Aggregate(Select(indices, indices, LEQ), program, name="prefix")  # True and 1 selected together:
+    with pytest.raises(RaspEvaluationError, match=r"different values \(1, True\)"):  # ambiguous, not equal
+        rasp.evaluate(prefix, "ab")
 
 
 @pytest.mark.parametrize("program, message", [

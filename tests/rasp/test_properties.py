@@ -28,7 +28,7 @@ PREDICATES = [EQ, NE, LT, LEQ, GT, GEQ, TRUE, lambda k, q: (k + q) % 2 == 0]
 
 
 @st.composite
-def programs(draw):
+def programs(draw, causal=False):
     as_int = Map(lambda t: "abc".index(t), tokens, name="t")
     cat = [as_int, indices]
     num = [numerical(Map(lambda t: "abc".index(t), tokens, name="t_num"))]
@@ -37,7 +37,8 @@ def programs(draw):
         sel = Select(draw(st.sampled_from(cat)), draw(st.sampled_from(cat)), draw(st.sampled_from(PREDICATES)))
         how = draw(st.sampled_from(["plain", "and", "or", "not"]))
         other = Select(draw(st.sampled_from(cat)), draw(st.sampled_from(cat)), draw(st.sampled_from(PREDICATES)))
-        return {"plain": sel, "and": sel & other, "or": sel | other, "not": ~sel}[how]
+        chosen = {"plain": sel, "and": sel & other, "or": sel | other, "not": ~sel}[how]
+        return chosen & Select(indices, indices, LEQ) if causal else chosen  # causal: look only back
 
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["map", "seqmap", "nummap", "copy", "mean", "width", "extreme", "const"]))
@@ -96,3 +97,28 @@ def test_the_property_test_drew_enough_programs_and_lengths():
     if not DRAWN:
         pytest.skip("run with the property test")
     assert len(DRAWN) > 30 and max(DRAWN) > 5
+
+
+@given(programs(causal=True), st.integers(3, 8))
+@settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_random_causal_programs_compile_into_decoders_and_agree(program, max_len):
+    """Every selector ANDed with ``Select(indices, indices, LEQ)``: the programs compile with
+    ``causal=True`` into decoders (unless they use no attention at all, or hit the twins refusal)."""
+    try:
+        compiled = rasp.compile(program, vocab="abc", max_len=max_len, approximate=True, causal=True)
+    except RaspCompileError as e:
+        assume(not e.float_limited)
+        raise
+    assert compiled.model.config.arch == "decoder"
+    rng = random.Random(max_len)
+    cases = [[rng.choice("abc") for _ in range(rng.randint(1, max_len))] for _ in range(60)]
+    approximate = compiled.output.numerical and compiled.output.values is None
+    for xs, got in zip(cases, compiled.run_batch(cases)):
+        try:
+            want = rasp.evaluate(program, xs)
+        except RaspEvaluationError:
+            continue
+        if approximate:
+            assert all(math.isclose(g, w, rel_tol=1e-5, abs_tol=1e-5) for g, w in zip(got, want)), (xs, got, want)
+        else:
+            assert same_value(got, want), (rasp.to_code(program), xs, got, want)

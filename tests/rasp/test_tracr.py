@@ -1,5 +1,5 @@
 """Programs written for Tracr run and compile unmodified with ``from glassformer.rasp import tracr as
-rasp``: ports of Tracr's own library (``tracr_lib.py``) give the outputs Tracr's docstrings promise,
+rasp``: ports of Tracr's own library (``glassformer.rasp.tracr_lib``) give the outputs Tracr's docstrings promise,
 and compile exactly (``compile_rasp_to_model``), causally where Tracr says they are causal."""
 
 import itertools
@@ -12,7 +12,7 @@ from glassformer.rasp import tracr as rasp
 from glassformer.rasp.compiler.values import same_value
 from glassformer.rasp.errors import RaspCompileError, RaspEvaluationError, RaspProgramError
 
-import tracr_lib as lib
+from glassformer.rasp import tracr_lib as lib
 
 # name -> (program builder, vocabulary, (input, output Tracr's docstring gives), causal per Tracr's lib)
 PROGRAMS = {

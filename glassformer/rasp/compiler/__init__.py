@@ -3,6 +3,7 @@
 Stages, each its own module and testable alone:
 
     1. graph.py      program -> graph of embedded / element-wise / attention nodes (lowering rules)
+       chains.py     a Map read only by another Map is composed into it
        causal.py     causal=True: every selector must look only back (decoders)
     2. values.py     the set of values each node can take
     3. assign.py     which element-wise nodes fuse into one MLP or fold into a head's weights
@@ -29,6 +30,7 @@ from glassformer.rasp.compiler.allocate import allocate
 from glassformer.rasp.compiler.assign import Assignment, MLPTask, assign
 from glassformer.rasp.compiler.attention import build_head
 from glassformer.rasp.compiler.causal import check_causal
+from glassformer.rasp.compiler.chains import compose_chains, composed
 from glassformer.rasp.compiler.compiled import Block, CompiledModel
 from glassformer.rasp.compiler.graph import Attend, build_graph
 from glassformer.rasp.compiler.layout import build_layout
@@ -64,6 +66,7 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
     dtypes = _dtypes(dtype, name)
 
     graph = build_graph(program, max_len)
+    compose_chains(graph)
     if causal:
         check_causal(graph)
     values = infer_values(graph, vocab, max_len)
@@ -210,7 +213,11 @@ def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[
         unit = 0
         for label in alloc.mlps[layer]:
             task, spec = plan.mlps[label], mlps[label]
-            fused = f", fusing {', '.join(task.fused)}" if task.fused else ""
+            inlined = list(task.fused)  # nodes fused into this MLP, and Maps composed into them (chains.py)
+            for n in plan.graph.nodes:
+                if n.label == label or n.label in task.fused:
+                    inlined.extend(composed(n.op.fn))
+            fused = f", fusing {', '.join(dict.fromkeys(inlined))}" if inlined else ""
             blocks.append(Block(layer, "mlp", label, f"{spec.strategy} over ({', '.join(i.label for i in task.inputs)})"
                                                       f"{fused}", spec.n_units, units=[unit, unit + spec.n_units],
                                 reads=[i.label for i in task.inputs]))

@@ -7,7 +7,7 @@ transformer computes in one place:
 
 Lowering rules applied on the way (each keeps the interpreter's semantics, see ``evaluate_graph``):
 
-* ``length``          -> SelectorWidth(Select(tokens, tokens, TRUE)), its values known to be 1..N;
+* ``length`` and any derived primitive -> its ``expand()`` (length: SelectorWidth(Select(tokens, tokens, TRUE)));
 * ``SelectorWidth(s)`` -> an Attend in "width" mode that writes 1/(w+1) (the weight left on BOS), and an
                          ElementWise decoder w = 1/x - 1 that the MLP computes;
 * selectors           -> a conjunction of clauses ``pred(key, query)`` over one (keys, queries) pair each:
@@ -178,45 +178,7 @@ def build_graph(program: L.SOp, max_len: int) -> Graph:
     """Translate ``program`` into a :class:`Graph`, applying the lowering rules in the module docstring."""
     if not isinstance(program, L.SOp):
         raise RaspCompileError(getattr(program, "name", str(program)), "only a SOp (not a selector) can be compiled")
-    graph = _Builder(max_len).build(program)
-    compose_chains(graph)
-    return graph
-
-
-class _Chain:
-    """``fns[-1](...fns[1](fns[0](x)))``, flat: composing a thousand functions does not nest calls."""
-
-    def __init__(self, first: Callable, then: Callable):
-        self.fns = (first.fns if isinstance(first, _Chain) else (first,)) + (then,)
-
-    def __call__(self, x):
-        for fn in self.fns:
-            x = fn(x)
-        return x
-
-
-def compose_chains(graph: Graph) -> None:
-    """A Map read only by another Map becomes part of it: ``Map(f, Map(g, x))`` is ``Map(f . g, x)``.
-    One MLP computes the composition either way (the assignment stage would fuse them), and a chain
-    of a thousand Maps is then one node instead of a thousand (Tracr's ``Map`` simplifies the same way)."""
-    changed = False
-    for node in graph.nodes:  # inputs first, so a chain collapses from its start
-        op = node.op
-        if not isinstance(op, ElementWise) or len(op.args) != 1:
-            continue
-        inner = op.args[0]
-        if (not isinstance(inner.op, ElementWise) or len(inner.op.args) != 1 or inner is graph.output
-                or len(graph.consumers[id(inner)]) != 1):
-            continue
-        f, g = op.fn, inner.op.fn
-        linear = None
-        if op.linear is not None and inner.op.linear is not None:  # a * (c + b x) + d = (d + a c) + a b x
-            linear = (op.linear[0] + op.linear[1] * inner.op.linear[0], op.linear[1] * inner.op.linear[1])
-        node.op = ElementWise(_Chain(g, f), inner.op.args, linear)
-        graph.consumers[id(inner.op.args[0])].append(node)
-        changed = True
-    if changed:
-        graph.refresh()
+    return _Builder(max_len).build(program)
 
 
 class _Builder:
@@ -248,15 +210,18 @@ class _Builder:
     # -- SOps -------------------------------------------------------------------------------------
 
     def sop(self, e: L.SOp) -> Node:
+        derived = L.expansion(e)
+        if derived is not None:  # a derived primitive (length): lower its definition
+            for x in L.walk(derived):
+                if isinstance(x, L.SOp) and x.id not in self.by_id:
+                    self.by_id[x.id] = self.sop(x)
+            return self.by_id[derived.id]
         if isinstance(e, (L.Tokens, L.Indices)):
             kind = "tokens" if isinstance(e, L.Tokens) else "indices"
             key = (kind, e.encoding)
             if key not in self.shared:
                 self.shared[key] = self.add(e.name, e.encoding, Embedded(kind), e.name)
             return self.shared[key]
-        if isinstance(e, L.Length):
-            true_sel = SelectorIR(constant=True)
-            return self.width(true_sel, e.name, e.encoding, e.name, hint_w=range(1, self.max_len + 1))
         if isinstance(e, L.Full):
             label = e.name if e._name is not None else f"full_{_ident(e.value)}"
             return self.add(label, e.encoding, Embedded("constant", e.value), e.name)

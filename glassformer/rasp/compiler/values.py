@@ -43,6 +43,8 @@ from glassformer.rasp.compiler.graph import Attend, ElementWise, Embedded, Graph
 from glassformer.rasp.errors import RaspCompileError
 
 TABLE_LIMIT = 50_000  # most input combinations one ElementWise may enumerate
+LINEAR_LIMIT = 2_000_000  # ... an affine ElementWise (x - y), or a function of one number, may enumerate
+MEAN_LIMIT = 400_000  # most (sum, count) pairs a mean's value set may enumerate
 TWIN_TOLERANCE = 1e-12  # numbers closer than this (relative to max(1, |a|, |b|)) are one value
 
 
@@ -66,7 +68,10 @@ class _Bool:
 
 def value_key(v: Any):
     """``v`` as a key that keeps bools apart from ints, inside tuples too."""
-    if isinstance(v, bool):
+    t = type(v)
+    if t is str or t is int or t is float or v is None:  # the common cases, first
+        return v
+    if t is bool:
         return _Bool(v)
     if isinstance(v, tuple):
         return tuple(value_key(x) for x in v)
@@ -90,8 +95,6 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     return value_key(a) == value_key(b) or twins(a, b)
-LINEAR_LIMIT = 2_000_000  # most input combinations an affine ElementWise (x - y) may enumerate
-MEAN_LIMIT = 400_000  # most (sum, count) pairs a mean's value set may enumerate
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
-"""Ports of Tracr's own library programs (``tracr/compiler/lib.py``), written against Tracr's API as a
-Tracr user writes them: only ``rasp`` (here ``glassformer.rasp.tracr``) names, Tracr's operators and
-in-place ``.named`` / ``numerical``.  Each function keeps Tracr's name and algorithm."""
+"""Tracr's library programs (``tracr/compiler/lib.py``), ported: ``from glassformer.rasp import
+tracr_lib as lib`` serves code that imports ``tracr.compiler.lib``.
+
+Each function keeps Tracr's name, signature and algorithm, and is written against Tracr's API only
+(``glassformer.rasp.tracr`` as ``rasp``: Tracr's operators, in-place ``.named`` / ``numerical``), so
+this module is also a test that Tracr-style code runs unmodified (tests/rasp/test_tracr.py).  The
+module-level ``length`` is Tracr's too."""
 
 from glassformer.rasp import tracr as rasp
+from glassformer.rasp.errors import RaspProgramError  # a ValueError, as Tracr raises
 
 
 def make_length():
@@ -33,7 +38,8 @@ def make_pair_balance(sop, open_token, close_token):
 
 
 def make_shuffle_dyck(pairs):
-    assert len(pairs) >= 1
+    if len(pairs) < 1 or any(len(p) != 2 for p in pairs):
+        raise RaspProgramError(f"make_shuffle_dyck needs pairs of two characters like '()', got {pairs!r}")
     balances = [make_pair_balance(rasp.tokens, open_token=p[0], close_token=p[1]).named(f"balance_{p}")
                 for p in pairs]
     any_negative = balances[0] < 0
@@ -84,7 +90,7 @@ def shift_by(offset, /, sop):
 
 def detect_pattern(sop, pattern):
     if len(pattern) < 1:
-        raise ValueError(f"Length of `pattern` must be at least 1. Got {pattern}")
+        raise RaspProgramError(f"Length of `pattern` must be at least 1. Got {pattern}")
     detectors = []
     for i, element in enumerate(reversed(pattern)):
         detector = sop == element
