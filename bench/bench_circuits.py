@@ -1,0 +1,121 @@
+"""Circuit benchmark: build the suite of compiled models with known circuits, score every method on it.
+
+    python bench/bench_circuits.py [--quick | --smoke] [--threads N] [--results-dir DIR] [--suite DIR]
+
+Builds the default suite (``--quick``: the 22-model subset; ``--smoke``: 4 models), scores every method
+(``glassformer circuits score``) and writes, in the results folder:
+
+    circuits_scores.json     the scores.json of ``circuits score`` plus build / score wall time
+    circuits_table.md        a table per method and model kind; circuits_below_chance.md
+    circuits_rows.jsonl      one row per (model, method)
+    circuits.png             AUROC per method (box over models) and mean precision / recall
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glassformer.circuits.scoring import score_suite  # noqa: E402
+from glassformer.circuits.suite import build_suite, default_entries, load_suite  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.6))
+    data = [[r["auroc"] for r in rows if r["method"] == m and r["auroc"] is not None] for m in methods]
+    try:
+        a.boxplot(data, orientation="horizontal", tick_labels=methods)  # matplotlib >= 3.10
+    except TypeError:
+        a.boxplot(data, vert=False, labels=methods)
+    a.axvline(0.5, color="grey", ls="--", lw=1)
+    a.set_xlabel("AUROC per model (0.5 = chance)")
+    a.set_title("ranking true components / edges above the rest")
+    a.invert_yaxis()
+    y = np.arange(len(methods))
+
+    def mean(m, k):
+        xs = [r[k] for r in rows if r["method"] == m and r[k] is not None]
+        return float(np.mean(xs)) if xs else 0.0
+
+    b.barh(y - 0.2, [mean(m, "precision") for m in methods], 0.4, label="precision")
+    b.barh(y + 0.2, [mean(m, "recall") for m in methods], 0.4, label="recall")
+    b.set_yticks(y, methods)
+    b.invert_yaxis()
+    b.set_xlim(0, 1.05)
+    b.set_title("the circuit each method claims")
+    b.legend(loc="lower right")
+    n = len({r["model"] for r in rows})
+    fig.suptitle(f"Circuit methods on {n} compiled models with known circuits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--results-dir", default=str(RESULTS_DIR))
+    p.add_argument("--suite", help="score this suite folder instead of building one")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="circuits-"))
+    try:
+        start = time.perf_counter()
+        if args.suite:
+            suite = Path(args.suite)
+        else:
+            suite = work / "suite"
+            entries = default_entries(quick=args.quick or args.smoke)
+            build_suite(suite, entries[:4] if args.smoke else entries)
+        built = time.perf_counter() - start
+        models = load_suite(suite)
+        start = time.perf_counter()
+        summary = score_suite(models, work / "scores")
+        scored = time.perf_counter() - start
+        index = json.loads((suite / "index.json").read_text())
+        summary["build_seconds"] = round(built, 1)
+        summary["score_seconds"] = round(scored, 1)
+        summary["threads"] = args.threads
+        summary["rejected_trained"] = index.get("rejected", [])
+        summary["kinds"] = {k: sum(1 for r in index["models"] if r.get("kind") == k) for k in ("compiled", "trained")}
+        summary["with_distractor"] = sum(1 for r in index["models"] if r.get("distractor_seed") is not None
+                                         or r.get("distractor_program") is not None)
+        summary["ground_truth"] = {k: sum(r[k] for r in index["models"]) for k in
+                                   ("true_nodes", "true_edges", "constant_edges", "inert_edges")}
+        summary["ground_truth_check"] = {k: sum(r["check"].get(k, 0) for r in index["models"])
+                                         for k in index["models"][0]["check"]}
+        (results / "circuits_scores.json").write_text(json.dumps(summary, indent=1))
+        for name in ("table.md", "below_chance.md", "rows.jsonl"):
+            shutil.copy(work / "scores" / name, results / f"circuits_{name}")
+        rows = [json.loads(line) for line in (work / "scores" / "rows.jsonl").read_text().splitlines()]
+        figure(rows, results / "circuits.png")
+        print(json.dumps({k: v for k, v in summary.items() if k != "rejected_trained"}, indent=1))
+        return summary
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
