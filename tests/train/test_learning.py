@@ -33,7 +33,6 @@ CASES = [
     ("dyck", {}, "encoder", SMALL, {"lr": 1e-3}, 1200),  # stops at ~350-850
     ("contains-ab", {}, "encoder", SMALL, {}, 400),
     ("majority", {}, "encoder", SMALL, {}, 600),
-    ("induction", {}, "decoder", SMALL, {}, 400),
     ("majority", {}, "decoder", SMALL, {}, 400),
 ]
 
@@ -50,6 +49,29 @@ def test_task_is_learned(name, options, arch, sizes, overrides, steps):
     summary = trainer.train()
     fresh = trainer.evaluate(n_batches=16, seed=12345)  # 1024 examples the stopping rule never saw
     assert fresh["sequence_accuracy"] >= 0.99, (summary, fresh)
+
+
+@pytest.mark.slow
+def test_induction_is_learned_at_every_repeat_length():
+    """The induction task varies the repeat length (5..8) and where the repeat starts, so no fixed look-back
+    distance answers it: the model must find the earlier copy. Then each repeat length is scored alone.
+
+    Measured (learned positions, lr 3e-3, batch 64, 1 thread): seeds 0 and 1 reached 100% on the stopping
+    evaluation at 1,900 and 2,800 steps, then 99.4% and 99.6% on fresh examples and >= 99.2% at every length.
+    (RoPE was slower: 2 of 3 seeds had not converged at 3,000.) The budget of 4,000 leaves room above the
+    slowest seed; the per-length threshold sits below the worst measured length."""
+    torch.manual_seed(0)
+    task = get_task("induction")
+    model = model_for_task(task, "decoder", **SMALL)
+    config = TrainConfig(steps=4000, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=100, eval_batches=8,
+                         stop_at_accuracy=1.0, quiet=True)
+    trainer = Trainer(model, task, config)
+    summary = trainer.train()
+    fresh = trainer.evaluate(n_batches=16, seed=12345)
+    assert fresh["sequence_accuracy"] >= 0.99, (summary, fresh)
+    for n in range(task.min_length, task.length + 1):
+        alone = Trainer(model, task.with_repeat_length(n), config).evaluate(n_batches=4, seed=999)
+        assert alone["sequence_accuracy"] >= 0.98, (n, alone)
 
 
 @pytest.mark.slow
