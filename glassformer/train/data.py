@@ -22,7 +22,7 @@ from glassformer.errors import ConfigError, InputError
 from glassformer.train import stream
 from glassformer.train.batch import Batch
 from glassformer.train.tasks.base import check_choice, check_int
-from glassformer.train.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+from glassformer.train.tokenizers import MASK, CharTokenizer, Tokenizer, load_tokenizer
 
 TRAIN_FRACTION = 0.9
 
@@ -48,9 +48,9 @@ def load_tokens(path: str | Path, tokenizer: Tokenizer | None = None) -> tuple[n
     path = Path(path)
     if stream.is_prepared(path):
         tokens, saved = stream.open_prepared(path)
-        if tokenizer is not None and tokenizer != saved:
+        if tokenizer is not None and tokenizer != saved and tokenizer != saved.with_specials([MASK]):
             raise InputError(f"{path} was prepared with another tokenizer ({saved!r}); prepare it again or drop --tokenizer")
-        return tokens, saved
+        return tokens, tokenizer or saved
     if path.is_dir():
         raise InputError(f"{path} is a folder but not one written by `glassformer prepare` (no meta.json)")
     stream.check_text_file(path)

@@ -31,6 +31,8 @@ from glassformer.errors import CheckpointError, ConfigError, InputError
 FORMAT = "glassformer-tokenizer"
 VERSION = 1
 FILENAME = "tokenizer.json"
+# special tokens the file-based tasks add to a tokenizer (each encodes to one id, written as here)
+PAD, BOS, EOS, CLS, MASK = "[PAD]", "[BOS]", "[EOS]", "[CLS]", "[MASK]"
 
 
 def _describe(ch: str) -> str:
