@@ -13,7 +13,8 @@ import sys
 
 from glassformer.errors import GlassformerError
 
-SUBSYSTEMS = ("glassformer.train.cli", "glassformer.rasp.cli", "glassformer.lens.cli", "glassformer.explain.cli")
+SUBSYSTEMS = ("glassformer.train.cli", "glassformer.rasp.cli", "glassformer.lens.cli", "glassformer.explain.cli",
+               "glassformer.interop.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,7 +52,24 @@ def from_hf(model_or_path: Any, *, dtype: torch.dtype = torch.float32) -> Transf
         config, params = convert(source)
     except ConfigError as e:  # config.json holds values glassformer's config refuses
         raise CheckpointError(f"{source.name}: config.json does not give a valid glassformer model: {e}") from None
-    return build(config, params, source.name).to(dtype)
+    model = build(config, params, source.name).to(dtype)
+    model.tokenizer = folder_tokenizer(model_or_path)  # a folder's tokenizer.json: model.to_tokens("...") works
+    return model
+
+
+def folder_tokenizer(model_or_path: Any):
+    """The tokenizer saved beside a local model folder's weights (tokenizer.json, or GPT-2's vocab.json +
+    merges.txt), or None (an in-memory model, or a folder without one)."""
+    from pathlib import Path
+
+    if not isinstance(model_or_path, (str, Path)):
+        return None
+    path = Path(model_or_path).expanduser()
+    if not ((path / "tokenizer.json").is_file() or (path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
+        return None
+    from glassformer.train.tokenizers import BPETokenizer
+
+    return BPETokenizer.from_hf_folder(path)
 
 
 def build(config: ModelConfig, params: dict[str, torch.Tensor], source_name: str) -> Transformer:

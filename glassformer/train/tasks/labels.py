@@ -20,7 +20,7 @@ import torch
 from glassformer.errors import ConfigError, InputError
 from glassformer.train.batch import Batch
 from glassformer.train.tasks.base import check_choice, check_int
-from glassformer.train.tasks.records import build_tokenizer, encode_field, pad, read_records, split_rows
+from glassformer.train.tasks.records import DEFAULT_MAX_TOKENS, build_tokenizer, encode_field, pad, read_records, split_rows
 from glassformer.train.tokenizers import CLS, PAD
 
 
@@ -47,8 +47,8 @@ class LabelsTask:
             raise InputError(f"{self.path}: every record has the label {self.class_names[0]!r}; a classifier needs 2 or more classes")
         self.tokenizer = build_tokenizer(tokenizer, [t for t, _ in records], self.path, [PAD, CLS])
         self.pad_id, self.cls_id = self.tokenizer.token_to_id(PAD), self.tokenizer.token_to_id(CLS)
-        limit = None if self.block_size is None else self.block_size - 1  # [CLS] takes one position
-        texts, self.n_cut = encode_field(self.tokenizer, [t for t, _ in records], limit, too_long, self.path, "text")
+        self.max_tokens = (self.block_size or DEFAULT_MAX_TOKENS) - 1  # [CLS] takes one position
+        texts, self.n_cut = encode_field(self.tokenizer, [t for t, _ in records], self.max_tokens, too_long, self.path, "text")
         self.n_records = len(records)
         self._n_ctx = self.block_size or 1 + max(len(t) for t in texts)
         index = {name: i for i, name in enumerate(self.class_names)}

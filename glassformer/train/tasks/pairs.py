@@ -23,7 +23,7 @@ import torch
 from glassformer.errors import ConfigError
 from glassformer.train.batch import Batch
 from glassformer.train.tasks.base import check_choice, check_int
-from glassformer.train.tasks.records import build_tokenizer, encode_field, pad, read_records, split_rows
+from glassformer.train.tasks.records import DEFAULT_MAX_TOKENS, build_tokenizer, encode_field, pad, read_records, split_rows
 from glassformer.train.tokenizers import BOS, EOS, PAD
 
 
@@ -48,12 +48,12 @@ class PairsTask:
         records = read_records(self.path, "pairs")
         self.tokenizer = build_tokenizer(tokenizer, [s + t for s, t in records], self.path, [PAD, BOS, EOS])
         self.pad_id, self.bos_id, self.eos_id = (self.tokenizer.token_to_id(t) for t in (PAD, BOS, EOS))
-        limit = self.block_size
+        self.max_tokens = limit = self.block_size or DEFAULT_MAX_TOKENS  # a source's limit; a target's is one less ([EOS])
         src, cut_src = encode_field(self.tokenizer, [s for s, _ in records], limit, too_long, self.path, "source")
-        tgt, cut_tgt = encode_field(self.tokenizer, [t for _, t in records], None if limit is None else limit - 1, too_long, self.path, "target")
-        self.n_cut = cut_src + cut_tgt  # fields cut to fit block_size (too_long="cut")
+        tgt, cut_tgt = encode_field(self.tokenizer, [t for _, t in records], limit - 1, too_long, self.path, "target")
+        self.n_cut = cut_src + cut_tgt  # fields cut to fit (too_long="cut")
         self.n_records = len(records)
-        self._n_ctx = max(max(len(s) for s in src), max(len(t) for t in tgt) + 1) if limit is None else limit
+        self._n_ctx = self.block_size or max(max(len(s) for s in src), max(len(t) for t in tgt) + 1)
         rows = split_rows(len(records), split, seed=0).tolist()
         self.src = [src[i] for i in rows]
         self.tgt = [tgt[i] for i in rows]

@@ -28,6 +28,7 @@ KEYS = {
     "labels": (("text", "sentence", "input"), ("label", "class", "target")),
 }
 TOO_LONG = ("cut", "refuse")
+DEFAULT_MAX_TOKENS = 256  # without block_size, records are cut (or refused) beyond this many tokens
 VAL_FRACTION = 0.1
 
 
@@ -136,4 +137,4 @@ def build_tokenizer(spec, texts: list[str], path, specials: list[str]):
     return tokenizer.with_specials(specials)
 
 
-__all__ = ["KEYS", "TOO_LONG", "build_tokenizer", "encode_field", "pad", "read_records", "read_text", "split_rows"]
+__all__ = ["DEFAULT_MAX_TOKENS", "KEYS", "TOO_LONG", "build_tokenizer", "encode_field", "pad", "read_records", "read_text", "split_rows"]
