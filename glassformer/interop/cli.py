@@ -55,7 +55,7 @@ def import_folder(model_dir: str | Path, out: str | Path, tokenizer: bool = True
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: no such folder (glassformer import reads a local Hugging Face model folder)")
     model = from_hf(model_dir)
-    tok = BPETokenizer.from_hf_folder(model_dir) if tokenizer else None
+    tok = BPETokenizer.from_hf_folder(model_dir).padded_to(model.config.d_vocab) if tokenizer else None
     if tok is not None and tok.vocab_size > model.config.d_vocab:
         raise CheckpointError(f"{model_dir}: the tokenizer has {tok.vocab_size} tokens but the model only {model.config.d_vocab}")
     source = json.loads((model_dir / "config.json").read_text())

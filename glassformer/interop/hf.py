@@ -53,7 +53,8 @@ def from_hf(model_or_path: Any, *, dtype: torch.dtype = torch.float32) -> Transf
     except ConfigError as e:  # config.json holds values glassformer's config refuses
         raise CheckpointError(f"{source.name}: config.json does not give a valid glassformer model: {e}") from None
     model = build(config, params, source.name).to(dtype)
-    model.tokenizer = folder_tokenizer(model_or_path)  # a folder's tokenizer.json: model.to_tokens("...") works
+    tokenizer = folder_tokenizer(model_or_path)  # a folder's tokenizer.json: model.to_tokens("...") works
+    model.tokenizer = None if tokenizer is None else tokenizer.padded_to(config.d_vocab)
     return model
 
 

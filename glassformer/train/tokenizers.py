@@ -293,6 +293,14 @@ class BPETokenizer:
         copy.add_special_tokens([n for n in names if copy.token_to_id(n) is None])
         return BPETokenizer(copy)
 
+    def padded_to(self, vocab_size: int) -> "BPETokenizer":
+        """A copy whose vocabulary is exactly ``vocab_size``: ids the tokenizer lacks get placeholder tokens
+        ``<|unused_ID|>`` (models often pad their embedding past the tokenizer, e.g. Pythia's 50,304 rows for
+        50,277 tokens, and every id the model can predict must decode)."""
+        if vocab_size <= self.vocab_size:
+            return self
+        return self.with_specials([f"<|unused_{i}|>" for i in range(self.vocab_size, vocab_size)])
+
     def token_to_id(self, token: str) -> int | None:
         return self.hf.token_to_id(token)
 
