@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from glassformer.errors import ConfigError, InputError
@@ -139,7 +140,7 @@ class ImageFolderTask(_ImageTask):
             try:
                 with Image.open(files[i]) as im:
                     im = im.convert(mode).resize((image_size, image_size))
-                    pixels.append(torch.tensor(list(im.getdata()), dtype=torch.float32))  # [H*W] or [H*W, 3]
+                    pixels.append(torch.from_numpy(np.asarray(im, dtype=np.float32)))  # [H, W] or [H, W, 3]
             except (UnidentifiedImageError, OSError) as e:
                 raise InputError(f"{files[i]} could not be read as an image: {e}") from None
         images = torch.stack(pixels).reshape(len(rows), image_size, image_size, channels) / 255.0  # [n, H, W, c]
