@@ -46,16 +46,16 @@ def register(subparsers) -> None:
 
 
 def import_folder(model_dir: str | Path, out: str | Path, tokenizer: bool = True) -> Path:
-    """Convert the HF folder ``model_dir`` and save it (with its tokenizer) as the checkpoint ``out``."""
+    """Convert the HF folder ``model_dir`` and save it as the checkpoint ``out``, with the folder's tokenizer
+    when it has one (and ``tokenizer`` is true)."""
     from glassformer.interop.hf import from_hf
     from glassformer.train.checkpoint import save_checkpoint
-    from glassformer.train.tokenizers import BPETokenizer
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: no such folder (glassformer import reads a local Hugging Face model folder)")
-    model = from_hf(model_dir)
-    tok = BPETokenizer.from_hf_folder(model_dir).padded_to(model.config.d_vocab) if tokenizer else None
+    model = from_hf(model_dir)  # with model.tokenizer from the folder, padded to the model's vocabulary, or None
+    tok = model.tokenizer if tokenizer else None
     if tok is not None and tok.vocab_size > model.config.d_vocab:
         raise CheckpointError(f"{model_dir}: the tokenizer has {tok.vocab_size} tokens but the model only {model.config.d_vocab}")
     source = json.loads((model_dir / "config.json").read_text())
@@ -72,6 +72,8 @@ def cmd_import(args) -> int:
     print(f"imported {checkpoint.extra.get('model_type')} from {args.model_dir}: {c.n_layers}-layer {c.arch}, d_model {c.d_model}, "
           f"{c.n_heads} heads, vocabulary {c.d_vocab}, {checkpoint.model.num_params():,} parameters")
     print(f"checkpoint: {out}" + ("" if checkpoint.tokenizer is None else f"   (try: glassformer sample {out} --prompt 'Hello' --greedy)"))
+    if checkpoint.tokenizer is None and not args.no_tokenizer:
+        print(f"note: {args.model_dir} has no tokenizer.json (nor vocab.json + merges.txt): prompts must be token ids")
     return 0
 
 

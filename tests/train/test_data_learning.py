@@ -52,7 +52,7 @@ def test_seq2seq_pairs_reach_exact_match(tmp_path, one_thread):
     every held-out pair was then 1.0 in all 10 runs. Budget 500 steps."""
     task = PairsTask(write_reversal_pairs(tmp_path / "rev.tsv"), seed=0)
     model = model_for_task(task, "encoder-decoder", d_model=32, n_layers=2, n_heads=4)
-    config = TrainConfig(steps=500, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=25, eval_batches=2,
+    config = TrainConfig(steps=500, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=25, eval_batches=4,
                          stop_at_accuracy=1.0, quiet=True, device="cpu")
     Trainer(model, task, config).train()
     held_out = task.with_split("val")
