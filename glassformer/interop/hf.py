@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from glassformer.errors import CheckpointError, ConfigError
-from glassformer.interop import bert, gpt2, llama
+from glassformer.interop import bert, gpt2, llama, neox
 from glassformer.interop.source import HFSource, read_source
 from glassformer.model import ModelConfig, Transformer
 
@@ -30,6 +30,7 @@ CONVERTERS: dict[str, Converter] = {
     "mistral": llama.convert,
     "qwen2": llama.convert,
     "bert": bert.convert,
+    "gpt_neox": neox.convert,
 }
 
 

@@ -72,6 +72,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # W_U = W_E^T
     embed_norm: bool = False  # resid_0 = Norm(embed + pos_embed): BERT's embedding LayerNorm
     unembed_transform: bool = False  # logits = Norm(act(x W_T + b_T)) W_U + b_U: BERT's MLM-head transform
+    parallel_residual: bool = False  # x + Attn(Norm1(x)) + MLP(Norm2(x)) in one step: GPT-J / GPT-NeoX (Pythia)
     bias: bool = True
     dropout: float = 0.0
     attn_scale: float | None = None  # -> 1 / sqrt(d_head)
@@ -147,6 +148,8 @@ class ModelConfig:
             raise ConfigError("ModelConfig.qk_norm needs norm = 'layernorm' or 'rmsnorm' (QK-norm uses the same norm type)")
         if self.attn_scale is not None and not (self.attn_scale > 0 and math.isfinite(self.attn_scale)):
             raise ConfigError(f"ModelConfig.attn_scale = {self.attn_scale!r} must be a positive number")
+        if self.parallel_residual and (self.norm_position != "pre" or self.attn_only or self.arch == "encoder-decoder"):
+            raise ConfigError("ModelConfig.parallel_residual needs norm_position='pre', an MLP (attn_only=False) and no cross-attention")
         _check_variants(self)
 
     # -- derived -------------------------------------------------------------------------------------
