@@ -217,6 +217,8 @@ def unsupported(config: ModelConfig) -> list[str]:
         out.append(f"memory_len={config.memory_len}")
     if getattr(config, "input", "tokens") != "tokens":
         out.append(f"input={config.input!r}")
+    if getattr(config, "parallel_residual", False):  # GPT-NeoX's parallel block: not written out here yet
+        out.append("parallel_residual=True")
     return out
 
 
