@@ -30,7 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("layernorm", "rmsnorm", "none"),
     "norm_position": ("pre", "post"),
     "positional": ("learned", "sinusoidal", "none", "rope", "alibi", "t5"),
-    "act": ("gelu", "gelu_tanh", "relu", "relu2", "swiglu", "geglu"),  # swiglu/geglu: gated MLP (mlp.py)
+    "act": ("gelu", "gelu_tanh", "relu", "relu2", "swiglu", "geglu", "geglu_tanh"),  # swiglu/geglu*: gated MLP (mlp.py)
     "attention": ("full", "sliding", "sparse", "linear", "linformer"),  # patterns/: what each query sees
     "sparse_pattern": ("strided", "fixed"),  # the Sparse Transformer's two factorisations
     "input": ("tokens", "patches"),  # patches: a vision transformer reading images (vision.py)
@@ -142,7 +142,7 @@ class ModelConfig:
             raise ConfigError("ModelConfig.tie_embeddings needs d_vocab_out == d_vocab")
         if self.embed_norm and self.norm == "none":
             raise ConfigError("ModelConfig.embed_norm needs norm = 'layernorm' or 'rmsnorm' (it uses the same norm type)")
-        if self.unembed_transform and self.act in ("swiglu", "geglu"):
+        if self.unembed_transform and self.act in ("swiglu", "geglu", "geglu_tanh"):
             raise ConfigError(f"ModelConfig.unembed_transform needs a plain (not gated) act, got act = {self.act!r}")
         if self.qk_norm and self.norm == "none":
             raise ConfigError("ModelConfig.qk_norm needs norm = 'layernorm' or 'rmsnorm' (QK-norm uses the same norm type)")
