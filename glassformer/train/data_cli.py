@@ -40,20 +40,24 @@ def make_data_task(args, arch: str | None, options: dict):
 
     tokenizer = _tokenizer(args)
     block = getattr(args, "block_size", None)
+    if arch is None and args.init:  # fine-tuning: the checkpoint's architecture decides the objective
+        from glassformer.train.checkpoint import load_checkpoint
+
+        arch = load_checkpoint(args.init).config.arch
     if args.text:
         if arch == "encoder":
             from glassformer.train.tasks.masked_lm import MaskedTextTask
 
-            return MaskedTextTask(args.text, block_size=block or _text_block(args), tokenizer=tokenizer, **options)
-        return TextTask(args.text, block_size=block or _text_block(args), tokenizer=tokenizer, **options)
+            return MaskedTextTask(args.text, block_size=block if block is not None else _text_block(args), tokenizer=tokenizer, **options)
+        return TextTask(args.text, block_size=block if block is not None else _text_block(args), tokenizer=tokenizer, **options)
     if args.pairs:
         from glassformer.train.tasks.pairs import PairsTask
 
-        return _noted(PairsTask(args.pairs, tokenizer=tokenizer, block_size=block or _init_ctx(args), too_long=args.too_long, **options))
+        return _noted(PairsTask(args.pairs, tokenizer=tokenizer, block_size=block if block is not None else _init_ctx(args), too_long=args.too_long, **options))
     if args.labels:
         from glassformer.train.tasks.labels import LabelsTask
 
-        return _noted(LabelsTask(args.labels, tokenizer=tokenizer, block_size=block or _init_ctx(args), too_long=args.too_long, **options))
+        return _noted(LabelsTask(args.labels, tokenizer=tokenizer, block_size=block if block is not None else _init_ctx(args), too_long=args.too_long, **options))
     if args.images:
         if tokenizer is not None:
             raise ConfigError("--tokenizer does not apply to --images")
