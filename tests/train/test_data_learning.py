@@ -7,8 +7,6 @@ the tests run with one thread.
 import random
 from collections import Counter
 
-import pytest
-import torch
 
 from glassformer.train import TrainConfig, Trainer, model_for_task
 from glassformer.train.tasks.labels import LabelsTask, confusion_matrix
