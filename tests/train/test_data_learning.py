@@ -48,7 +48,7 @@ def test_seq2seq_pairs_reach_exact_match(tmp_path, one_thread):
     """Encoder-decoder on a reversal file (540 train / 60 held-out pairs), stopping once 4 evaluation batches are
     all right. Measured over seeds 0-4 with 1 thread: stopped at 175-300 steps, greedy and beam exact match on
     every held-out pair 1.0 in all 5 runs (with 2 evaluation batches seed 1 stopped at 125 steps at 0.983, hence
-    4); with 2 threads, seed 0 stopped at 275 steps, exact match 1.0 (both). Budget 500 steps."""
+    4); with 2 threads, seeds 0 and 1 stopped at 275 and 125 steps, exact match 1.0 (both). Budget 500 steps."""
     task = PairsTask(write_reversal_pairs(tmp_path / "rev.tsv"), seed=0)
     model = model_for_task(task, "encoder-decoder", d_model=32, n_layers=2, n_heads=4)
     config = TrainConfig(steps=500, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=25, eval_batches=4,
