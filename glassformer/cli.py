@@ -14,7 +14,7 @@ import sys
 from glassformer.errors import GlassformerError
 
 SUBSYSTEMS = ("glassformer.train.cli", "glassformer.rasp.cli", "glassformer.lens.cli", "glassformer.explain.cli",
-              "glassformer.explorer.cli", "glassformer.circuits.cli")
+              "glassformer.explorer.cli", "glassformer.circuits.cli", "glassformer.interop.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

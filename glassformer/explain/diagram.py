@@ -34,7 +34,7 @@ COLOURS = {  # fill, stroke: the paper's palette, roughly
     "mlp": ("#cfe6f7", "#4f8bb8"), "out": ("#d9edd3", "#5b9650"), "io": ("#ffffff", "#888888"),
 }
 NORM_NAMES = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}
-ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "ReLU²", "swiglu": "SwiGLU", "geglu": "GeGLU"}
+ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "ReLU²", "swiglu": "SwiGLU", "geglu": "GeGLU", "geglu_tanh": "GeGLU (tanh)"}
 
 
 @dataclass

@@ -185,7 +185,7 @@ def silu(x: np.ndarray) -> np.ndarray:
 
 
 ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu, "relu2": relu2}
-GATES = {"swiglu": silu, "geglu": gelu}  # gated MLPs: post = gate(x W_gate + b_gate) * (x W_in + b_in)
+GATES = {"swiglu": silu, "geglu": gelu, "geglu_tanh": gelu_tanh}  # gated MLPs: post = gate(x W_gate + b_gate) * (x W_in + b_in)
 
 
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -217,6 +217,8 @@ def unsupported(config: ModelConfig) -> list[str]:
         out.append(f"memory_len={config.memory_len}")
     if getattr(config, "input", "tokens") != "tokens":
         out.append(f"input={config.input!r}")
+    if getattr(config, "parallel_residual", False):  # GPT-NeoX's parallel block: not written out here yet
+        out.append("parallel_residual=True")
     return out
 
 

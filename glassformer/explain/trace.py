@@ -20,7 +20,7 @@ from glassformer.errors import InputError
 from glassformer.explain.document import Section, Shown, Step, Trace, dims, elided, fmt, token_text
 from glassformer.explain.reference import unsupported
 
-GATED = ("swiglu", "geglu")
+GATED = ("swiglu", "geglu", "geglu_tanh")
 ACT_TEX = {
     "gelu": r"\mathrm{GELU}(a) = a\,\Phi(a)",
     "gelu_tanh": r"\mathrm{GELU}(a) \approx \frac{a}{2}(1 + \tanh(\sqrt{2/\pi}(a + 0.044715 a^3)))",
@@ -28,6 +28,7 @@ ACT_TEX = {
     "relu2": r"\mathrm{ReLU}^2(a) = \max(0, a)^2",
     "swiglu": r"\mathrm{SiLU}(a) = a\,\sigma(a)",
     "geglu": r"\mathrm{GELU}(a) = a\,\Phi(a)",
+    "geglu_tanh": r"\mathrm{GELU}(a) \approx \frac{a}{2}(1 + \tanh(\sqrt{2/\pi}(a + 0.044715 a^3)))",
 }
 
 

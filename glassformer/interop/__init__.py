@@ -3,5 +3,6 @@ exports a GPT-2-shaped glassformer model back to ``transformers``. See docs/inte
 
 from glassformer.interop.gpt2 import to_hf_gpt2
 from glassformer.interop.hf import CONVERTERS, from_hf
+from glassformer.interop.llama_export import to_hf_llama
 
-__all__ = ["CONVERTERS", "from_hf", "to_hf_gpt2"]
+__all__ = ["CONVERTERS", "from_hf", "to_hf_gpt2", "to_hf_llama"]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from glassformer.errors import CheckpointError, ConfigError
-from glassformer.interop import bert, gpt2, llama
+from glassformer.interop import bert, gemma, gpt2, llama, neox, opt
 from glassformer.interop.source import HFSource, read_source
 from glassformer.model import ModelConfig, Transformer
 
@@ -30,6 +30,9 @@ CONVERTERS: dict[str, Converter] = {
     "mistral": llama.convert,
     "qwen2": llama.convert,
     "bert": bert.convert,
+    "gpt_neox": neox.convert,
+    "opt": opt.convert,
+    "gemma": gemma.convert,
 }
 
 
@@ -52,7 +55,25 @@ def from_hf(model_or_path: Any, *, dtype: torch.dtype = torch.float32) -> Transf
         config, params = convert(source)
     except ConfigError as e:  # config.json holds values glassformer's config refuses
         raise CheckpointError(f"{source.name}: config.json does not give a valid glassformer model: {e}") from None
-    return build(config, params, source.name).to(dtype)
+    model = build(config, params, source.name).to(dtype)
+    tokenizer = folder_tokenizer(model_or_path)  # a folder's tokenizer.json: model.to_tokens("...") works
+    model.tokenizer = None if tokenizer is None else tokenizer.padded_to(config.d_vocab)
+    return model
+
+
+def folder_tokenizer(model_or_path: Any):
+    """The tokenizer saved beside a local model folder's weights (tokenizer.json, or GPT-2's vocab.json +
+    merges.txt), or None (an in-memory model, or a folder without one)."""
+    from pathlib import Path
+
+    if not isinstance(model_or_path, (str, Path)):
+        return None
+    path = Path(model_or_path).expanduser()
+    if not ((path / "tokenizer.json").is_file() or (path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
+        return None
+    from glassformer.train.tokenizers import BPETokenizer
+
+    return BPETokenizer.from_hf_folder(path)
 
 
 def build(config: ModelConfig, params: dict[str, torch.Tensor], source_name: str) -> Transformer:

@@ -48,7 +48,7 @@ from glassformer.model import ModelConfig
 from glassformer.model.config import CHOICES
 
 # HF hidden_act of the gate -> glassformer's gated MLP
-ACT_FROM_HF = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu"}
+ACT_FROM_HF = {"silu": "swiglu", "swish": "swiglu", "gelu": "geglu", "gelu_pytorch_tanh": "geglu_tanh"}
 
 # model_type -> which projections have biases: fn(config) -> {"q", "k", "v", "o", "mlp"} -> bool
 BIASES = {

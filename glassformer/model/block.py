@@ -3,6 +3,8 @@ each wrapped in a residual connection with a norm placed as the config says.
 
     Pre-LN  (norm_position="pre"):   x = x + Sublayer(Norm(x))
     Post-LN (norm_position="post"):  x = Norm(x + Sublayer(x))      (the paper's Figure 1)
+    Parallel (parallel_residual):    x = x + Attn(Norm1(x)) + MLP(Norm2(x))   (GPT-J, GPT-NeoX / Pythia: both
+                                     sublayers read the block's input; resid_mid = x + Attn(Norm1(x)) for hooks)
 
 The self-attention is the pattern ``config.attention`` asks for (``patterns/``). With a Transformer-XL
 memory (``segment_memory.py``) the self-attention also reads the memory's states as extra keys/values,
@@ -63,6 +65,7 @@ class Block(nn.Module):
         if self.mlp is not None:
             self.mlp_out = HookPoint()
         self.resid_post = HookPoint()
+        self.parallel = config.parallel_residual
 
     def forward(
         self,
@@ -85,6 +88,9 @@ class Block(nn.Module):
                 segment.update(h)
             return self.attn_out(self.drop(out))
 
+        if self.parallel:  # both sublayers read the block's input x
+            mlp_out = self.mlp_out(self.drop(self.mlp(self.ln2(x))))  # [batch, pos, d_model]
+            return self.resid_post(self.resid_mid(x + self_attention(self.ln1(x))) + mlp_out)
         x = self.resid_mid(self.residual(x, self.ln1, self_attention))
         if self.cross_attn is not None:
 

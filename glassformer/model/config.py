@@ -30,7 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("layernorm", "rmsnorm", "none"),
     "norm_position": ("pre", "post"),
     "positional": ("learned", "sinusoidal", "none", "rope", "alibi", "t5"),
-    "act": ("gelu", "gelu_tanh", "relu", "relu2", "swiglu", "geglu"),  # swiglu/geglu: gated MLP (mlp.py)
+    "act": ("gelu", "gelu_tanh", "relu", "relu2", "swiglu", "geglu", "geglu_tanh"),  # swiglu/geglu*: gated MLP (mlp.py)
     "attention": ("full", "sliding", "sparse", "linear", "linformer"),  # patterns/: what each query sees
     "sparse_pattern": ("strided", "fixed"),  # the Sparse Transformer's two factorisations
     "input": ("tokens", "patches"),  # patches: a vision transformer reading images (vision.py)
@@ -72,6 +72,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # W_U = W_E^T
     embed_norm: bool = False  # resid_0 = Norm(embed + pos_embed): BERT's embedding LayerNorm
     unembed_transform: bool = False  # logits = Norm(act(x W_T + b_T)) W_U + b_U: BERT's MLM-head transform
+    parallel_residual: bool = False  # x + Attn(Norm1(x)) + MLP(Norm2(x)) in one step: GPT-J / GPT-NeoX (Pythia)
     bias: bool = True
     dropout: float = 0.0
     attn_scale: float | None = None  # -> 1 / sqrt(d_head)
@@ -142,7 +143,7 @@ class ModelConfig:
             raise ConfigError("ModelConfig.tie_embeddings needs d_vocab_out == d_vocab")
         if self.embed_norm and self.norm == "none":
             raise ConfigError("ModelConfig.embed_norm needs norm = 'layernorm' or 'rmsnorm' (it uses the same norm type)")
-        if self.unembed_transform and self.act in ("swiglu", "geglu"):
+        if self.unembed_transform and self.act in ("swiglu", "geglu", "geglu_tanh"):
             raise ConfigError(f"ModelConfig.unembed_transform needs a plain (not gated) act, got act = {self.act!r}")
         if self.qk_norm and self.norm == "none":
             raise ConfigError("ModelConfig.qk_norm needs norm = 'layernorm' or 'rmsnorm' (QK-norm uses the same norm type)")
@@ -150,6 +151,8 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"ModelConfig.{name} = {value!r} must be a positive, finite number")
+        if self.parallel_residual and (self.norm_position != "pre" or self.attn_only or self.arch == "encoder-decoder"):
+            raise ConfigError("ModelConfig.parallel_residual needs norm_position='pre', an MLP (attn_only=False) and no cross-attention")
         _check_variants(self)
 
     # -- derived -------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ ACTIVATIONS = {
 
 GATED_ACTIVATIONS = {
     "swiglu": F.silu,  # SiLU(x) = x * sigmoid(x) gates the linear branch: PaLM, Llama
-    "geglu": F.gelu,  # GELU(x) gates the linear branch: T5 v1.1, Gemma
+    "geglu": F.gelu,  # GELU(x) gates the linear branch: T5 v1.1
+    "geglu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GELU's tanh approximation gates it: Gemma
 }
 
 

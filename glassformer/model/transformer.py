@@ -27,6 +27,7 @@ from glassformer.model.init import weight
 from glassformer.model.kv_cache import KVCache
 from glassformer.model.norms import NoNorm, make_norm
 from glassformer.model.segment_memory import SegmentMemory
+from glassformer.model.tokens import TokenizerMixin
 from glassformer.model.vision import PatchEmbed
 
 
@@ -58,8 +59,9 @@ def embed_tokens(stack: nn.Module, tokens: torch.Tensor, positions: torch.Tensor
     return stack.ln_embed(x) if stack.ln_embed is not None else x  # [batch, pos, d_model]
 
 
-class Transformer(HookedMixin, nn.Module):
-    """A transformer built from a :class:`ModelConfig`; every intermediate has a named hook point."""
+class Transformer(TokenizerMixin, HookedMixin, nn.Module):
+    """A transformer built from a :class:`ModelConfig`; every intermediate has a named hook point.
+    ``model.tokenizer`` (set by the loaders) turns text into ids: ``to_tokens`` / ``to_str_tokens`` / ``to_string``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -350,6 +350,7 @@ def load_checkpoint(dir: str | Path, device: str | torch.device | None = None) -
     checkpoint = Checkpoint(path=path, config=config, model=model)
     if manifest.get("has_tokenizer"):
         checkpoint.tokenizer = _load_tokenizer(path)
+        model.tokenizer = checkpoint.tokenizer  # the model carries it: model.to_tokens("...")
     if TASK in files:
         checkpoint.task = _read_json(path / TASK)
     if EXTRA in files:

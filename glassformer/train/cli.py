@@ -18,6 +18,7 @@ import torch
 from glassformer.errors import CheckpointError, ConfigError, InputError
 from glassformer.model import CHOICES, ModelConfig, Transformer
 from glassformer.model.config import model_table
+from glassformer.train import data_cli
 from glassformer.train import distributed as D
 from glassformer.train.checkpoint import load_checkpoint
 from glassformer.train.data import TextTask
@@ -46,6 +47,7 @@ def register(subparsers) -> None:
     _add_train(subparsers)
     _add_sample(subparsers)
     _add_eval(subparsers)
+    data_cli.register(subparsers)  # prepare, fill
     p = subparsers.add_parser("tasks", help="list the generated tasks", description="List the generated tasks, their architectures and options.")
     p.set_defaults(func=cmd_tasks)
 
@@ -121,11 +123,14 @@ def _add_train(subparsers) -> None:
     )
     what = p.add_mutually_exclusive_group()
     what.add_argument("--task", choices=sorted(TASKS), help="a generated task (see `glassformer tasks`)")
-    what.add_argument("--text", metavar="FILE", help="a UTF-8 text file for character-level language modelling")
+    what.add_argument("--text", metavar="FILE", help="a UTF-8 text file (or a folder from `glassformer prepare`) for language "
+                      "modelling: next-token for a decoder, masked LM with --arch encoder")
+    data_cli.add_data_sources(what)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. --option length=12 (repeatable)")
     p.add_argument("--block-size", type=int, help="text: context length in characters (default: 64)")
     p.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (--steps may extend it)")
+    data_cli.add_data_flags(p)
     _add_model_flags(p)
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
@@ -191,16 +196,17 @@ def model_config(args, task, arch: str) -> ModelConfig:
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
-    needed = {"d_vocab": task.tokenizer.vocab_size, "n_classes": task.n_classes if arch == "encoder" else 0}
+    task_fields = data_cli.model_fields(task, arch)  # vocabulary, context, classes (or a vision task's image shape)
+    needed = {"d_vocab": task_fields["d_vocab"], "n_classes": task_fields.get("n_classes", 0)}
     for name, value in needed.items():
         if name in fields and fields[name] != value:
             raise ConfigError(f"{args.config} sets {name} = {fields[name]!r}, but the task {task.name!r} needs "
                               f"{name} = {value} (the task decides it: leave it out of the file)")
-    n_ctx = task.n_ctx(arch)
+    n_ctx = task_fields["n_ctx"]
     if fields.get("n_ctx", n_ctx) < n_ctx:
         raise ConfigError(f"{args.config} sets n_ctx = {fields['n_ctx']!r}, but {task.name!r} sequences need "
                           f"n_ctx >= {n_ctx} (leave it out of the file, or make it larger)")
-    fields.update(arch=arch, n_ctx=max(fields.get("n_ctx", n_ctx), n_ctx), d_vocab_out=None, **needed)
+    fields.update({**task_fields, "n_ctx": max(fields.get("n_ctx", n_ctx), n_ctx)})
     return ModelConfig.from_dict(fields)
 
 
@@ -257,12 +263,12 @@ def train_config(args, task, out: str) -> TrainConfig:
     )
 
 
-def make_task(args):
-    if args.text:
-        block_size = TEXT_DEFAULTS["block_size"] if args.block_size is None else args.block_size
-        return TextTask(args.text, block_size=block_size, **parse_options(args.option))
+def make_task(args, arch: str | None = None):
+    task = data_cli.make_data_task(args, arch, parse_options(args.option))  # --text, --pairs, --labels, --images
+    if task is not None:
+        return task
     if not args.task:
-        raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`) or --text FILE")
+        raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`), --text, --pairs, --labels or --images")
     return get_task(args.task, **parse_options(args.option))
 
 
@@ -304,13 +310,14 @@ def cmd_train(args) -> int:
             check_resume_flags(args, trainer, MODEL_FLAGS)
             _say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
         else:
-            task = make_task(args)
+            task = make_task(args, args.arch or config_file(args)[0].get("arch"))
             arch = file_arch(args, task)
             torch.manual_seed(args.seed if args.seed is not None else TRAIN_FLAG_DEFAULTS["seed"])
-            model = Transformer(model_config(args, task, arch))
+            model = data_cli.init_model(args, task, arch) if args.init else Transformer(model_config(args, task, arch))
             trainer = Trainer(model, task, train_config(args, task, str(out)))
             _say(f"training a {_describe(model, task)} on {trainer.device} for {trainer.config.steps} steps")
         summary = trainer.train()
+        summary = data_cli.after_training(trainer, summary, out)
         _report(summary, out, text=trainer.spec["name"] == TextTask.name)
     finally:
         D.cleanup()
@@ -397,16 +404,18 @@ def cmd_sample(args) -> int:
             raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
         src, ids = ids, torch.tensor([tokenizer.encode(task.sep)], device=device)  # the prompt is the source
     generator = torch.Generator(device=device).manual_seed(args.seed)
+    stops = getattr(task, "stop_tokens", None)  # a pairs model ends its answer with [EOS]
     if args.beam:  # deterministic: one search answers every sample
-        out = model.beam_search(src, tokens=ids, max_new_tokens=n_new, beam_size=args.beam, use_cache=not args.no_cache)
+        out = model.beam_search(src, tokens=ids, max_new_tokens=n_new, beam_size=args.beam, use_cache=not args.no_cache, stop_tokens=stops)
         out = out.expand(args.num_samples, -1)
     else:  # every sample in one batch: the prompt repeated once per row
         rows = args.num_samples
         out = model.generate(ids.expand(rows, -1), n_new, src=None if src is None else src.expand(rows, -1), greedy=greedy,
                              temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
-                             use_cache=not args.no_cache, generator=generator)
+                             use_cache=not args.no_cache, generator=generator, stop_tokens=stops)
     for row in out:
-        completion = tokenizer.decode(row[ids.shape[1]:])
+        row = row[ids.shape[1]:].tolist()
+        completion = tokenizer.decode(row[: row.index(stops[0])] if stops and stops[0] in row else row)
         print(f"{args.prompt} -> {completion}" if task is not None and not isinstance(task, TextTask) else args.prompt + completion)
     return 0
 
@@ -442,8 +451,10 @@ def _classify(model: Transformer, task, ids: torch.Tensor, prompt: str) -> int:
         raise InputError("this encoder has no classification head (n_classes = 0): nothing to sample")
     from glassformer.train.tasks.base import CLS
 
-    if task is not None and CLS in task.tokenizer.stoi and not prompt.startswith(CLS):
-        ids = torch.cat([torch.tensor([[task.tokenizer.stoi[CLS]]], device=ids.device), ids], dim=1)  # the classifier reads position 0
+    cls = getattr(task, "cls_token", CLS)
+    cls_id = task.tokenizer.token_to_id(cls) if task is not None and task.tokenizer is not None else None
+    if cls_id is not None and not prompt.startswith(cls):
+        ids = torch.cat([torch.tensor([[cls_id]], device=ids.device), ids], dim=1)  # the classifier reads position 0
     with torch.no_grad():
         probs = torch.softmax(model.classify(ids)[0].float(), dim=-1)  # [n_classes]
     names = getattr(task, "class_chars", None) or [str(i) for i in range(len(probs))]
@@ -482,7 +493,11 @@ def cmd_eval(args) -> int:
 
 def cmd_tasks(args) -> int:
     rows = [(name, ", ".join(TASKS[name].archs), description) for name, description in list_tasks()]
-    rows.append((TextTask.name, ", ".join(TextTask.archs), TextTask.description + " (glassformer train --text FILE)"))
+    rows.append((TextTask.name, "decoder, encoder", TextTask.description + " (glassformer train --text FILE; masked LM with --arch encoder)"))
+    rows += [("pairs", "encoder-decoder", "source/target pairs from a TSV or JSONL file (glassformer train --pairs FILE)"),
+             ("labels", "encoder", "text classification from a TSV, CSV or JSONL file (glassformer train --labels FILE)"),
+             ("digits", "encoder", "scikit-learn's 8x8 digits for a vision transformer (glassformer train --images digits)"),
+             ("images", "encoder", "an image folder, one sub-folder per class (glassformer train --images DIR)")]
     width = max(len(r[0]) for r in rows)
     arch_width = max(len(r[1]) for r in rows)
     for name, archs, description in rows:

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from glassformer.errors import ConfigError, InputError
+from glassformer.train import stream
 from glassformer.train.batch import Batch
 from glassformer.train.tasks.base import check_choice, check_int
-from glassformer.train.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+from glassformer.train.tokenizers import MASK, CharTokenizer, Tokenizer, load_tokenizer
 
 TRAIN_FRACTION = 0.9
 
@@ -39,41 +40,33 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 text ({e})") from None
-
-
 def load_tokens(path: str | Path, tokenizer: Tokenizer | None = None) -> tuple[np.memmap, Tokenizer]:
     """``(tokens, tokenizer)``: the whole file's token ids as a read-only memory map, building and
-    caching it on first use. With no tokenizer, a CharTokenizer of the file's characters is made
-    (and cached beside the tokens)."""
+    caching it on first use (the file is read in pieces, never whole: :mod:`glassformer.train.stream`).
+    With no tokenizer, a CharTokenizer of the file's characters is made (and cached beside the tokens).
+    ``path`` may also be a folder written by ``glassformer prepare`` (its tokens and tokenizer are used)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such text file: {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty")
+    if stream.is_prepared(path):
+        tokens, saved = stream.open_prepared(path)
+        if tokenizer is not None and tokenizer != saved and tokenizer != saved.with_specials([MASK]):
+            raise InputError(f"{path} was prepared with another tokenizer ({saved!r}); prepare it again or drop --tokenizer")
+        return tokens, tokenizer or saved
+    if path.is_dir():
+        raise InputError(f"{path} is a folder but not one written by `glassformer prepare` (no meta.json)")
+    stream.check_text_file(path)
     folder = cache_dir() / "text" / f"{path.stem}-{file_sha256(path)[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
-    text = None
     if tokenizer is None:
         vocab_dir = folder / "char_tokenizer"
         if (vocab_dir / "tokenizer.json").is_file():
             tokenizer = load_tokenizer(vocab_dir)
         else:
-            text = _read_text(path)
-            tokenizer = CharTokenizer.from_text(text)
+            tokenizer = CharTokenizer(sorted(stream.scan_chars(path)))
             tokenizer.save(vocab_dir)
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    file = folder / f"tokens-{tokenizer.fingerprint()[:16]}.{np.dtype(dtype).name}"
+    dtype = stream.token_dtype(tokenizer.vocab_size)
+    file = folder / f"tokens-{tokenizer.fingerprint()[:16]}.{dtype.name}"
     if not file.is_file():
-        text = _read_text(path) if text is None else text
-        ids = tokenizer.encode_array(text).astype(dtype)  # [n_tokens]
-        tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-        ids.tofile(tmp)
-        os.replace(tmp, file)  # atomic: a crash never leaves a half-written cache file
+        stream.write_tokens(path, tokenizer, file)
     return np.memmap(file, dtype=dtype, mode="r"), tokenizer
 
 

@@ -30,7 +30,8 @@ from glassformer.errors import CheckpointError, ConfigError, GlassformerError, O
 from glassformer.model import ModelConfig, Transformer
 from glassformer.train import distributed as D
 from glassformer.train.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from glassformer.train.data import TextTask
+from glassformer.train.file_tasks import file_task_class
+from glassformer.train.file_tasks import rebuild as rebuild_file_task
 from glassformer.train.metrics import accuracy_counts, loss_fn
 from glassformer.train.optim import lr_at, make_optimizer, set_lr
 from glassformer.train.run_dir import RunLock, writable_dir
@@ -136,7 +137,7 @@ def task_spec(task) -> dict:
     ``{"name": ..., "options": {...}, "format": N}`` (a text file's path made absolute; N = the task's
     ``format_version``, so a checkpoint trained on an older sequence layout is refused, not mis-scored)."""
     options = dict(getattr(task, "options", {}) or {})
-    if task.name == TextTask.name:
+    if "path" in options:  # a data file's task: rebuilt from the file wherever the run is read
         options["path"] = str(Path(options["path"]).resolve())
     return {"name": task.name, "options": options, "format": getattr(task, "format_version", 1)}
 
@@ -146,8 +147,8 @@ def task_from_spec(spec: dict | None, tokenizer=None):
     if not isinstance(spec, dict) or "name" not in spec:
         raise CheckpointError(f"the checkpoint has no task spec to rebuild its task from (got {spec!r})")
     options = dict(spec.get("options", {}))
-    if spec["name"] == TextTask.name:
-        return TextTask(**options, tokenizer=tokenizer)
+    if file_task_class(spec["name"]) is not None:  # text, masked-text, pairs, labels, digits, images
+        return rebuild_file_task(spec["name"], options, tokenizer)
     task = get_task(spec["name"], **options)
     saved = spec.get("format", 1)  # checkpoints from before format versions hold the first layout
     if saved != task.format_version:
@@ -209,7 +210,10 @@ def evaluate(model: Transformer, task, *, n_batches: int = 4, batch_size: int = 
     if dist.enabled:
         totals = D.all_reduce_sum(totals.to(device)).cpu()
     loss, token_hits, n, seq_hits, rows = totals.tolist()
-    return {"loss": loss / n, "token_accuracy": token_hits / n, "sequence_accuracy": seq_hits / rows}
+    metrics = {"loss": loss / n, "token_accuracy": token_hits / n, "sequence_accuracy": seq_hits / rows}
+    for alias, name in getattr(task, "metric_aliases", {}).items():  # e.g. labels: "accuracy"; masked LM: "masked_accuracy"
+        metrics[alias] = metrics[name]
+    return metrics
 
 
 class Trainer:
@@ -231,6 +235,8 @@ class Trainer:
         self.device = D.resolve_device(config.device, D.dist_info_from_env().local_rank)
         self.dist = D.init_distributed(self.device)
         self.model = model.to(self.device)
+        if self.tokenizer is not None:
+            model.tokenizer = self.tokenizer  # the trained model carries its tokenizer
         self.amp_dtype = self._amp_dtype()
         self.optimizer = make_optimizer(
             self.model, config.lr, config.weight_decay, betas=(config.beta1, config.beta2), decay_embeddings=config.decay_embeddings
@@ -444,7 +450,7 @@ class Trainer:
         'right') the validation loss."""
         if not self.last_eval:
             return {}
-        if self.spec.get("name") == TextTask.name:
+        if self.spec.get("name") in ("text", "masked-text"):  # language modelling: no whole-window accuracy
             return {"val_loss": f"{self.last_eval['loss']:.4f}"}
         return {"acc": f"{self.last_eval['sequence_accuracy']:.3f}"}
 

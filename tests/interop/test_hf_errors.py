@@ -20,11 +20,9 @@ def gpt2_folder(tmp_path):
 
 
 def test_unsupported_model_type_in_memory():
-    config = transformers.GPTNeoXConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
-    )
-    with pytest.raises(CheckpointError, match="model_type 'gpt_neox' is not supported.*'gpt2', 'llama'.*'bert'"):
-        from_hf(transformers.GPTNeoXForCausalLM(config))
+    config = transformers.GPTJConfig(vocab_size=50, n_embd=32, n_layer=1, n_head=4, n_positions=16, rotary_dim=4)
+    with pytest.raises(CheckpointError, match="model_type 'gptj' is not supported.*'gpt2', 'llama'.*'bert'"):
+        from_hf(transformers.GPTJForCausalLM(config))
 
 
 def test_unsupported_model_type_in_folder(gpt2_folder):

@@ -31,7 +31,7 @@ def test_tasks_lists_every_task(capsys):
     code, out, _ = run(capsys, "tasks")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == [*TASKS, "text"]
+    assert names == [*TASKS, "text", "pairs", "labels", "digits", "images"]  # then the data-file tasks
 
 
 def test_demo_learns_reverse_and_shows_it(capsys, tmp_path):
