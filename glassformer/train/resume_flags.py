@@ -11,7 +11,7 @@ from glassformer.errors import ConfigError
 # What a resumed run may change: how long it trains, where and how it runs, what it prints.
 RESUMABLE = ("steps", "device", "dtype", "compile", "quiet")
 # Flags that describe the data; each is compared with the saved task's options.
-TASK_FLAGS = ("task", "text", "option", "block_size", "config")
+TASK_FLAGS = ("task", "text", "option", "block_size", "config", "pairs", "labels", "images", "tokenizer", "init", "rasp")
 
 
 def check_resume_flags(args, trainer, model_flags: tuple[str, ...]) -> None:
