@@ -18,7 +18,7 @@ import torch
 
 from glassformer.errors import InputError
 from glassformer.explain.document import Section, Shown, Step, Trace, dims, elided, fmt, token_text
-from glassformer.explain.reference import unsupported
+
 
 GATED = ("swiglu", "geglu")
 ACT_TEX = {
@@ -389,7 +389,7 @@ def trace(model, tokens, *, src=None, tokenizer=None, max_rows: int = 8, max_col
     last entries, with ⋯ between).
     """
     cfg = model.config
-    missing = unsupported(cfg)
+    missing = []
     if missing:
         raise InputError(f"explain covers softmax-attention transformers of the 2017 family; not {', '.join(missing)}")
     tokens = _as_ids(tokens, "tokens")
