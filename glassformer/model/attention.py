@@ -264,6 +264,7 @@ class Attention(nn.Module):
     # -- what this attention is, for the tools (explain, diagram, lens) -------------------------------
 
     key_axis = "positions"  # what the last axis of attn.pattern indexes (Linformer: projected slots)
+    softmax_pattern = True  # the pattern is a softmax of the scores (linear attention: normalised kernel values)
     name = "attention"  # the pattern's name in titles ("sliding-window attention", ...)
 
     def allowed_tex(self) -> str | None:

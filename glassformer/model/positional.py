@@ -74,8 +74,7 @@ class Rotary(ExactFrequencies):
     def describe(self) -> Description:
         return Description(
             "RoPE",
-            (r"\begin{pmatrix} x'_i \\ x'_{i + d/2} \end{pmatrix} = \begin{pmatrix} \cos p\theta_i & -\sin p\theta_i \\ "
-             r"\sin p\theta_i & \cos p\theta_i \end{pmatrix} \begin{pmatrix} x_i \\ x_{i + d/2} \end{pmatrix}, \quad "
+            (r"x'_i = x_i \cos p\theta_i - x_{i + d/2} \sin p\theta_i, \quad x'_{i + d/2} = x_i \sin p\theta_i + x_{i + d/2} \cos p\theta_i, \quad "
              rf"\theta_i = {self.base:g}^{{-2i/d}}",),
             f"RoPE rotates q and k by their positions p (the first d = {self.d_rot} dimensions of each head, in pairs), so "
             "q_i · k_j depends on the positions only through i - j.",
@@ -171,8 +170,8 @@ class T5RelativeBias(nn.Module):
         return Description(
             "T5 relative bias",
             (r"\mathrm{bias}_h[i, j] = W_{\mathrm{bias}}[\mathrm{bucket}(j - i), h]",
-             r"\mathrm{bucket}(d) = d \text{ for } d < n/2, \text{ else } n/2 + \left\lfloor \frac{\log(d / (n/2))}"
-             r"{\log(D / (n/2))} (n - n/2) \right\rfloor"),
+             r"\mathrm{bucket}(d) = d \text{ for } d < n/2, \text{ else } n/2 + \lfloor \frac{\log(d / (n/2))}"
+             r"{\log(D / (n/2))} (n - n/2) \rfloor"),
             f"A learned scalar per (offset bucket, head) is added to the scores; near offsets get one bucket each, far "
             f"ones share log-spaced buckets (n = {self.n_buckets}{' per direction / 2' if self.bidirectional else ''}, "
             f"D = {self.max_distance}).",

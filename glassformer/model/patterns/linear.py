@@ -39,6 +39,7 @@ class LinearAttention(Attention):
     """z_i = phi(q_i)^T S_i / phi(q_i)^T u_i, with S, u (prefix) sums over the keys; O(pos)."""
 
     name = "linear (elu + 1 kernel)"
+    softmax_pattern = False
 
     def scores_tex(self, head: int) -> str:
         eq = r"\mathrm{scores}_{ij} = \phi(q_i) \cdot \phi(k_j), \quad \phi(x) = \mathrm{elu}(x) + 1"
