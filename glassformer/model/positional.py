@@ -120,7 +120,7 @@ class ALiBi(nn.Module):
         return Description(
             "ALiBi", (r"\mathrm{bias}_h[i, j] = -m_h |i - j|, \quad m_h = 2^{-8h/H}",),
             "ALiBi adds -m_h |i - j| to head h's scores: a fixed penalty growing with distance, one slope per head.",
-            "slopes " + ", ".join(f"{m:.3g}" for m in self.slopes.tolist()[:4]) + ("…" if len(self.slopes) > 4 else ""),
+            "slopes " + ", ".join(f"{m:.3g}" for m in alibi_slopes(len(self.slopes)).tolist()[:4]) + ("…" if len(self.slopes) > 4 else ""),
         )
 
 
