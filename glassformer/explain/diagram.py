@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from glassformer.errors import InputError
 from glassformer.model.config import ModelConfig
 from glassformer.model.describe import Description, describe
 from glassformer.model.norms import RESIDUAL_EQUATIONS, NoNorm
@@ -61,6 +62,10 @@ class _Drawing:
     def text(self, x, y, s, anchor="start", cls="shape"):
         self.items.append(("text", x, y, s, anchor, cls))
 
+    def note(self, x, y, lines, anchor="start", **data):
+        """Lines of small text, the first at height y, in one group carrying ``data-*`` attributes."""
+        self.items.append(("note", x, y, lines, anchor, data))
+
     def plus(self, cx, cy):
         self.items.append(("plus", cx, cy))
 
@@ -84,6 +89,10 @@ class _Drawing:
                 width = 6.2 * len(it[3])
                 xs += [it[1] - (width if it[4] == "end" else width / 2 if it[4] == "middle" else 0), it[1] + width]
                 ys += [it[2] - 4, it[2] + 12]
+            elif it[0] == "note":
+                width = 6.2 * max(len(line) for line in it[3])
+                xs += [it[1] - (width if it[4] == "end" else 0), it[1] + (0 if it[4] == "end" else width)]
+                ys += [it[2] - 14 * len(it[3]), it[2] + 12]
             elif it[0] == "frame":
                 label = 8 + 7 * len(it[5])
                 xs += [it[1] - (label if it[6] == "left" else 0), it[3] + (label if it[6] == "right" else 0)]
@@ -139,6 +148,12 @@ class _Drawing:
                 _, cx, cy = it
                 out.append(f'<g data-role="add"><circle cx="{X(cx)}" cy="{Y(cy)}" r="9" fill="white" stroke="#555" stroke-width="1.4"/>'
                            f'<path d="M {X(cx) - 5} {Y(cy)} h 10 M {X(cx)} {Y(cy) - 5} v 10" stroke="#555" stroke-width="1.6"/></g>')
+            elif kind == "note":
+                _, tx, ty, lines, anchor, data = it
+                attrs = "".join(f' data-{k.replace("_", "-")}="{escape(str(v))}"' for k, v in data.items())
+                texts = "".join(f'<text x="{X(tx)}" y="{Y(ty - 14 * k)}" text-anchor="{anchor}" class="detail">{escape(line)}</text>'
+                                for k, line in enumerate(lines))
+                out.append(f"<g{attrs}>{texts}</g>")
             elif kind == "dot":
                 out.append(f'<circle cx="{X(it[1])}" cy="{Y(it[2])}" r="3" fill="#555"/>')
         out.append("</svg>")
@@ -328,9 +343,10 @@ def _title(model, expanded: bool) -> str:
     return f"{cfg.arch} · {n} · d_model={cfg.d_model} · {cfg.n_heads} heads · {norm} · {cfg.positional} positions · {view}"
 
 
-def diagram(model, expanded: bool = False) -> str:
+def diagram(model, expanded: bool = False, residual_labels: list[str] | None = None) -> str:
     """The architecture of ``model`` (a :class:`~glassformer.Transformer`, or a :class:`ModelConfig`, which is
-    built first) as an SVG document (a string), drawn from its modules."""
+    built first) as an SVG document (a string), drawn from its modules. ``residual_labels`` (one name per
+    residual dimension, e.g. a compiled RASP model's ``tokens=a``) are listed beside the residual stream."""
     if isinstance(model, ModelConfig):
         from glassformer.model.transformer import Transformer
 
@@ -355,10 +371,29 @@ def diagram(model, expanded: bool = False) -> str:
     else:
         column = _Column(d, model, model, "", 0.0, -1, expanded, outer=+1)
         column.embedding("image" if hasattr(model.embed, "W_patch") else "token ids")
+        if residual_labels is not None:
+            _residual_names(d, column, residual_labels)
         column.blocks()
     column.final_norm()
     _output(column, model)
     return d.svg(_title(model, expanded))
+
+
+def _residual_names(d: _Drawing, col: _Column, labels: list[str]) -> None:
+    """The residual stream's named dimensions (a compiled program's variables), grouped by variable, beside it."""
+    if len(labels) != col.d_model:
+        raise InputError(f"residual_labels has {len(labels)} names but the model has d_model = {col.d_model}")
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        name, _, value = str(label).partition("=")
+        groups.setdefault(name, []).append(value)
+    lines = [f"residual stream: {len(labels)} named dimensions"]
+    for name, values in groups.items():
+        shown = ", ".join(v for v in values if v)
+        lines.append(f"{name}" + (f" = {shown[:48]}{'…' if len(shown) > 48 else ''}" if shown else ""))
+    top = col.y + 14 * len(lines)
+    d.note(col.cx + col.outer * (BOX_W / 2 + 24), top, lines, "start" if col.outer > 0 else "end", role="residual-labels", n=len(labels))
+    col.y = top
 
 
 def _output(col: _Column, model) -> None:
@@ -387,8 +422,8 @@ def _output(col: _Column, model) -> None:
     d.box(col.cx, col.y, what, "", kind="io", h=26)
 
 
-def save_diagram(model, path: str | Path, expanded: bool = False) -> Path:
+def save_diagram(model, path: str | Path, expanded: bool = False, residual_labels: list[str] | None = None) -> Path:
     """Write the SVG of ``model`` (a Transformer or a ModelConfig) to ``path``."""
     path = Path(path)
-    path.write_text(diagram(model, expanded), encoding="utf-8")
+    path.write_text(diagram(model, expanded, residual_labels), encoding="utf-8")
     return path

@@ -147,3 +147,14 @@ def test_every_module_of_every_variant_is_drawn(overrides):
         assert role(boxes, "segment-memory")
     if model.config.input == "patches":
         assert "Patch embedding" in diagram(model) and "Token embedding" not in diagram(model)
+
+
+def test_a_compiled_models_residual_names_are_listed():
+    names = ["one", "tokens=a", "tokens=b", "indices=0", "indices=1", "frac_prevs"] + [f"x={i}" for i in range(10)]
+    svg = diagram(cfg(d_model=16, n_heads=2, norm="none", final_norm=False), residual_labels=names)
+    root, boxes = parse(svg)
+    note = role(boxes, "residual-labels")
+    assert len(note) == 1 and note[0].get("data-n") == "16"
+    assert "tokens = a, b" in svg and "indices = 0, 1" in svg and "frac_prevs" in svg
+    with pytest.raises(ValueError, match="d_model = 16"):
+        diagram(cfg(d_model=16, n_heads=2), residual_labels=names[:3])
