@@ -145,7 +145,7 @@ def attention_patterns(model: nn.Module, inputs: ModelInput, *, stack: str | Non
     ``cross=True`` gives a decoder's cross-attention (keys are source positions)."""
     p = stack_prefix(model, stack)
     kind = "cross_attn" if cross else "attn"
-    if cross and model.config.arch != "encoder-decoder":
+    if cross and model.encoder is None:
         raise InputError("cross=True needs an encoder-decoder model")
     names = [f"{p}blocks.{l}.{kind}.pattern" for l in range(n_blocks(model, p))]
     _, cache = run_with_cache(model, inputs, names=names)

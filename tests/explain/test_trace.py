@@ -302,3 +302,19 @@ def test_mathml_translation():
         to_mathml(r"\sigmaa")
     with pytest.raises(InputError, match="unclosed"):
         to_mathml(r"x_{1")
+
+
+def test_the_trace_is_plain_data_for_other_programs():
+    import json
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=4, n_layers=1, n_heads=1, d_vocab=5, n_ctx=8, attention="sliding", window=2)).eval()
+    data = json.loads(json.dumps(explain_trace(model, [0, 1, 2]).to_dict(), allow_nan=False))  # strict JSON
+    steps = [st for s in data["sections"] for st in s["steps"]]
+    scores = next(st for st in steps if st["title"].endswith("head 0: scores"))
+    assert r"0 \le i - j < 2" in scores["equations"][0]
+    table = scores["tensors"][0]
+    _, cache = model.run_with_cache(torch.tensor([[0, 1, 2]]))
+    expected = cache["blocks.0.attn.scores"][0, 0]
+    assert table["shape"] == [3, 3] and table["infinite"][2][0] and table["values"][2][0] is None  # -inf: null + flag
+    assert table["values"][2][2] == pytest.approx(float(expected[2, 2]))
