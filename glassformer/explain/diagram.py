@@ -136,11 +136,12 @@ class _Drawing:
                 attrs = "".join(f' data-{k.replace("_", "-")}="{escape(str(v))}"' for k, v in data.items())
                 out.append(f'<g{attrs}><rect x="{X(cx - w / 2)}" y="{Y(y + h)}" width="{w}" height="{h}" rx="6" fill="{fill}" stroke="{stroke}" stroke-width="1.3"/>')
                 cls = "head" if colour == "head" else ("io" if colour == "io" else "title")
+                fit = _fit(title_, w, 13 if cls == "title" else 11) + ""  # long names shrink to fit the box
                 if detail:
-                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.58)}" text-anchor="middle" class="{cls}">{escape(title_)}</text>')
-                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.18)}" text-anchor="middle" class="detail">{escape(detail)}</text></g>')
+                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.58)}" text-anchor="middle" class="{cls}"{fit}>{escape(title_)}</text>')
+                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.18)}" text-anchor="middle" class="detail"{_fit(detail, w, 10)}>{escape(detail)}</text></g>')
                 else:
-                    out.append(f'<text x="{X(cx)}" y="{Y(y + h / 2 - 4)}" text-anchor="middle" class="{cls}">{escape(title_)}</text></g>')
+                    out.append(f'<text x="{X(cx)}" y="{Y(y + h / 2 - 4)}" text-anchor="middle" class="{cls}"{fit}>{escape(title_)}</text></g>')
             elif kind == "text":
                 _, tx, ty, s, anchor, cls = it
                 out.append(f'<text x="{X(tx)}" y="{Y(ty)}" text-anchor="{anchor}" class="{cls}">{escape(s)}</text>')
@@ -158,6 +159,12 @@ class _Drawing:
                 out.append(f'<circle cx="{X(it[1])}" cy="{Y(it[2])}" r="3" fill="#555"/>')
         out.append("</svg>")
         return "\n".join(out) + "\n"
+
+
+def _fit(text: str, width: float, size: float) -> str:
+    """A smaller font-size attribute when ``text`` at ``size`` px would not fit ``width`` (about 0.6 em per character)."""
+    need = 0.6 * size * len(text) + 10
+    return f' style="font-size:{size * width / need:.1f}px"' if need > width else ""
 
 
 class _Column:
@@ -188,11 +195,14 @@ class _Column:
         label = name if self.expanded else name.rsplit(".", 1)[-1]  # compact: one block stands for all
         return self.d.box(self.cx, self.y, describe(module).title, label, kind="norm", role="norm", on=on, name=name, module=name)
 
-    def side_box(self, y: float, module_name: str, desc: Description, kind: str, role: str, **data) -> None:
-        """A component drawn beside the trunk (positional schemes inside attention, QK-norm, memory), joined by a dashed line."""
-        px = self.cx + self.outer * (BOX_W / 2 + 120)
+    def side_box(self, y: float, target_y: float, module_name: str, desc: Description, kind: str, role: str, **data) -> None:
+        """A component drawn beside the trunk (positional schemes inside attention, QK-norm, memory), its dashed
+        arrow bending down to the middle of the box it acts in (at height ``target_y``)."""
+        px = self.cx + self.outer * (BOX_W / 2 + SKIP + 130)  # clear of the block's frame
         self.d.box(px, y, desc.title, desc.detail, kind=kind, w=200, role=role, module=module_name, **data)
-        self.d.line([(px - self.outer * 100, y + BOX_H / 2), (self.cx + self.outer * BOX_W / 2, y + BOX_H / 2)], arrow=True, dashed=True, role=role)
+        bend = self.cx + self.outer * (BOX_W / 2 + 12)
+        self.d.line([(px - self.outer * 100, y + BOX_H / 2), (bend, y + BOX_H / 2), (bend, target_y),
+                     (self.cx + self.outer * BOX_W / 2, target_y)], arrow=True, dashed=True, role=role)
 
     def embedding(self, what: str):
         d, p, stack = self.d, self.prefix, self.stack
@@ -253,12 +263,12 @@ class _Column:
                            kind=kind, role="W_O", name=name)
         side_y = start
         if not cross and getattr(self.model.config, "memory_len", 0):  # Transformer-XL: state, not a module
-            self.side_box(side_y, f"{name}.memory", describe_memory(self.model.config.memory_len), "pos", "segment-memory")
+            self.side_box(side_y, mid, f"{name}.memory", describe_memory(self.model.config.memory_len), "pos", "segment-memory")
             side_y += BOX_H + 6
         for part_name, module in parts:
             part = describe(module)
             kind_ = "norm" if part_name.endswith("_norm") else "pos"
-            self.side_box(side_y, part_name, Description(f"{part.title} ({part_name.rsplit('.', 1)[-1]})" if kind_ == "norm" else part.title, detail=part.detail),
+            self.side_box(side_y, mid, part_name, Description(f"{part.title} ({part_name.rsplit('.', 1)[-1]})" if kind_ == "norm" else part.title, detail=part.detail),
                           kind_, "attn-part")
             side_y += BOX_H + 6
         self.y = max(self.y, side_y - 6)

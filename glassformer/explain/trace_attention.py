@@ -81,7 +81,7 @@ def attention_steps(b, a: str, attn, cross: bool) -> list:
         if attn.softmax_pattern:
             lines = _softmax_lines(b.cache[f"{a}.scores"][0, h].double().cpu().numpy(), q_rows, b.max_rows, b.max_cols)
         steps.append(Step(
-            f"{_title(a)}, {head}: pattern", [attn.pattern_tex()],
+            f"{_title(a)}, {head}: " + ("softmax, row by row" if attn.softmax_pattern else "pattern"), [attn.pattern_tex()],
             [f"{dims(q_pos=nq, k_pos=len(s_cols))} -> {dims(q_pos=nq, k_pos=len(s_cols))}, each row sums to 1"],
             attn.pattern_text(), [b.hook(f"pattern, {head}", f"{a}.pattern", (0, h), rows=q_rows, cols=s_cols, heat=True)], lines,
         ))
