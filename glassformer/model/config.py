@@ -16,7 +16,6 @@ field and what it may be. Configs round-trip through JSON and TOML.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from dataclasses import dataclass, fields
@@ -24,41 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from glassformer.errors import ConfigError
-
-ARCHS = ("decoder", "encoder", "encoder-decoder")
-
-
-@functools.cache
-def choices() -> dict[str, tuple[str, ...]]:
-    """The allowed values of every categorical field, read from the registries of the components that implement
-    them: a new variant registers its component there (one line) and becomes a valid config value."""
-    from glassformer.model.embed import POSITIONAL_EMBEDDINGS
-    from glassformer.model.mlp import ACTIVATIONS, GATED_ACTIVATIONS
-    from glassformer.model.norms import NORMS, RESIDUAL_RULES
-    from glassformer.model.patterns import PATTERNS
-    from glassformer.model.patterns.sparse import SparseAttention
-    from glassformer.model.positional import IN_ATTENTION
-    from glassformer.model.vision import INPUTS
-
-    return {
-        "arch": ARCHS,
-        "norm": tuple(NORMS),
-        "norm_position": tuple(RESIDUAL_RULES),
-        "positional": (*POSITIONAL_EMBEDDINGS, "none", *IN_ATTENTION),  # added to resid_0, nothing, or inside attention
-        "act": (*ACTIVATIONS, *GATED_ACTIVATIONS),  # gated: swiglu/geglu (mlp.py)
-        "attention": tuple(PATTERNS),  # patterns/: what each query sees
-        "sparse_pattern": SparseAttention.MODES,  # the Sparse Transformer's two factorisations
-        "input": tuple(INPUTS),  # patches: a vision transformer reading images (vision.py)
-    }
-
-
-def __getattr__(name: str):
-    """``CHOICES`` (the allowed values of every categorical field) is derived from the registries on first use:
-    they import this module, so it cannot be built while this module loads."""
-    if name == "CHOICES":
-        return choices()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from glassformer.model.registry import CHOICES  # filled in by the components' registries (registry.py)
 
 RELATIVE_POSITIONALS = ("rope", "alibi", "t5", "none")  # schemes that only see offsets i - j
 
@@ -118,7 +83,7 @@ class ModelConfig:
     n_channels: int = 1  # input="patches": colour channels
 
     def __post_init__(self) -> None:
-        for name, allowed in choices().items():
+        for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {', '.join(map(repr, allowed))}")

@@ -24,6 +24,7 @@ from glassformer.model.init import normal, weight
 from glassformer.model.positional import ExactFrequencies
 from glassformer.model.mlp import ACTIVATIONS
 from glassformer.model.norms import make_norm
+from glassformer.model.registry import register
 
 
 class Embed(nn.Module):
@@ -93,6 +94,7 @@ class SinusoidalPositional(ExactFrequencies):
 
 
 POSITIONAL_EMBEDDINGS = {"learned": LearnedPositional, "sinusoidal": SinusoidalPositional}  # added to resid_0
+register("positional", (*POSITIONAL_EMBEDDINGS, "none"))  # none: no positions at all
 
 
 def make_positional(config: ModelConfig) -> nn.Module | None:

@@ -28,6 +28,7 @@ from glassformer.model.config import ModelConfig
 from glassformer.model.describe import Description
 from glassformer.model.hooks import HookPoint
 from glassformer.model.init import residual_weight, weight
+from glassformer.model.registry import register
 
 
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +56,9 @@ GATED_ACTIVATIONS = {
     "swiglu": F.silu,  # SiLU(x) = x * sigmoid(x) gates the linear branch: PaLM, Llama
     "geglu": F.gelu,  # GELU(x) gates the linear branch: T5 v1.1, Gemma
 }
+
+
+register("act", (*ACTIVATIONS, *GATED_ACTIVATIONS))  # gated: swiglu/geglu (GatedMLP)
 
 
 class MLP(nn.Module):

@@ -15,6 +15,7 @@ from torch import nn
 from glassformer.model.config import ModelConfig
 from glassformer.model.describe import Description
 from glassformer.model.hooks import HookPoint
+from glassformer.model.registry import register
 
 
 class LayerNorm(nn.Module):
@@ -86,6 +87,7 @@ class NoNorm(nn.Module):
 
 
 NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "none": NoNorm}  # config.norm -> its module
+register("norm", NORMS)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -129,6 +131,7 @@ def post_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Sublayer) -> 
 
 
 RESIDUAL_RULES = {"pre": pre_norm_residual, "post": post_norm_residual}
+register("norm_position", RESIDUAL_RULES)
 
 # What each residual rule looks like to a reader: the sublayer's equation and where its norm sits.
 RESIDUAL_EQUATIONS = {

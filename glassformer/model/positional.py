@@ -21,6 +21,7 @@ from torch import nn
 
 from glassformer.model.describe import Description
 from glassformer.model.init import normal
+from glassformer.model.registry import register
 
 
 class ExactFrequencies(nn.Module):
@@ -180,3 +181,4 @@ class T5RelativeBias(nn.Module):
 
 
 IN_ATTENTION = {"rope": Rotary, "alibi": ALiBi, "t5": T5RelativeBias}  # positional schemes that act inside attention
+register("positional", IN_ATTENTION)

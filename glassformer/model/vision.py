@@ -23,6 +23,7 @@ from glassformer.model.describe import Description
 from glassformer.model.embed import Embed
 from glassformer.model.hooks import HookPoint
 from glassformer.model.init import weight
+from glassformer.model.registry import register
 
 
 def image_patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -85,3 +86,4 @@ class PatchEmbed(nn.Module):
 
 
 INPUTS = {"tokens": Embed, "patches": PatchEmbed}  # config.input -> the module that makes resid_0's first term
+register("input", INPUTS)

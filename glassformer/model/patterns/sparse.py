@@ -28,6 +28,7 @@ from glassformer.model.config import ModelConfig
 from glassformer.model.patterns.masked import PatternAttention, key_validity
 from glassformer.model.patterns.sliding import band_partial
 from glassformer.model.patterns.softmax_parts import Partial, merge, partial_softmax
+from glassformer.model.registry import register
 
 
 class SparseAttention(PatternAttention):
@@ -125,3 +126,6 @@ class SparseAttention(PatternAttention):
             self.block_scores(q, k[:, :, index], positions, index),  # [batch, heads, pos, n_summary]
             allowed, v[:, :, index], self.dropout, self.training,
         )
+
+
+register("sparse_pattern", SparseAttention.MODES)
