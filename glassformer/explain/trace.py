@@ -206,7 +206,7 @@ class _Builder:
 
     def output(self) -> Section:
         if self.model.unembed is None:
-            return self.class_token_output()
+            return self.classifier()
         cfg, rows = self.cfg, self.labels[""]
         vocab = [f"{i} {token_text(self.tokenizer, i)}" for i in range(cfg.d_vocab_out)]
         section = Section("Output", "The final residual stream is read out as scores over the vocabulary.")
@@ -243,28 +243,22 @@ class _Builder:
         ))
         return section
 
-    def class_token_output(self) -> Section:
-        """A vision model has no vocabulary: the class token's final vector (position 0) is classified."""
+    def classifier(self) -> Section:
+        """class_logits = x_0 W_cls + b_cls from position 0's final vector: a vision model's class token (its only
+        output: the ``logits`` hook), or BERT's [CLS] position beside the MLM logits (computed from ``ln_final``)."""
         classes = [str(c) for c in range(self.cfg.n_classes)]
-        return Section("Classification head", "The class is read from the class token's final vector (position 0).", [Step(
-            "Class logits", [r"\mathrm{logits} = x_0 W_{\mathrm{cls}} + b_{\mathrm{cls}}"],
+        if self.model.unembed is None:
+            intro, logits = "The class is read from the class token's final vector (position 0).", self.hook("class logits", "logits", cols=classes)
+        else:
+            x = self.cache["ln_final"][0, 0].double().cpu().numpy()
+            value = x @ self.params["classifier.W"].astype(np.float64) + self.params["classifier.b"]
+            intro = "BERT-style: the class is read from position 0's final vector."
+            logits = Shown("class logits", "derived", "ln_final[0, 0] @ classifier.W + classifier.b", "", value, None, classes)
+        return Section("Classification head", intro, [Step(
+            "Class logits", [r"\mathrm{class\_logits} = x_0 W_{\mathrm{cls}} + b_{\mathrm{cls}}"],
             [f"{dims(d_model=self.d_model)} @ {dims(d_model=self.d_model, n_classes=self.cfg.n_classes)} -> {dims(n_classes=self.cfg.n_classes)}"],
             f"x_0 is the final stream at position {self.labels[''][0]}.",
-            [self.param("W_cls", "classifier.W", cols=classes), self.param("b_cls", "classifier.b", cols=classes),
-             self.hook("class logits", "logits", cols=classes)],
-        )])
-
-    def classifier(self) -> Section:
-        rows = self.labels[""]
-        x = self.cache["ln_final"][0, 0].double().cpu().numpy()
-        logits = x @ self.params["classifier.W"].astype(np.float64) + self.params["classifier.b"]
-        classes = [str(c) for c in range(self.cfg.n_classes)]
-        return Section("Classification head", "BERT-style: the class is read from position 0's final vector.", [Step(
-            "Class logits", [r"\mathrm{class\_logits} = x_0 W_{\mathrm{cls}} + b_{\mathrm{cls}}"],
-            [f"{dims(d_model=self.cfg.d_model)} @ {dims(d_model=self.cfg.d_model, n_classes=self.cfg.n_classes)} -> {dims(n_classes=self.cfg.n_classes)}"],
-            f"x_0 is the final stream at position {rows[0]}.",
-            [self.param("W_cls", "classifier.W", cols=classes), self.param("b_cls", "classifier.b", cols=classes),
-             Shown("class logits", "derived", "ln_final[0, 0] @ classifier.W + classifier.b", "", logits, None, classes)],
+            [self.param("W_cls", "classifier.W", cols=classes), self.param("b_cls", "classifier.b", cols=classes), logits],
         )])
 
 
