@@ -318,17 +318,18 @@ def trace(model, tokens, *, src=None, tokenizer=None, max_rows: int = 8, max_col
         raise InputError(f"residual_labels has {len(residual_labels)} names but the model has d_model = {cfg.d_model}")
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     try:
         with torch.no_grad():
-            kwargs = {"src": torch.tensor([src_ids])} if src_ids is not None else {}
-            _, cache = model.run_with_cache(inputs, **kwargs)
+            kwargs = {"src": torch.tensor([src_ids], device=device)} if src_ids is not None else {}
+            _, cache = model.run_with_cache(inputs.to(device), **kwargs)
     finally:
         model.train(was_training)
     labels = _labels(model, inputs, cache, tokenizer)
     if src_ids is not None:
         labels["encoder."] = [f"{i} {token_text(tokenizer, t)}" for i, t in enumerate(src_ids)]
     builder = _Builder(model, cache, labels, tokenizer, max_rows, max_cols, residual_labels)
-    builder.images_patches = None if images is None else image_patches(inputs, cfg.patch_size).double().numpy()
+    builder.images_patches = None if images is None else image_patches(inputs.cpu(), cfg.patch_size).double().numpy()
     sections = []
     if src_ids is not None:
         sections.append(builder.embedding("encoder."))

@@ -30,8 +30,9 @@ def attention_steps(b, a: str, attn, cross: bool) -> list:
     nq, nk, e, d = len(q_rows), len(k_rows), attn.d_head, b.d_model
     group = attn.n_heads // attn.n_kv_heads
     x, y = "x", ("m" if cross else "x")  # queries read x; keys/values read x, or the memory m
-    q_pos = torch.arange(nk - nq, nk)  # a Transformer-XL memory sits before the queries (offsets are what count)
-    k_pos = torch.arange(nk)
+    device = b.cache[f"{a}.k"].device
+    q_pos = torch.arange(nk - nq, nk, device=device)  # a Transformer-XL memory sits before the queries (offsets are what count)
+    k_pos = torch.arange(nk, device=device)
     steps = []
     if cross:
         steps.append(Step("Cross-attention reads the encoder", text="Queries come from the decoder's stream x; keys and values from the encoder output m (the memory), one row per source token."))
