@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except GlassformerError as e:
         print(f"glassformer: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("glassformer: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # training says at which step it stopped and where it saved
+        print(f"glassformer: {e}" if str(e) else "glassformer: interrupted", file=sys.stderr)
         return 130
 
 

@@ -20,3 +20,7 @@ class InputError(GlassformerError):
 
 class CheckpointError(GlassformerError):
     """A checkpoint folder or file is missing, truncated, or not a glassformer checkpoint."""
+
+
+class OutputError(GlassformerError):
+    """An output folder cannot be written (permissions, a full disk) or is in use by another run."""

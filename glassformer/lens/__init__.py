@@ -6,6 +6,7 @@
     lens.logit_lens(model, tokens).top_k(5)                     # predictions after every layer
     lens.direct_logit_attribution(model, cache, answer, wrong)  # each head's share of a logit difference
     lens.detect_heads(model, tokens)["induction"]               # [layers, heads] scores
+    lens.induction_scores(model).scores                         # induction over several repeat lengths
     lens.pattern_score(pattern, selector)                       # a head vs any [query, key] pattern
     lens.patch_heads(model, clean, corrupted, metric).plot("patching.png")
     lens.composition_scores(model, "k"), lens.ov_circuit(model, 1)[h].svd()
@@ -40,6 +41,7 @@ from glassformer.lens.detectors import (
     repeated_random_tokens,
 )
 from glassformer.lens.folding import fold_weights
+from glassformer.lens.induction import InductionScores, induction_probe, induction_scores
 from glassformer.lens.interventions import (
     PatchResult,
     ablate,
@@ -56,7 +58,7 @@ __all__ = [
     "ActivationCache", "Attribution", "FactoredMatrix", "LensResult", "OVDirection", "PatchResult", "ResidStack",
     "TunedLens", "ablate", "ablation_hooks", "attention_patterns", "composition_scores", "copying_score",
     "detect_heads", "direct_logit_attribution", "duplicate_token_reference", "first_token_reference",
-    "fold_weights", "full_ov_circuit", "full_qk_circuit", "induction_reference", "logit_diff_metric",
+    "fold_weights", "full_ov_circuit", "InductionScores", "induction_probe", "induction_scores", "full_qk_circuit", "induction_reference", "logit_diff_metric",
     "logit_direction", "logit_lens", "ov_circuit", "ov_svd", "patch_heads", "patch_layers_positions",
     "pattern_score", "previous_token_reference", "qk_circuit", "repeated_random_tokens", "run_ablated",
     "run_with_cache", "train_tuned_lens", "tuned_lens", "unembed_resid",

@@ -20,6 +20,8 @@ encoder) or ``"encoder"`` (an encoder-decoder's encoder, hook names prefixed ``e
 
 from __future__ import annotations
 
+import difflib
+
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, Union
 
@@ -102,6 +104,13 @@ def run_with_cache(model: nn.Module, inputs: ModelInput, names=None) -> tuple[to
 # -- the cache ----------------------------------------------------------------------------------------
 
 
+class MissingActivation(InputError, KeyError):
+    """``cache[name]`` for a name the cache does not hold: an InputError with the closest names, and a KeyError
+    (so ``name in cache`` and ``cache.get(name)`` behave as for any mapping)."""
+
+    __str__ = Exception.__str__  # not KeyError's, which would quote the message
+
+
 class ActivationCache(Mapping):
     """A read-only mapping hook name -> activation, plus the model, with residual-stream helpers."""
 
@@ -113,10 +122,10 @@ class ActivationCache(Mapping):
         try:
             return self.activations[name]
         except KeyError:
-            raise InputError(
-                f"the cache holds no activation {name!r}: run run_with_cache without a names= filter, "
-                f"or include {name!r} in it"
-            ) from None
+            close = difflib.get_close_matches(str(name), list(self.activations), n=3, cutoff=0.6)
+            hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close else
+                    f": run run_with_cache without a names= filter, or include {name!r} in it")
+            raise MissingActivation(f"the cache holds no activation {name!r}{hint}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.activations)

@@ -15,7 +15,8 @@ from torch import nn
 from glassformer.errors import InputError
 from glassformer.lens.attribution import direct_logit_attribution
 from glassformer.lens.cache import ModelInput, call_args, run_with_cache, tokens_of
-from glassformer.lens.detectors import DETECTORS, detect_heads
+from glassformer.lens.detectors import detect_heads
+from glassformer.lens.induction import induction_scores
 from glassformer.lens.logit_lens import logit_lens, require_unembedding
 from glassformer.viz import html as H
 from glassformer.viz.lens_plots import plot_attribution, plot_head_scores, plot_logit_lens, show_token
@@ -77,9 +78,12 @@ def build_report(model: nn.Module, inputs: ModelInput, *, tokenizer=None, answer
     try:
         scores = detect_heads(model, inputs)
     except InputError as e:
-        scores = None
         sections.append(("Head detectors", f'<p class="note">Not available for this model: {H.esc(e)}</p>'))
     else:
+        probe = _induction_over_lengths(model) if "induction" in scores else None
+        if probe is not None:  # on one input a fixed-offset head looks like an induction head: score several repeats
+            scores["induction"] = probe.scores
+            summary["induction_lengths"] = list(probe.lengths)
         sections.append(("Head detectors", _detector_section(scores, summary)))
         sections.append(("Token by token", _token_view(model, cache, text, scores)))
     sections.append(("Logit lens", _lens_section(model, inputs, text, tokenizer)))
@@ -159,6 +163,14 @@ def _attention_section(model, cache, text, src_text) -> str:
     return "".join(parts)
 
 
+def _induction_over_lengths(model):
+    """The induction detector over repeats of several lengths at several offsets, or None where it does not apply."""
+    try:
+        return induction_scores(model)
+    except InputError:
+        return None
+
+
 def _detector_section(scores, summary) -> str:
     fig = plot_head_scores(scores, title="head detector scores on this input")
     rows = []
@@ -171,7 +183,11 @@ def _detector_section(scores, summary) -> str:
         summary.setdefault("strongest_heads", {})[name] = (f"L{layer}H{head}", None if value != value else round(value, 4))
     note = ('<p class="note">Share of each head\'s attention on: the previous token; the first token; earlier copies '
             "of the current token; the token after an earlier copy of the current token (induction). "
-            "NaN-free scores need an input with repeated tokens.</p>")
+            "NaN-free scores need an input with repeated tokens." + (
+                f" The induction score is not taken on this input but averaged over random repeats of "
+                f"{min(summary['induction_lengths'])}-{max(summary['induction_lengths'])} tokens at varying offsets, so a "
+                "head that attends a fixed distance back is not mistaken for an induction head." if "induction_lengths" in summary else "")
+            + "</p>")
     return note + H.img(fig, "head detector scores", dpi=96) + H.table(["detector", "strongest head", "score"], rows)
 
 

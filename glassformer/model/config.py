@@ -83,6 +83,7 @@ class ModelConfig:
     n_channels: int = 1  # input="patches": colour channels
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -135,8 +136,10 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.unembed_transform needs a plain (not gated) act, got act = {self.act!r}")
         if self.qk_norm and self.norm == "none":
             raise ConfigError("ModelConfig.qk_norm needs norm = 'layernorm' or 'rmsnorm' (QK-norm uses the same norm type)")
-        if self.attn_scale is not None and not (self.attn_scale > 0 and math.isfinite(self.attn_scale)):
-            raise ConfigError(f"ModelConfig.attn_scale = {self.attn_scale!r} must be a positive number")
+        for name in ("attn_scale", "norm_eps", "rope_base", "init_std"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"ModelConfig.{name} = {value!r} must be a positive, finite number")
         _check_variants(self)
 
     # -- derived -------------------------------------------------------------------------------------
@@ -192,7 +195,12 @@ class ModelConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        text = path.read_text()
+        if path.suffix not in (".json", ".toml"):
+            raise ConfigError(f"{path}: config files are .json or .toml, not {path.suffix or 'a file without a suffix'!r}")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} cannot be read as text: {e}") from None
         try:
             if path.suffix == ".toml":
                 data = _toml_loads(text)
@@ -202,8 +210,20 @@ class ModelConfig:
             raise ConfigError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a table of config fields, not {type(data).__name__}")
-        data = data.get("model", data)  # allow a [model] table
-        return cls.from_dict(data)
+        return cls.from_dict(model_table(data, path))
+
+
+def model_table(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The model fields of a config file: its top level, or its ``[model]`` table. A file with a ``[model]``
+    table may hold other tables (``[train]``: read by ``glassformer train --config``) but no loose fields."""
+    if "model" not in data:
+        return data
+    loose = sorted(k for k, v in data.items() if k != "model" and not isinstance(v, dict))
+    if loose:
+        raise ConfigError(f"{path}: field(s) {', '.join(loose)} sit outside the [model] table; put them inside it")
+    if not isinstance(data["model"], dict):
+        raise ConfigError(f"{path}: 'model' must be a table of ModelConfig fields")
+    return data["model"]
 
 
 def _check_variants(c: ModelConfig) -> None:
@@ -267,6 +287,26 @@ def _check_variants(c: ModelConfig) -> None:
             )
     elif c.image_size is not None or c.patch_size is not None:
         raise ConfigError("ModelConfig.image_size / patch_size are only used with input='patches'")
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check_types(c: ModelConfig) -> None:
+    """Every field has the type its annotation names (``None`` where the annotation allows it): a string
+    "0.1" or a float 2.0 for an integer field is refused here, not turned into a wrong model later."""
+    for f in fields(c):
+        value = getattr(c, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
+        if not allowed:
+            continue
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, allowed) or (is_bool and bool not in allowed):
+            want = " or ".join(k for k in kinds if k != "None") + (" (or None)" if "None" in kinds else "")
+            raise ConfigError(f"ModelConfig.{f.name} = {value!r} must be of type {want}, not {type(value).__name__}")
 
 
 def _require_positive_int(name: str, value: Any) -> None:

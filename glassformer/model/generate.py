@@ -284,6 +284,15 @@ def left_pad(sequences: list[list[int]] | list[torch.Tensor], pad_token: int = 0
     return tokens, mask
 
 
+def unpad(tokens: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
+    """The rows of a left-padded batch without their padding: ``tokens`` [batch, pos] as returned by
+    ``generate(prompts, n, attention_mask=mask)`` (pos may exceed the mask's width: the generated columns are
+    all real), so that a row decodes to its prompt and continuation, never to the pad token (which is an
+    ordinary token, e.g. the letter 'a', in a task's vocabulary)."""
+    n_pad = (attention_mask.shape[1] - attention_mask.sum(dim=1)).tolist()  # [batch] pad columns per row
+    return [row[int(k):].tolist() for row, k in zip(tokens, n_pad)]
+
+
 def _check_left_padding(model, tokens: torch.Tensor, attention_mask: torch.Tensor) -> None:
     c = model.config
     if c.memory_len or (c.attention == "sparse" and c.sparse_pattern == "fixed"):

@@ -54,6 +54,10 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=("auto", "float32", "float64"), default="auto",
                    help="model dtype (auto: float32 unless its rounding would break exactness)")
     p.add_argument("--labels", action="store_true", help="print the residual stream's dimension labels")
+    p.add_argument("--sparse", action="store_true", help="store only the non-zero weights (read back by "
+                                                         "CompiledModel.load; glassformer sample needs the dense default)")
+    p.add_argument("--causal", action="store_true", help="compile into a decoder (causal attention); every selector "
+                                                         "must look only back (k <= q)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("compare", help="train a model on the program's task and compare it with the compiled one",
@@ -183,13 +187,14 @@ def cmd_compile(args) -> int:
 
     program, entry = load_program(args.program)
     vocab = _parse_vocab(args.vocab, entry)
-    compiled = compile_program(program, vocab=vocab, max_len=args.max_len, dtype=None if args.dtype == "auto" else args.dtype)
+    compiled = compile_program(program, vocab=vocab, max_len=args.max_len,
+                               dtype=None if args.dtype == "auto" else args.dtype, causal=args.causal)
     print(compiled.describe())
     print(f"compiled in {compiled.compile_seconds:.3f} s")
     if args.labels:
         print("residual stream: " + ", ".join(compiled.residual_labels))
     if args.out:
-        path = compiled.save(args.out)
+        path = compiled.save(args.out, sparse=args.sparse)
         print(f"saved to {path} (load with glassformer.load or glassformer.rasp.CompiledModel.load)")
     return 0
 

@@ -457,7 +457,7 @@ def _check_callable(f: Any, op: RASPExpr, n_args: int, what: str = "function") -
 def _check_number(value: Any, where: str) -> int | float:
     if isinstance(value, bool):
         return int(value)
-    if not isinstance(value, Real) or not math.isfinite(float(value)):
+    if not is_number(value):
         raise RaspProgramError(f"{where}: a numerical value must be a finite number, got {value!r}")
     return value
 
@@ -468,7 +468,11 @@ def _numerical_default(expr: SOp, value: Any, attr: str = "default") -> int | fl
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, Real) and math.isfinite(float(value))
+    """A finite real number that fits a float (an int of 400 digits does not)."""
+    try:
+        return isinstance(value, Real) and math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def walk(program: RASPExpr) -> list[RASPExpr]:

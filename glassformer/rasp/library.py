@@ -43,6 +43,17 @@ def count_token(token: Any = "a", sop: SOp = tokens) -> SOp:
     return SelectorWidth(Select(sop, sop, lambda key, query: key == token)).named(f"count_{_ident(token)}")
 
 
+def prefix_histogram(sop: SOp = tokens) -> SOp:
+    """How often this position's value has occurred so far, itself included: "abaa" -> [1, 1, 2, 3].
+
+    The causal histogram: one head attends to the earlier-or-equal keys holding the same value
+    (``Select(sop, sop, EQ) & Select(indices, indices, LEQ)``) and SelectorWidth counts them (1 layer).
+    It looks only back, so it compiles into a decoder (``causal=True``).
+    """
+    same_so_far = Select(sop, sop, EQ) & Select(indices, indices, LEQ)
+    return SelectorWidth(same_so_far).named("prefix_hist")
+
+
 def double_histogram(sop: SOp = tokens) -> SOp:
     """For each position, how many *distinct* values occur as often as its own: "aabcd" -> [1, 1, 3, 3, 3].
 
@@ -232,6 +243,29 @@ def shuffle_dyck(pairs: Sequence[str] = ("()", "{}"), sop: SOp = tokens) -> SOp:
     return good.named("shuffle_dyck")
 
 
+def balanced_so_far(pairs: Sequence[str] = ("()",), sop: SOp = tokens) -> SOp:
+    """True where the prefix up to this position is balanced: "(()())" -> [F, F, F, F, F, T], and False
+    from the first position where a prefix closes more than it opened.
+
+    The causal Dyck check.  Layer 1: one head per pair averages the +1/-1 marks over the keys k <= q
+    (the balance); the MLP reads its sign.  Layer 2: a Maximum head over k <= q asks "was any prefix
+    negative?"; the MLP ANDs "never negative" with "balanced here".  Every selector looks only back, so
+    it compiles into a decoder (``causal=True``).
+    """
+    so_far = Select(indices, indices, LEQ).named("so_far")
+    good = None
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"balanced_so_far: each pair must be two characters like '()', got {pair!r}")
+        balance = pair_balance(pair[0], pair[1], sop)
+        negative = Map(lambda b: b < 0, balance).named(f"negative_{_ident(pair[0])}")
+        zero = Map(lambda b: b == 0, balance).named(f"zero_{_ident(pair[0])}")
+        ever_negative = Maximum(so_far, negative).named(f"ever_negative_{_ident(pair[0])}")
+        ok = SequenceMap(lambda neg, z: not neg and bool(z), ever_negative, zero)
+        good = ok if good is None else SequenceMap(lambda a, b: bool(a and b), good, ok)
+    return good.named("balanced_so_far")
+
+
 def dyck1() -> SOp:
     """Dyck-1: balanced round brackets "(())()" (shuffle_dyck with the single pair "()")."""
     return shuffle_dyck(("()",)).named("dyck1")
@@ -323,6 +357,7 @@ class Entry:
     vocab: tuple
     example: str | tuple
     summary: str
+    causal: bool = False  # every selector looks only back: compiles with causal=True (into a decoder)
 
     def input_of(self, text: str) -> list:
         """Parse a command-line input for this program: characters, or space-separated ints."""
@@ -331,9 +366,9 @@ class Entry:
         return list(text)
 
 
-def _entry(name: str, build: Callable[[], SOp], vocab, example) -> Entry:
+def _entry(name: str, build: Callable[[], SOp], vocab, example, causal: bool = False) -> Entry:
     doc = (build.__doc__ or "").strip().split("\n\n")[0]
-    return Entry(name, build, tuple(vocab), example, " ".join(doc.split()))
+    return Entry(name, build, tuple(vocab), example, " ".join(doc.split()), causal)
 
 
 PROGRAMS: dict[str, Entry] = {e.name: e for e in [
@@ -345,15 +380,17 @@ PROGRAMS: dict[str, Entry] = {e.name: e for e in [
     _entry("sort", sort, "abcd", "dbcab"),
     _entry("sort_by_frequency", sort_by_frequency, "abc", "abbcc"),
     _entry("most_frequent", most_frequent, "abc", "abbca"),
-    _entry("running_max", running_max, "abcd", "acbd"),
-    _entry("frac_prevs", frac_prevs, "xy", "xyxx"),
+    _entry("running_max", running_max, "abcd", "acbd", causal=True),
+    _entry("frac_prevs", frac_prevs, "xy", "xyxx", causal=True),
     _entry("dyck1", dyck1, "()", "(())()"),
     _entry("dyck2", dyck2, "(){}", "({}){}"),
     _entry("shuffle_dyck2", shuffle_dyck2, "(){}", "({)}"),
-    _entry("shift_by", shift_by, "abc", "abcab"),
-    _entry("detect_pattern", detect_pattern, "abc", "aabcab"),
+    _entry("shift_by", shift_by, "abc", "abcab", causal=True),
+    _entry("detect_pattern", detect_pattern, "abc", "aabcab", causal=True),
     _entry("count_token", count_token, "abc", "abca"),
-    _entry("nary_sequence_map", _nary_default, (0, 1, 2, 3), (1, 2, 3)),
+    _entry("nary_sequence_map", _nary_default, (0, 1, 2, 3), (1, 2, 3), causal=True),
+    _entry("prefix_histogram", prefix_histogram, "abcd", "abaa", causal=True),
+    _entry("balanced_so_far", balanced_so_far, "()", "(()())", causal=True),
     _entry("long_addition", long_addition, "0123456789+", "683+345"),
 ]}
 

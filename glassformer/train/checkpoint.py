@@ -318,11 +318,11 @@ def load_checkpoint(dir: str | Path, device: str | torch.device | None = None) -
     manifest = _read_json(path / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path / MANIFEST} is not a glassformer checkpoint manifest (format != {FORMAT!r})")
+    files = _check_manifest(manifest, path / MANIFEST)
     if manifest.get("version", 0) > VERSION:
         raise CheckpointError(
             f"{path / MANIFEST} has format version {manifest.get('version')}; this glassformer reads up to {VERSION}"
         )
-    files = manifest.get("files", {})
     for name, expected in files.items():
         _verify(path / name, expected)
     for required in (CONFIG, WEIGHTS):
@@ -375,13 +375,28 @@ def load(dir: str | Path, device: str | torch.device | None = None) -> tuple[tor
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    if str(device) == "auto":
-        from glassformer.train.distributed import auto_device
+    """None -> the CPU; "auto" -> the best available; anything else checked (an unknown name, or CUDA on a
+    machine without a GPU, is a ConfigError naming it)."""
+    from glassformer.train.distributed import resolve_device
 
-        return auto_device()
-    return torch.device(device)
+    return torch.device("cpu") if device is None else resolve_device(device)
+
+
+def _check_manifest(manifest: dict, where: Path) -> dict[str, dict]:
+    """The manifest's ``files`` table, after checking the types a hand edit could break."""
+    version, files = manifest.get("version", 0), manifest.get("files", {})
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{where}: 'version' must be an integer, got {version!r}")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{where}: 'files' must map file names to {{bytes, sha256}}, got {type(files).__name__}")
+    for name, entry in files.items():
+        ok = isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
+        if not ok or "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise CheckpointError(f"{where}: the entry for file {name!r} must be a plain file name with "
+                                  f"{{\"bytes\": int, \"sha256\": str}}, got {entry!r}")
+    if not isinstance(manifest.get("has_tokenizer", False), bool):
+        raise CheckpointError(f"{where}: 'has_tokenizer' must be true or false, got {manifest['has_tokenizer']!r}")
+    return files
 
 
 def _verify(path: Path, expected: dict) -> None:

@@ -7,6 +7,7 @@ Distributed: ``torchrun --nproc_per_node N -m glassformer train ...`` (only rank
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,9 +17,11 @@ import torch
 
 from glassformer.errors import CheckpointError, ConfigError, InputError
 from glassformer.model import CHOICES, ModelConfig, Transformer
+from glassformer.model.config import model_table
 from glassformer.train import distributed as D
 from glassformer.train.checkpoint import load_checkpoint
 from glassformer.train.data import TextTask
+from glassformer.train.resume_flags import RESUMABLE, check_resume_flags
 from glassformer.train.tasks import TASKS, get_task, list_tasks
 from glassformer.train.trainer import TrainConfig, Trainer, evaluate, task_from_spec
 
@@ -29,6 +32,10 @@ TEXT_DEFAULTS = dict(d_model=128, n_layers=4, n_heads=4, steps=2000, batch_size=
                      eval_every=250, eval_batches=20, beta2=0.99, block_size=64)
 DEMO = dict(task="reverse", length=8, d_model=64, n_layers=2, n_heads=4, steps=1500, batch_size=64, lr=3e-3,
             warmup_steps=50, eval_every=50, eval_batches=8, target=1.0, n_examples=6)
+# Training flags left out fall back to a config file's [train] table, then to these (and TASK/TEXT_DEFAULTS).
+TRAIN_FLAG_DEFAULTS = dict(min_lr=None, weight_decay=0.1, decay_embeddings=False, grad_clip=1.0, grad_accum=1,
+                           save_every=None, stop_at_accuracy=None, log_every=10, seed=0, device="auto", dtype="auto",
+                           compile=False)
 MODEL_FLAGS = ("d_model", "n_layers", "n_heads", "d_head", "n_kv_heads", "d_mlp", "n_decoder_layers", "norm",
                "norm_position", "positional", "act", "attn_only", "tie_embeddings", "bias", "dropout")
 
@@ -74,19 +81,19 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 for tasks, 1e-3 for text)")
     g.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay (default: lr / 10)")
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: 100)")
-    g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default: 0.1)")
-    g.add_argument("--decay-embeddings", action="store_true", help="apply weight decay to embeddings too")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0: off; default: 1)")
-    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (gradient accumulation; default: 1)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices (default: 0.1)")
+    g.add_argument("--decay-embeddings", action="store_true", default=None, help="apply weight decay to embeddings too")
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0: off; default: 1)")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per step (gradient accumulation; default: 1)")
     g.add_argument("--eval-every", type=int, help="steps between evaluations (0: only at the end)")
     g.add_argument("--eval-batches", type=int, help="batches per evaluation")
     g.add_argument("--save-every", type=int, help="steps between checkpoints (default: eval-every; 0: only at the end)")
     g.add_argument("--stop-at-accuracy", type=float, help="stop once an evaluation reaches this sequence accuracy")
-    g.add_argument("--log-every", type=int, default=10, help="steps between records in metrics.jsonl (default: 10)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the data stream (default: 0)")
-    g.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto = the best available)")
-    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="autocast dtype (default: auto = bfloat16 on CUDA)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (optional, never required)")
+    g.add_argument("--log-every", type=int, help="steps between records in metrics.jsonl (default: 10)")
+    g.add_argument("--seed", type=int, help="seed of the model's initialisation and the data stream (default: 0)")
+    g.add_argument("--device", help="cuda, mps, cpu or auto (default: auto = the best available)")
+    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), help="autocast dtype (default: auto = bfloat16 on CUDA)")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (optional, never required)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -171,8 +178,12 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def model_config(args, task, arch: str) -> ModelConfig:
-    """--config file, then the size flags, then the task's vocabulary, context and classes."""
-    fields: dict[str, Any] = _config_file_fields(Path(args.config)) if args.config else {}
+    """--config file, then the size flags, then the task's vocabulary, context and classes.
+
+    The task decides the vocabulary and the classes: a config file that sets them differently is refused
+    (naming both values) rather than silently overridden. A config file's ``n_ctx`` is kept when it is at
+    least what the task needs."""
+    fields: dict[str, Any] = dict(config_file(args)[0])
     defaults = TEXT_DEFAULTS if isinstance(task, TextTask) else TASK_DEFAULTS
     for name in ("d_model", "n_layers", "n_heads"):
         fields.setdefault(name, defaults[name])
@@ -180,41 +191,75 @@ def model_config(args, task, arch: str) -> ModelConfig:
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
-    fields.update(arch=arch, d_vocab=task.tokenizer.vocab_size, n_ctx=task.n_ctx(arch),
-                  n_classes=task.n_classes if arch == "encoder" else 0, d_vocab_out=None)
+    needed = {"d_vocab": task.tokenizer.vocab_size, "n_classes": task.n_classes if arch == "encoder" else 0}
+    for name, value in needed.items():
+        if name in fields and fields[name] != value:
+            raise ConfigError(f"{args.config} sets {name} = {fields[name]!r}, but the task {task.name!r} needs "
+                              f"{name} = {value} (the task decides it: leave it out of the file)")
+    n_ctx = task.n_ctx(arch)
+    if fields.get("n_ctx", n_ctx) < n_ctx:
+        raise ConfigError(f"{args.config} sets n_ctx = {fields['n_ctx']!r}, but {task.name!r} sequences need "
+                          f"n_ctx >= {n_ctx} (leave it out of the file, or make it larger)")
+    fields.update(arch=arch, n_ctx=max(fields.get("n_ctx", n_ctx), n_ctx), d_vocab_out=None, **needed)
     return ModelConfig.from_dict(fields)
 
 
-def _config_file_fields(path: Path) -> dict[str, Any]:
-    """The fields a config file sets (derived ones it leaves out are derived again after the flags)."""
+def config_file(args) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model fields, train fields) of ``--config`` (empty without one). The model fields are the file's
+    top level or its ``[model]`` table; a ``[train]`` table holds TrainConfig fields, which flags override."""
+    if not getattr(args, "config", None):
+        return {}, {}
+    path = Path(args.config)
     ModelConfig.load(path)  # validates, with errors that name the file and the field
+    text = path.read_text()
     if path.suffix == ".toml":
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(text)
     else:
-        data = json.loads(path.read_text())
-    return dict(data.get("model", data))
+        data = json.loads(text)
+    train = data.get("train", {}) if "model" in data else {}
+    unknown = sorted(set(data) - {"model", "train"}) if "model" in data else []
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; a config file holds [model] and [train]")
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"out_dir", "quiet"}
+    bad = sorted(set(train) - known)
+    if bad:
+        raise ConfigError(f"{path}: unknown [train] field(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    return model_table(data, path), dict(train)
+
+
+def file_arch(args, task) -> str:
+    """--arch, else the config file's arch, else the task's first (decoder where it can)."""
+    arch = args.arch or config_file(args)[0].get("arch") or ("decoder" if "decoder" in task.archs else task.archs[0])
+    if arch not in task.archs:
+        raise ConfigError(f"task {task.name!r} supports arch {', '.join(task.archs)}, not {arch!r}")
+    return arch
 
 
 def train_config(args, task, out: str) -> TrainConfig:
-    defaults = TEXT_DEFAULTS if isinstance(task, TextTask) else TASK_DEFAULTS
-    pick = lambda name: getattr(args, name) if getattr(args, name, None) is not None else defaults[name]
+    """Flags, then the config file's [train] table, then the defaults for tasks or text."""
+    defaults = {**(TEXT_DEFAULTS if isinstance(task, TextTask) else TASK_DEFAULTS), **config_file(args)[1]}
+
+    def pick(name):
+        value = getattr(args, name, None)
+        return value if value is not None else defaults.get(name, TRAIN_FLAG_DEFAULTS.get(name))
+
     return TrainConfig(
-        steps=pick("steps"), batch_size=pick("batch_size"), lr=pick("lr"), min_lr=args.min_lr,
-        warmup_steps=pick("warmup_steps"), weight_decay=args.weight_decay, decay_embeddings=args.decay_embeddings,
-        beta2=defaults["beta2"], grad_clip=args.grad_clip, grad_accum=args.grad_accum, eval_every=pick("eval_every"),
-        eval_batches=pick("eval_batches"), save_every=args.save_every, stop_at_accuracy=args.stop_at_accuracy,
-        log_every=args.log_every, seed=args.seed, device=args.device, dtype=args.dtype, compile=args.compile,
+        steps=pick("steps"), batch_size=pick("batch_size"), lr=pick("lr"), min_lr=pick("min_lr"),
+        warmup_steps=pick("warmup_steps"), weight_decay=pick("weight_decay"), decay_embeddings=pick("decay_embeddings"),
+        beta2=defaults["beta2"], grad_clip=pick("grad_clip"), grad_accum=pick("grad_accum"), eval_every=pick("eval_every"),
+        eval_batches=pick("eval_batches"), save_every=pick("save_every"), stop_at_accuracy=pick("stop_at_accuracy"),
+        log_every=pick("log_every"), seed=pick("seed"), device=pick("device"), dtype=pick("dtype"), compile=pick("compile"),
         out_dir=out, quiet=args.quiet,
     )
 
 
 def make_task(args):
     if args.text:
-        block_size = args.block_size or TEXT_DEFAULTS["block_size"]
+        block_size = TEXT_DEFAULTS["block_size"] if args.block_size is None else args.block_size
         return TextTask(args.text, block_size=block_size, **parse_options(args.option))
     if not args.task:
         raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`) or --text FILE")
@@ -254,13 +299,14 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     try:
         if args.resume:
-            overrides = {k: getattr(args, k) for k in ("steps", "device", "quiet") if getattr(args, k) not in (None, False)}
+            overrides = {k: getattr(args, k) for k in RESUMABLE if getattr(args, k) not in (None, False)}
             trainer = Trainer.from_checkpoint(out, **overrides)
+            check_resume_flags(args, trainer, MODEL_FLAGS)
             _say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
         else:
             task = make_task(args)
-            arch = args.arch or ("decoder" if "decoder" in task.archs else task.archs[0])
-            torch.manual_seed(args.seed)
+            arch = file_arch(args, task)
+            torch.manual_seed(args.seed if args.seed is not None else TRAIN_FLAG_DEFAULTS["seed"])
             model = Transformer(model_config(args, task, arch))
             trainer = Trainer(model, task, train_config(args, task, str(out)))
             _say(f"training a {_describe(model, task)} on {trainer.device} for {trainer.config.steps} steps")
@@ -328,6 +374,10 @@ def cmd_sample(args) -> int:
 
     if args.num_samples < 1:
         raise InputError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.beam is not None and args.beam < 1:
+        raise InputError(f"--beam must be >= 1 (the number of beams), got {args.beam}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 0:
+        raise InputError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     checkpoint = load_checkpoint(args.dir, device=args.device)
     if "rasp" in checkpoint.extra:
         return _run_compiled_program(args)
@@ -337,6 +387,7 @@ def cmd_sample(args) -> int:
     task = _task_or_none(checkpoint)
     device = next(model.parameters()).device
     ids = encode_input(checkpoint, args.prompt, what="--prompt")  # [1, pos], as inspect and explain encode it
+    _check_prompt_fits(len(tokenizer.encode(args.prompt)), config, task)  # the prompt itself (a class token is added)
     if config.arch == "encoder":
         return _classify(model, task, ids, args.prompt)
     answer_len = getattr(task, "answer_len", None)
@@ -360,6 +411,18 @@ def cmd_sample(args) -> int:
         completion = tokenizer.decode(row[ids.shape[1]:])
         print(f"{args.prompt} -> {completion}" if task is not None and not isinstance(task, TextTask) else args.prompt + completion)
     return 0
+
+
+def _check_prompt_fits(n_tokens: int, config: ModelConfig, task) -> None:
+    """A task's prompt (or an encoder's input) longer than the context is refused, as ``inspect`` refuses it:
+    cropping it would answer a different question. Text is continued from its last n_ctx characters (a
+    sliding window), as every language model does."""
+    if task is not None and isinstance(task, TextTask) and config.arch == "decoder":
+        return
+    room = config.n_ctx - (1 if config.arch == "encoder" else 0)  # an encoder's classifier token takes one
+    if n_tokens > room:
+        raise InputError(f"the prompt is {n_tokens} tokens long, but this model reads at most {room} "
+                         f"(n_ctx = {config.n_ctx}): shorten it")
 
 
 def _run_compiled_program(args) -> int:
@@ -398,6 +461,9 @@ def _task_or_none(checkpoint):
 
 
 def cmd_eval(args) -> int:
+    for flag in ("batches", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     checkpoint = load_checkpoint(args.dir, device=args.device)
     if checkpoint.task is None:
         raise InputError(f"{checkpoint.path} records no task, so there is nothing to evaluate it on")

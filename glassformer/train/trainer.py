@@ -26,13 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from glassformer.errors import CheckpointError, ConfigError, GlassformerError
+from glassformer.errors import CheckpointError, ConfigError, GlassformerError, OutputError
 from glassformer.model import ModelConfig, Transformer
 from glassformer.train import distributed as D
 from glassformer.train.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from glassformer.train.data import TextTask
 from glassformer.train.metrics import accuracy_counts, loss_fn
 from glassformer.train.optim import lr_at, make_optimizer, set_lr
+from glassformer.train.run_dir import RunLock, writable_dir
 from glassformer.train.tasks import get_task
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own seeded stream
@@ -66,16 +67,18 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto = cuda, mps or cpu
     dtype: str = "auto"  # auto = bfloat16 autocast on CUDA, float32 elsewhere; or float32 / bfloat16
-    compile: bool = False  # torch.compile the model
+    compile: bool | str = False  # torch.compile the model (True: the default inductor backend; a str: that backend)
     out_dir: str | None = None  # metrics.jsonl, summary.json and checkpoint/ go here (None: write nothing)
     quiet: bool = False  # no progress bar
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TrainConfig.{name} = {value!r} must be a positive integer")
-        for name in ("warmup_steps", "eval_every", "eval_batches"):
+        if isinstance(self.eval_batches, bool) or not isinstance(self.eval_batches, int) or self.eval_batches < 1:
+            raise ConfigError(f"TrainConfig.eval_batches = {self.eval_batches!r} must be a positive integer")
+        for name in ("warmup_steps", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"TrainConfig.{name} = {value!r} must be an integer >= 0")
@@ -193,7 +196,9 @@ def evaluate(model: Transformer, task, *, n_batches: int = 4, batch_size: int = 
     was_training = model.training
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64)  # summed loss, token hits, targets, sequence hits, sequences
-    for _ in range(max(n_batches, 1)):
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
+        raise ConfigError(f"evaluate: n_batches = {n_batches!r} must be a positive integer")
+    for _ in range(n_batches):
         batch = task.batch(batch_size, model.config.arch, generator=generator)
         batch = batch[D.shard_rows(batch_size, dist)].to(device)
         with autocast():
@@ -253,7 +258,8 @@ class Trainer:
     def _wrap(self, model: Transformer) -> nn.Module:
         forward: nn.Module = _TaskForward(model)
         if self.config.compile:
-            forward = torch.compile(forward)
+            backend = self.config.compile if isinstance(self.config.compile, str) else "inductor"
+            forward = torch.compile(forward, backend=backend)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -343,8 +349,18 @@ class Trainer:
         Evaluates every ``eval_every`` steps and saves a checkpoint every ``save_every`` steps and
         at the end. Returns the summary (final evaluation + steps, tokens_per_second, seconds),
         which is also written to ``out_dir/summary.json``. Ctrl-C (single process) finishes the
-        current step, saves a checkpoint and raises KeyboardInterrupt.
+        current step, saves a checkpoint and raises KeyboardInterrupt saying where.
+
+        ``out_dir`` is checked for writing first and locked for the whole run (``run_dir.RunLock``):
+        a second training into the same folder is refused with an OutputError.
         """
+        if self.out_dir is None or not self.dist.is_main:
+            return self._train(stop_after)
+        writable_dir(self.out_dir)
+        with RunLock(self.out_dir):
+            return self._train(stop_after)
+
+    def _train(self, stop_after: int | None) -> dict[str, Any]:
         cfg = self.config
         started, seconds_before = time.perf_counter(), self.wall_seconds
         metrics = self._open_metrics()
@@ -368,15 +384,16 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if self.step % 10 == 0 or done:
-                        acc = f"{self.last_eval['sequence_accuracy']:.3f}" if self.last_eval else "-"
-                        bar.set_postfix(loss=f"{loss:.4f}", acc=acc, tok_s=f"{tokens_per_second:,.0f}", refresh=False)
+                        bar.set_postfix(loss=f"{loss:.4f}", **self._bar_eval(), tok_s=f"{tokens_per_second:,.0f}", refresh=False)
                 if self._stop_requested or reached:
                     break
                 if cfg.save_every and self.step % cfg.save_every == 0 and not done:
                     self.save()
             if self._stop_requested:
-                self.save()
-                raise KeyboardInterrupt(f"interrupted at step {self.step}; checkpoint saved in {self.out_dir}")
+                saved = self.save()
+                where = (f"the checkpoint is saved in {saved}; continue with: glassformer train --resume --out {self.out_dir}"
+                         if saved is not None else "nothing was saved (no out_dir)")
+                raise KeyboardInterrupt(f"interrupted at step {self.step}: {where}")
             if stop_after is not None and self.step < cfg.steps and not reached:
                 self.save()
                 return {"steps": self.step, "interrupted": True}
@@ -405,17 +422,31 @@ class Trainer:
     def _open_metrics(self):
         if self.out_dir is None or not self.dist.is_main:
             return None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / "metrics.jsonl"
-        if path.exists():  # resuming: forget records of steps after the checkpoint (they will be redone)
-            kept = [line for line in path.read_text().splitlines() if line.strip() and _record_step(line) <= self.step]
-            path.write_text("".join(line + "\n" for line in kept))
-        return open(path, "a")
+        path = writable_dir(self.out_dir) / "metrics.jsonl"
+        try:
+            if path.exists():  # resuming: forget records of steps after the checkpoint (they will be redone)
+                kept = [line for line in path.read_text().splitlines() if line.strip() and _record_step(line) <= self.step]
+                path.write_text("".join(line + "\n" for line in kept))
+            return open(path, "a")
+        except OSError as e:
+            raise OutputError(f"{path} cannot be written: {e.strerror or e}") from None
 
     def _log(self, metrics, record: dict) -> None:
         if metrics is not None:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
+            try:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            except OSError as e:
+                raise OutputError(f"{metrics.name} cannot be written at step {self.step}: {e.strerror or e}") from None
+
+    def _bar_eval(self) -> dict[str, str]:
+        """The last evaluation for the progress bar: sequence accuracy, or (text, where a whole window is never
+        'right') the validation loss."""
+        if not self.last_eval:
+            return {}
+        if self.spec.get("name") == TextTask.name:
+            return {"val_loss": f"{self.last_eval['loss']:.4f}"}
+        return {"acc": f"{self.last_eval['sequence_accuracy']:.3f}"}
 
     def _progress_bar(self):
         if self.config.quiet or not self.dist.is_main:
@@ -449,7 +480,12 @@ class Trainer:
             dir = self.out_dir / "checkpoint"
         if self.dist.is_main:
             state, tensors = self._training_state()
-            save_checkpoint(dir, self.model, tokenizer=self.tokenizer, task=self.spec, optimizer=self.optimizer, trainer_state=state, trainer_tensors=tensors)
+            try:
+                save_checkpoint(dir, self.model, tokenizer=self.tokenizer, task=self.spec, optimizer=self.optimizer,
+                                trainer_state=state, trainer_tensors=tensors)
+            except OSError as e:
+                kept = f"; the checkpoint of step {self.last_saved_step} is kept" if self.last_saved_step is not None else ""
+                raise OutputError(f"the checkpoint of step {self.step} cannot be written to {dir}: {e.strerror or e}{kept}") from None
             self.last_saved_step = self.step
         D.barrier()
         return Path(dir)
@@ -488,14 +524,35 @@ class Trainer:
         """Resume training from a checkpoint (or run) folder. ``task`` defaults to the saved task spec;
         ``overrides`` change TrainConfig fields (e.g. ``steps`` to train longer, ``device``)."""
         checkpoint = load_checkpoint(dir)
-        if checkpoint.trainer_state is None:
+        state = checkpoint.trainer_state
+        if state is None:
             raise CheckpointError(f"{checkpoint.path} has no training state: it cannot be resumed")
-        config = TrainConfig.from_dict({**checkpoint.trainer_state["train_config"], **overrides})
+        _check_state_types(state, checkpoint.path)
+        try:
+            config = TrainConfig.from_dict({**state["train_config"], **overrides})
+        except (ConfigError, TypeError) as e:
+            raise CheckpointError(f"{checkpoint.path}: the saved training config is not valid: {e}") from None
         if task is None:
             task = task_from_spec(checkpoint.task, tokenizer=checkpoint.tokenizer)
         trainer = cls(checkpoint.model, task, config, eval_task=eval_task, tokenizer=checkpoint.tokenizer, spec=checkpoint.task)
         trainer.load_training_state(checkpoint)
         return trainer
+
+
+_STATE_TYPES = {"step": int, "tokens_seen": int, "train_seconds": (int, float), "wall_seconds": (int, float),
+                "train_config": dict, "rng": dict}
+
+
+def _check_state_types(state: Any, path: Path) -> None:
+    """A hand-edited trainer state with a missing field or a wrong type is a CheckpointError naming it."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: the training state must be a JSON object, got {type(state).__name__}")
+    for name, kind in _STATE_TYPES.items():
+        value = state.get(name)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CheckpointError(f"{path}: the training state's {name!r} is {value!r}, which is not a valid {name}")
+    if state["step"] < 0:
+        raise CheckpointError(f"{path}: the training state's step is {state['step']}, which is negative")
 
 
 def _held_out(task):

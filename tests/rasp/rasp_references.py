@@ -110,3 +110,22 @@ def long_addition(text):
     a, b = text.split("+")
     total = str(int(a) + int(b)).rjust(len(text), "0")
     return list(total)
+
+
+def prefix_histogram(xs):
+    return [xs[: i + 1].count(x) for i, x in enumerate(xs)]
+
+
+def balanced_so_far(xs, pairs=("()",)):
+    out = []
+    for i in range(len(xs)):
+        prefix = xs[: i + 1]
+        ok = True
+        for open_, close in pairs:
+            depth, never_negative = 0, True
+            for x in prefix:
+                depth += (x == open_) - (x == close)
+                never_negative = never_negative and depth >= 0
+            ok = ok and never_negative and depth == 0
+        out.append(ok)
+    return out

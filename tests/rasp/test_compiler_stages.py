@@ -118,10 +118,11 @@ def test_value_sets_of_the_library():
     assert infer_values(graph, list("ab"), 4)[graph.output.label].values == ("a", "b", "z")
 
 
-def test_combinations_on_which_a_function_raises_are_left_out():
+def test_combinations_on_which_a_function_raises_give_no_value():
+    """Where the interpreter raises (10 // 0), the MLP writes no value: None joins the set."""
     program = Map(lambda i: 10 // i, indices, name="inv")
     graph = build_graph(program, 4)
-    assert infer_values(graph, list("a"), 4)["inv"].values == (3, 5, 10)
+    assert infer_values(graph, list("a"), 4)["inv"].values == (None, 3, 5, 10)
 
 
 # -- stage 3: assignment --------------------------------------------------------------------------

@@ -29,6 +29,8 @@ CASES = {  # name -> (reference, alphabet, input filter)
     "detect_pattern": (ref.detect_pattern, "abc", None),
     "count_token": (ref.count_token, "abc", None),
     "nary_sequence_map": (ref.nary_sequence_map, (0, 1, 2, 3), None),
+    "prefix_histogram": (ref.prefix_histogram, "abcd", None),
+    "balanced_so_far": (ref.balanced_so_far, "()", None),
 }
 
 

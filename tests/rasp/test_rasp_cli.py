@@ -39,6 +39,15 @@ def test_compile_writes_a_checkpoint(tmp_path, capsys):
     assert json.loads((out_dir / "extra.json").read_text())["rasp"]["program"] == "hist"
 
 
+def test_compile_causal_writes_a_decoder(tmp_path, capsys):
+    out_dir = tmp_path / "ph"
+    code, out, _ = run(capsys, "rasp", "compile", "prefix_histogram", "--max-len", "6", "--causal", "--out", str(out_dir))
+    assert code == 0 and CompiledModel.load(out_dir).causal
+    assert json.loads((out_dir / "config.json").read_text())["arch"] == "decoder"
+    code, _, err = run(capsys, "rasp", "compile", "reverse", "--max-len", "6", "--causal")
+    assert code == 2 and "cannot compile 'length': causal=True needs" in err
+
+
 def test_a_program_from_a_file(tmp_path, capsys):
     file = tmp_path / "mine.py"
     file.write_text("from glassformer.rasp import *\n"

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from glassformer.train import TextTask, TrainConfig, Trainer, get_task, model_for_task
+from glassformer.train.metrics import accuracy_counts
 
 SMALL = dict(d_model=64, n_layers=2, n_heads=4)
 TINY = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "shakespeare" / "tiny.txt"
@@ -55,7 +56,12 @@ def test_task_is_learned(name, options, arch, sizes, overrides, steps):
 def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance():
     """The grokking set-up, shrunk to p = 31 with 90% of the pairs for training: the model fits the
     training pairs, and already answers far more held-out pairs than chance (1/31) would. Full
-    generalisation comes much later (grokking) and is an experiment, not a test."""
+    generalisation comes much later (grokking) and is an experiment, not a test.
+
+    Both splits are scored whole (865 training pairs, 96 held out), so the check has no sampling noise.
+    Measured at 1,500 steps (seeds 0-3, one thread): training pairs 0.985-1.0, held out 0.927-1.0; on
+    another machine two runs scored 0.989 and 0.984 on sampled training batches, which failed the old
+    0.99 threshold. The thresholds keep a margin below the worst of these."""
     torch.manual_seed(0)
     task = get_task("modular-addition", p=31, train_fraction=0.9)
     model = model_for_task(task, "decoder", d_model=128, n_layers=1, n_heads=4)
@@ -63,10 +69,18 @@ def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance(
                          eval_batches=8, stop_at_accuracy=1.0, quiet=True)
     trainer = Trainer(model, task, config, eval_task=task)  # stop once the training pairs are all right
     trainer.train()
-    train_split = trainer.evaluate(n_batches=16, seed=12345)
-    held_out = Trainer(model, task.with_split("val"), config).evaluate(n_batches=16, seed=12345)
-    assert train_split["sequence_accuracy"] >= 0.99, train_split
-    assert held_out["sequence_accuracy"] >= 0.5, held_out
+    train_split = _whole_split_accuracy(model, task)
+    held_out = _whole_split_accuracy(model, task.with_split("val"))
+    assert train_split >= 0.95, train_split
+    assert held_out >= 0.5, held_out
+
+
+def _whole_split_accuracy(model, task) -> float:
+    """Sequence accuracy over every pair of the task's split (``full_batch``), not a sample of it."""
+    batch = task.full_batch("decoder")
+    with torch.no_grad():
+        _, _, hits, rows = accuracy_counts(model.eval()(batch.inputs), batch)
+    return hits / rows
 
 
 @pytest.mark.slow

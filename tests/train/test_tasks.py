@@ -46,10 +46,14 @@ def solve(task, problem: str) -> str:
         return MOD_ALPHABET[(MOD_ALPHABET.index(a) + MOD_ALPHABET.index(b)) % o["p"]]
     if task.name == "contains-ab":
         return "1" if "a" in problem and "b" in problem else "0"
-    if task.name == "induction":
-        r = problem[:-1]
-        assert problem[-1] == r[0]
-        return r[1:]
+    if task.name == "induction":  # f r r: the answer continues the repeat n = len(r) tokens back
+        width, k = 2 * o["length"], o["min_length"] - 1
+        n = (len(problem) - 1 - problem.index(problem[-1])) if o["distinct"] else o["length"]
+        seq = list(problem)
+        while len(seq) < width:
+            seq.append(seq[-n])
+        assert len(problem) == width - k and o["min_length"] <= n <= o["length"]
+        return "".join(seq[-k:])
     if task.name == "majority":
         (top, n), *rest = Counter(problem).most_common()
         assert not rest or rest[0][1] < n, "ties must not be drawn"
@@ -64,7 +68,7 @@ VARIANTS = [(name, {}) for name in TASKS] + [
     ("addition", {"n_digits": 5, "reverse_answer": True}),
     ("dyck", {"length": 10, "n_types": 3}),
     ("modular-addition", {"p": 13, "split": "test"}),
-    ("induction", {"length": 5, "vocab_size": 3, "distinct": False}),
+    ("induction", {"length": 5, "min_length": 5, "vocab_size": 3, "distinct": False}),
     ("majority", {"length": 7, "vocab_size": 3}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}{v}' for k, v in o.items())}" if o else n for n, o in VARIANTS]
@@ -139,7 +143,7 @@ def test_unsupported_arch_and_bad_options_raise():
     with pytest.raises(ConfigError, match="even"):
         get_task("dyck", length=7)
     with pytest.raises(ConfigError, match="distinct"):
-        get_task("induction", length=8, vocab_size=4)
+        get_task("induction", length=8, vocab_size=10)  # the shortest repeat's row needs 2 * 8 - 5 = 11 letters
     with pytest.raises(ConfigError, match="train_fraction"):
         get_task("modular-addition", train_fraction=1.5)
     with pytest.raises(ConfigError, match="split"):
@@ -259,17 +263,22 @@ def test_modular_addition_split_is_fixed_disjoint_and_complete():
             for chr_a, _, chr_b, _ in (test.tokenizer.decode(r) for r in sampled)} <= te
 
 
-def test_induction_repeats_a_sequence_of_distinct_tokens():
-    task = get_task("induction", length=8, vocab_size=16)
-    batch = task.batch(32)
-    assert batch.inputs.shape == (32, 15) and batch.loss_mask.sum(1).eq(7).all()
-    for row in range(32):
+def test_induction_repeats_sequences_of_varying_length_at_varying_offsets():
+    task = get_task("induction", length=8, vocab_size=16)  # repeats of 5..8 letters, answer: the last 4
+    batch = task.batch(256, generator=torch.Generator().manual_seed(0))
+    assert batch.inputs.shape == (256, 15) and batch.loss_mask.sum(1).eq(4).all()
+    lengths = set()
+    for row in range(256):
         text = task.tokenizer.decode(batch.inputs[row]) + task.tokenizer.decode(batch.targets[row, -1:])
-        assert text[:8] == text[8:] and len(set(text[:8])) == 8
+        assert len(set(text)) == len(text) - (n := len(text) - 1 - text.index(text[-1]))  # distinct, but the repeat
+        assert text[-2 * n : -n] == text[-n:] and 5 <= n <= 8
+        lengths.add(n)
         # every counted target follows the same token's first occurrence (what an induction head copies)
         for t in torch.nonzero(batch.loss_mask[row]).flatten().tolist():
-            current = text[t]
-            assert text[t + 1] == text[text.index(current) + 1]
+            assert text[t + 1] == text[text.index(text[t]) + 1]
+    assert lengths == {5, 6, 7, 8}  # so no fixed look-back distance answers every row
+    fixed = task.with_repeat_length(6).batch(8)
+    assert (fixed.inputs[:, 10:] == fixed.inputs[:, 4:9]).all()  # filler of 4, then r r, r 6 letters long
 
 
 def test_a_checkpoint_of_an_older_task_layout_is_refused():

@@ -3,6 +3,7 @@
 Stages, each its own module and testable alone:
 
     1. graph.py      program -> graph of embedded / element-wise / attention nodes (lowering rules)
+       causal.py     causal=True: every selector must look only back (decoders)
     2. values.py     the set of values each node can take
     3. assign.py     which element-wise nodes fuse into one MLP or fold into a head's weights
        mlp.py        exact lookup-table MLPs for the element-wise nodes
@@ -27,6 +28,7 @@ from glassformer.rasp.compiler import mlp as M
 from glassformer.rasp.compiler.allocate import allocate
 from glassformer.rasp.compiler.assign import Assignment, MLPTask, assign
 from glassformer.rasp.compiler.attention import build_head
+from glassformer.rasp.compiler.causal import check_causal
 from glassformer.rasp.compiler.compiled import Block, CompiledModel
 from glassformer.rasp.compiler.graph import Attend, build_graph
 from glassformer.rasp.compiler.layout import build_layout
@@ -42,7 +44,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str | torch.dtype | None = None,
-            approximate: bool = False, check: bool = True) -> CompiledModel:
+            approximate: bool = False, check: bool = True, causal: bool = False) -> CompiledModel:
     """Compile ``program`` for inputs of 1..``max_len`` tokens from ``vocab`` (a string is its characters).
 
     ``dtype``: "float32", "float64", or None (default) for float32 unless its rounding would break
@@ -51,6 +53,8 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
     ``check`` runs each MLP on sampled inputs as a guard against construction bugs.  A numerical
     output whose values cannot be listed (e.g. means of 0.1, 0.2, ...) can only be approximated
     (to 1e-5, relatively); that is an error unless ``approximate=True``.
+    ``causal=True`` compiles into a decoder (causal self-attention, ``arch="decoder"``); every selector
+    must then select only keys at or before the query, else :class:`RaspCompileError` (see ``causal.py``).
     """
     start = time.perf_counter()
     name = getattr(program, "name", "program")
@@ -60,6 +64,8 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
     dtypes = _dtypes(dtype, name)
 
     graph = build_graph(program, max_len)
+    if causal:
+        check_causal(graph)
     values = infer_values(graph, vocab, max_len)
     plan = assign(graph, values, vocab, max_len)
     out_values = values[graph.output.label]
@@ -77,10 +83,11 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
                 raise
     layout = build_layout(plan)
     output = _output_spec(plan, vocab)
-    model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output, DTYPES[dtype_name])
+    model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output, DTYPES[dtype_name],
+                        arch="decoder" if causal else "encoder")
     blocks = _blocks(plan, alloc, mlps, heads)
     return CompiledModel(model, vocab, max_len, output, layout.labels, blocks, program, name,
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, dict(layout.owner), graph.output.label)
 
 
 def _dtypes(dtype, name: str) -> list[str]:
@@ -181,9 +188,13 @@ def _token_key(t):
 
 
 def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[Block]:
+    """One Block per head and per MLP part, with where it sits in the model: the head index, or the
+    hidden units [start, stop) in the layer's MLP (MLP parts first, then one unit per defaulted head,
+    the order ``build_model`` writes them in), and the SOps it reads."""
     blocks = []
     for layer in range(alloc.n_layers):
-        for label in alloc.heads[layer]:
+        cleanups = []
+        for h, label in enumerate(alloc.heads[layer]):
             task, spec = plan.heads[label], heads[label]
             sel = task.node.op.selector
             if sel.constant is not None:
@@ -191,13 +202,21 @@ def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[
             else:
                 what = " & ".join(f"{k.node.label}~{q.node.label}" for k, q, _ in task.clauses)
             value = f" of {task.value.node.label}" if task.value is not None else ""
+            reads = [d.label for d in plan.deps(task.node)]
             blocks.append(Block(layer, "attention", label, f"{spec.mode}{value} where {what}, beta={spec.beta:.3g}",
-                                spec.d_head))
+                                spec.d_head, head=h, reads=reads))
             if spec.default:
-                blocks.append(Block(layer, "mlp", label, "erase the default written at BOS", 1))
+                cleanups.append(Block(layer, "mlp", label, "erase the default written at BOS", 1, reads=["bos"]))
+        unit = 0
         for label in alloc.mlps[layer]:
             task, spec = plan.mlps[label], mlps[label]
             fused = f", fusing {', '.join(task.fused)}" if task.fused else ""
             blocks.append(Block(layer, "mlp", label, f"{spec.strategy} over ({', '.join(i.label for i in task.inputs)})"
-                                                      f"{fused}", spec.n_units))
+                                                      f"{fused}", spec.n_units, units=[unit, unit + spec.n_units],
+                                reads=[i.label for i in task.inputs]))
+            unit += spec.n_units
+        for block in cleanups:
+            block.units = [unit, unit + 1]
+            unit += 1
+        blocks.extend(cleanups)
     return blocks

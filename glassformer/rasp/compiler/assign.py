@@ -149,30 +149,29 @@ def effective(node: Node, inlined: set[str]) -> tuple[tuple[Node, ...], Callable
     function of those inputs, and the labels expanded."""
     leaves: list[Node] = []
     expanded: list[str] = []
-
-    def collect(n: Node):
-        for a in n.op.args:
-            if a.label in inlined and isinstance(a.op, ElementWise):
-                if a.label not in expanded:
-                    expanded.append(a.label)
-                    collect(a)
-            elif a not in leaves:
-                leaves.append(a)
-
-    collect(node)
+    order: list[Node] = []  # the expanded nodes, inputs before their readers (then ``node``)
+    seen: set[int] = set()
+    stack = [(node, iter(node.op.args))]  # depth first, iteratively: chains of thousands of Maps are fine
+    while stack:
+        n, args = stack[-1]
+        a = next(args, None)
+        if a is None:
+            stack.pop()
+            order.append(n)
+        elif a.label in inlined and isinstance(a.op, ElementWise):
+            if id(a) not in seen:
+                seen.add(id(a))
+                expanded.append(a.label)
+                stack.append((a, iter(a.op.args)))
+        elif all(a is not x for x in leaves):
+            leaves.append(a)
     leaf_ids = [id(x) for x in leaves]
 
     def fn(*xs):
         env = dict(zip(leaf_ids, xs))
-
-        def ev(n: Node):
-            if id(n) in env:
-                return env[id(n)]
-            v = n.op.fn(*(ev(a) for a in n.op.args))
-            env[id(n)] = v
-            return v
-
-        return ev(node)
+        for n in order:
+            env[id(n)] = n.op.fn(*(env[id(a)] for a in n.op.args))
+        return env[id(node)]
 
     return tuple(leaves), fn, tuple(expanded)
 

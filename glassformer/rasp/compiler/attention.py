@@ -24,7 +24,7 @@ from typing import Any
 
 from glassformer.rasp.compiler.assign import Folded, HeadTask
 from glassformer.rasp.compiler.mlp import BOS, cat_key, encode, num_key
-from glassformer.rasp.compiler.values import ValueSet, sort_values
+from glassformer.rasp.compiler.values import ValueSet, sort_values, value_key
 from glassformer.rasp.errors import RaspCompileError
 
 RANK_WEIGHT = 0.25  # delta: the largest rank bonus, below the 1/2 that separates BOS from a selected key
@@ -53,7 +53,7 @@ class HeadSpec:
 
 def build_head(task: HeadTask, values: dict[str, ValueSet]) -> HeadSpec:
     node, op = task.node, task.node.op
-    spec = HeadSpec(node.label, op.mode)
+    spec = HeadSpec(node.origin or node.label, op.mode)
     clauses = task.clauses
     constant = op.selector.constant
     L = max(len(clauses), 1)
@@ -77,7 +77,9 @@ def build_head(task: HeadTask, values: dict[str, ValueSet]) -> HeadSpec:
 def _clause(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[str, ValueSet]) -> None:
     kx = values[keys.node.label].non_none
     qx = values[queries.node.label].non_none
+    _check_twins(spec, keys, queries, pred, values)
     matrix = []
+    failures, first_error = 0, None
     for q in qx:
         fq = _safe(queries, q)
         row = []
@@ -85,9 +87,14 @@ def _clause(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[st
             fk = _safe(keys, k)
             try:
                 row.append(1.0 if pred(fk, fq) else 0.0)
-            except Exception:
-                row.append(0.0)  # the interpreter raises here: any answer will do
+            except Exception as e:  # the interpreter raises on inputs holding this pair: the model does not select
+                row.append(0.0)
+                failures += 1
+                first_error = first_error or f"{type(e).__name__}: {e} on key {fk!r}, query {fq!r}"
         matrix.append(tuple(row))
+    if matrix and matrix[0] and failures == len(qx) * len(kx):
+        raise RaspCompileError(spec.op, f"its selector's predicate fails on every key and query its inputs can take "
+                                        f"({first_error}); the interpreter rejects every input")
     rows: dict[tuple, list] = {}
     for q, row in zip(qx, matrix):
         if any(row):
@@ -107,6 +114,29 @@ def _clause(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[st
             spec.qk.append((w_q, 0.0, {cat_key(keys.node, k): 1.0 for k in ks}, 0.0))
     for label in (keys.node.label, queries.node.label):
         spec.score_inputs[label] = spec.score_inputs.get(label, 0.0) + 1.0
+
+
+def _selects(pred, keys: Folded, queries: Folded, k, q) -> bool:
+    try:
+        return bool(pred(_safe(keys, k), _safe(queries, q)))
+    except Exception:
+        return False
+
+
+def _check_twins(spec: HeadSpec, keys: Folded, queries: Folded, pred, values: dict[str, ValueSet]) -> None:
+    """A predicate must treat float twins (see ``values.py``) alike: the model cannot tell them apart."""
+    kset, qset = values[keys.node.label], values[queries.node.label]
+    if not kset.twins and not qset.twins:
+        return
+    for q in qset.all_values:
+        for k in kset.all_values:
+            if q is None or k is None:
+                continue
+            rq, rk = qset.representative(q), kset.representative(k)
+            if _selects(pred, keys, queries, k, q) != _selects(pred, keys, queries, rk, rq):
+                raise RaspCompileError(spec.op, f"its selector tells key {k!r} from {rk!r} (or query {q!r} from "
+                                                f"{rq!r}), values that differ only by float rounding; no model can "
+                                                "tell them apart (round them in an earlier Map)", float_limited=True)
 
 
 def _safe(folded: Folded, x):
@@ -147,7 +177,7 @@ def _rank(spec: HeadSpec, value: Folded, values: dict[str, ValueSet], mode: str)
 
 
 def _k(y):
-    return (y,)
+    return (value_key(y),)  # True and 1 are different outputs
 
 
 def _values(spec: HeadSpec, task: HeadTask, values: dict[str, ValueSet]) -> None:

@@ -3,6 +3,9 @@
     compiled.model             the glassformer Transformer (an ordinary one: every lens works on it)
     compiled.run("abc")        encode [BOS, a, b, c], run the model, decode positions 1..n
     compiled.residual_labels   one label per residual dimension ("bos", "tokens=a", "frac_prevs", ...)
+    compiled.residual_dims     SOp label -> [start, stop) of the residual dimensions it occupies
+    compiled.components()      the ground truth: which head / MLP units compute which SOp, reading which
+    compiled.edges()           which component's output each component reads (through which SOp)
     compiled.summary()         layers, heads, residual width, MLP width, parameter count
     compiled.save(DIR)         a normal checkpoint folder (config.json, model.safetensors, extra.json
                                holding the encoders under "rasp"); CompiledModel.load(DIR) reads it back
@@ -24,13 +27,25 @@ BOS_CHAR, PAD_CHAR = "\u2402", "\u2400"  # shown for the BOS and PAD ids by the 
 
 @dataclass
 class Block:
-    """What one head or MLP of the compiled model computes (for summaries and diagrams)."""
+    """What one head or MLP of the compiled model computes (for summaries, diagrams and ground truth)."""
 
     layer: int
     kind: str  # "attention" | "mlp"
     node: str  # the SOp it writes
     detail: str  # e.g. "mean", "table over (tokens, indices)"
     size: int  # head dimensions or hidden units
+    head: int | None = None  # attention: the head's index in its layer
+    units: list[int] | None = None  # mlp: its hidden units [start, stop) in the layer's MLP
+    reads: list[str] = field(default_factory=list)  # the SOps (residual labels' owners) it reads
+
+    @property
+    def component(self) -> str:
+        """The component's name, as the model's hook names spell its layer: ``blocks.1.attn.head0``,
+        ``blocks.0.mlp[3:7]`` (hidden units 3..6)."""
+        if self.kind == "attention":
+            return f"blocks.{self.layer}.attn.head{self.head}"
+        units = f"[{self.units[0]}:{self.units[1]}]" if self.units else ""
+        return f"blocks.{self.layer}.mlp{units}"
 
 
 @dataclass
@@ -44,9 +59,17 @@ class CompiledModel:
     program: Any = None  # the RASP program (None after load)
     program_name: str = ""
     compile_seconds: float = 0.0
+    residual_dims: dict[str, tuple[int, int]] = field(default_factory=dict)  # SOp label -> [start, stop)
+    output_sop: str = ""  # the label of the program's output SOp (what the unembedding reads)
 
     def __post_init__(self):
         self.token_to_id = {_tok_key(t): FIRST_TOKEN_ID + i for i, t in enumerate(self.vocab)}
+        self.residual_dims = {"bos": (0, 1), **{k: tuple(v) for k, v in self.residual_dims.items()}}
+
+    @property
+    def causal(self) -> bool:
+        """Whether the model is a decoder (compiled with ``causal=True``): position i sees only 0..i."""
+        return bool(self.model.config.causal)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -150,6 +173,46 @@ class CompiledModel:
 
     __str__ = describe
 
+    # -- ground truth -----------------------------------------------------------------------------
+
+    def components(self) -> list[dict]:
+        """Every head and MLP part that computes something, with what it computes: ``component``
+        (``blocks.1.attn.head0`` / ``blocks.0.mlp[0:12]``), ``layer``, ``kind``, ``head`` or ``units``,
+        ``writes`` (the SOp) and ``writes_dims`` ([start, stop) in the residual stream), ``reads`` (SOps)
+        and ``reads_dims``.  Heads and units not listed are zero.  The embedding writes ``tokens``,
+        ``indices`` and constants (``embedded_sops()``)."""
+        out = []
+        for b in self.blocks:
+            out.append({
+                "component": b.component, "layer": b.layer, "kind": b.kind, "head": b.head, "units": b.units,
+                "writes": b.node, "writes_dims": list(self.residual_dims.get(b.node, ())),
+                "reads": list(b.reads), "reads_dims": {r: list(self.residual_dims[r]) for r in b.reads
+                                                      if r in self.residual_dims},
+                "detail": b.detail,
+            })
+        return out
+
+    def embedded_sops(self) -> list[str]:
+        """The SOps the embedding writes (no head or MLP computes them): tokens, indices, constants, bos."""
+        computed = {b.node for b in self.blocks}
+        return [label for label in self.residual_dims if label not in computed]
+
+    def edges(self) -> list[tuple[str, str, str]]:
+        """``(source, target, sop)``: component ``target`` reads SOp ``sop``, which ``source`` writes
+        (``"embed"`` for embedded SOps).  A SOp written by a head and then cleaned at BOS by an MLP unit
+        has both as sources.  These are all the paths along which information flows in the compiled model."""
+        writers: dict[str, list[str]] = {}
+        for b in self.blocks:
+            writers.setdefault(b.node, []).append(b.component)
+        out = []
+        for b in self.blocks:
+            for sop in b.reads:
+                for source in writers.get(sop, ["embed"]):
+                    if source != b.component:
+                        out.append((source, b.component, sop))
+        return out
+
+
     # -- saving -----------------------------------------------------------------------------------
 
     def io_spec(self) -> dict:
@@ -171,6 +234,8 @@ class CompiledModel:
                 "none_class": self.output.none_class,
             },
             "residual_labels": self.residual_labels,
+            "residual_dims": {k: list(v) for k, v in self.residual_dims.items()},
+            "output_sop": self.output_sop,
             "blocks": [vars(b) for b in self.blocks],
         }
 
@@ -184,27 +249,39 @@ class CompiledModel:
 
         return CharTokenizer([BOS_CHAR, PAD_CHAR, *self.vocab])
 
-    def save(self, dir: str | Path) -> Path:
+    def save(self, dir: str | Path, sparse: bool = False) -> Path:
         """Write a checkpoint folder that ``glassformer.load`` and the CLI read; the encoders go to
-        ``extra.json`` under ``"rasp"``."""
+        ``extra.json`` under ``"rasp"``.  ``sparse=True`` stores only the non-zero weights
+        (``sparse.py``: a fraction of the size; read back by ``CompiledModel.load`` only)."""
+        if sparse:
+            from glassformer.rasp.compiler.sparse import save_sparse
+
+            return save_sparse(dir, self.model, self.tokenizer(), {"rasp": self.io_spec()})
         from glassformer.train.checkpoint import save_model
 
         return save_model(dir, self.model, tokenizer=self.tokenizer(), extra={"rasp": self.io_spec()})
 
     @classmethod
     def load(cls, dir: str | Path, device: str | None = None) -> CompiledModel:
+        """A compiled model saved by ``save`` (dense or sparse)."""
+        from glassformer.rasp.compiler.sparse import is_sparse, load_sparse
         from glassformer.train.checkpoint import load_checkpoint
 
-        ckpt = load_checkpoint(dir, device=device)
-        spec = ckpt.extra.get("rasp")
+        if is_sparse(dir):
+            model, _, extra = load_sparse(dir, device=device)
+        else:
+            ckpt = load_checkpoint(dir, device=device)
+            model, extra = ckpt.model, ckpt.extra
+        spec = extra.get("rasp") if isinstance(extra, dict) else None
         if not isinstance(spec, dict) or spec.get("format") != "glassformer-rasp":
             raise CheckpointError(f"{dir} holds no compiled RASP program (extra.json has no 'rasp' section)")
         out = spec["output"]
         output = OutputSpec(out["numerical"], [from_json(c) for c in out["classes"]],
                             None if out["values"] is None else [from_json(v) for v in out["values"]], out["tolerance"],
                             out.get("none_class"))
-        return cls(ckpt.model, [from_json(t) for t in spec["vocab"]], spec["max_len"], output, spec["residual_labels"],
-                   [Block(**b) for b in spec["blocks"]], None, spec.get("program", ""))
+        return cls(model, [from_json(t) for t in spec["vocab"]], spec["max_len"], output, spec["residual_labels"],
+                   [Block(**b) for b in spec["blocks"]], None, spec.get("program", ""), 0.0,
+                   spec.get("residual_dims", {}), spec.get("output_sop", ""))
 
 
 def _device(model) -> torch.device:

@@ -154,18 +154,20 @@ class Graph:
 
 
 def _toposort(nodes: list[Node]) -> list[Node]:
+    """Inputs before readers, in the order of ``nodes`` otherwise (iterative: any depth)."""
     order, seen = [], set()
-
-    def visit(n):
-        if id(n) in seen:
-            return
-        seen.add(id(n))
-        for i in n.inputs:
-            visit(i)
-        order.append(n)
-
-    for n in nodes:
-        visit(n)
+    for root in nodes:
+        stack = [(root, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            stack.append((n, True))
+            stack.extend((i, False) for i in reversed(n.inputs) if id(i) not in seen)
     return order
 
 
@@ -176,7 +178,45 @@ def build_graph(program: L.SOp, max_len: int) -> Graph:
     """Translate ``program`` into a :class:`Graph`, applying the lowering rules in the module docstring."""
     if not isinstance(program, L.SOp):
         raise RaspCompileError(getattr(program, "name", str(program)), "only a SOp (not a selector) can be compiled")
-    return _Builder(max_len).build(program)
+    graph = _Builder(max_len).build(program)
+    compose_chains(graph)
+    return graph
+
+
+class _Chain:
+    """``fns[-1](...fns[1](fns[0](x)))``, flat: composing a thousand functions does not nest calls."""
+
+    def __init__(self, first: Callable, then: Callable):
+        self.fns = (first.fns if isinstance(first, _Chain) else (first,)) + (then,)
+
+    def __call__(self, x):
+        for fn in self.fns:
+            x = fn(x)
+        return x
+
+
+def compose_chains(graph: Graph) -> None:
+    """A Map read only by another Map becomes part of it: ``Map(f, Map(g, x))`` is ``Map(f . g, x)``.
+    One MLP computes the composition either way (the assignment stage would fuse them), and a chain
+    of a thousand Maps is then one node instead of a thousand (Tracr's ``Map`` simplifies the same way)."""
+    changed = False
+    for node in graph.nodes:  # inputs first, so a chain collapses from its start
+        op = node.op
+        if not isinstance(op, ElementWise) or len(op.args) != 1:
+            continue
+        inner = op.args[0]
+        if (not isinstance(inner.op, ElementWise) or len(inner.op.args) != 1 or inner is graph.output
+                or len(graph.consumers[id(inner)]) != 1):
+            continue
+        f, g = op.fn, inner.op.fn
+        linear = None
+        if op.linear is not None and inner.op.linear is not None:  # a * (c + b x) + d = (d + a c) + a b x
+            linear = (op.linear[0] + op.linear[1] * inner.op.linear[0], op.linear[1] * inner.op.linear[1])
+        node.op = ElementWise(_Chain(g, f), inner.op.args, linear)
+        graph.consumers[id(inner.op.args[0])].append(node)
+        changed = True
+    if changed:
+        graph.refresh()
 
 
 class _Builder:
@@ -417,6 +457,9 @@ def _structural_linear(f: Callable, args: list[Node]) -> tuple[float, ...] | Non
 
     if not all(a.is_numerical for a in args):
         return None
+    coefficients = getattr(f, "linear", None)  # a callable that declares itself affine (tracr.LinearSequenceMap)
+    if isinstance(coefficients, tuple) and len(coefficients) == len(args) + 1:
+        return tuple(float(c) for c in coefficients)
     if isinstance(f, _Op2) and f.fn in (operator.add, operator.sub):
         return (0.0, 1.0, 1.0 if f.fn is operator.add else -1.0)
     if isinstance(f, _Op1):

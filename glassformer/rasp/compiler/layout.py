@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glassformer.rasp.compiler.assign import Assignment
-from glassformer.rasp.compiler.mlp import BOS
+from glassformer.rasp.compiler.mlp import BOS, cat_key
 
 
 @dataclass
@@ -51,6 +51,6 @@ def build_layout(plan: Assignment) -> Layout:
         if node.is_numerical:
             keys.append((node.label,))
         else:
-            keys.extend((node.label, v) for v in plan.values[node.label].non_none)
+            keys.extend(cat_key(node, v) for v in plan.values[node.label].non_none)
         owner[node.label] = (start, len(keys))
     return Layout(keys, [key_label(k) for k in keys], {k: i for i, k in enumerate(keys)}, owner)

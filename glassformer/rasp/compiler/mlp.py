@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from glassformer.rasp.compiler.graph import Node
-from glassformer.rasp.compiler.values import ValueSet, combinations_count
+from glassformer.rasp.compiler.values import ValueSet, combinations_count, value_key
 from glassformer.rasp.errors import RaspCompileError
 
 BOS = ("bos",)
@@ -46,7 +46,7 @@ EPS = {"float32": 2.0 ** -23, "float64": 2.0 ** -52}  # machine epsilon of the m
 
 
 def cat_key(node: Node, value: Any) -> tuple:
-    return (node.label, value)
+    return (node.label, value_key(value))  # True and 1 are different dimensions
 
 
 def num_key(node: Node) -> tuple:
@@ -227,9 +227,9 @@ def lookup(spec: MLPSpec, out: Node, s_node: Node, s_set: ValueSet, cats: list[N
         for s in S:
             try:
                 g.append(_hashable_key(fn(s, combo)))
-            except Exception:
-                g.append(_DONT_CARE)
-        functions[_fill_dont_care(g)].add(combo)
+            except Exception:  # the interpreter rejects this input: no value (None, or 0 if numerical)
+                g.append(_hashable_key(None))
+        functions[tuple(g)].add(combo)
     s_abs = max(max(abs(v) for v in S), bos_magnitude)
     gate_noisy = any(c.label in noisy for c in cats)
     relative = getattr(s_node.op, "mode", None) == "width"  # 1/(w+1): its error is relative (see precision.py)
@@ -317,28 +317,12 @@ def additive(spec: MLPSpec, out: Node, inputs: list[Node], sets: list[ValueSet],
     spec.strategy = "additive"
 
 
-_DONT_CARE = ("__rasp_dont_care__",)
-
-
-def _fill_dont_care(g: list) -> tuple:
-    """Entries where the function raised take a neighbour's value, so they add no step."""
-    known = [v for v in g if v != _DONT_CARE]
-    if not known:
-        return tuple(_hashable_key(None) for _ in g)
-    prev = known[0]
-    out = []
-    for v in g:
-        prev = prev if v == _DONT_CARE else v
-        out.append(prev)
-    return tuple(out)
-
-
 def _hashable_key(y: Any):
-    return (y,)
+    return (value_key(y), y)  # compares by the key (True is not 1), keeps the value
 
 
 def _unkey(k):
-    return k[0]
+    return k[1]
 
 
 # -- checks ---------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The model is ``Transformer(ModelConfig(arch="encoder", norm="none", positional="learned", act="relu",
 bias=True, attn_scale=1.0, ...))``: nothing but the standard parts.  Sizes are the largest any layer
-needs (n_heads, d_head, d_mlp); heads and hidden units a layer does not use stay zero.
+needs (n_heads, d_head, d_mlp); heads and hidden units a layer does not use stay zero.  A causal
+compile (``causal.py``) builds the same weights into ``arch="decoder"``.
 
     token ids   0 = BOS, 1 = PAD, 2.. = the vocabulary
     W_E[BOS]    the ``bos`` dimension;  W_E[token t] its ``tokens=t`` dimension and every constant
@@ -86,7 +87,7 @@ def _uninitialised(config: ModelConfig) -> Transformer:
 
 def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
                 heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec,
-                dtype: torch.dtype = torch.float32) -> Transformer:
+                dtype: torch.dtype = torch.float32, arch: str = "encoder") -> Transformer:
     layer_mlps: list[list[MLPSpec]] = []
     for layer in range(alloc.n_layers):
         specs = [mlps[label] for label in alloc.mlps[layer]]
@@ -97,7 +98,7 @@ def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[
     d_mlp = max([1] + [sum(s.n_units for s in specs) for specs in layer_mlps])
     d_vocab_out = 1 if output.numerical else max(1, len(output.classes))
     config = ModelConfig(
-        arch="encoder", d_model=layout.d_model, n_layers=alloc.n_layers, n_heads=n_heads, d_head=d_head,
+        arch=arch, d_model=layout.d_model, n_layers=alloc.n_layers, n_heads=n_heads, d_head=d_head,
         d_mlp=d_mlp, d_vocab=FIRST_TOKEN_ID + len(vocab), d_vocab_out=d_vocab_out, n_ctx=max_len + 1,
         norm="none", positional="learned", act="relu", tie_embeddings=False, bias=True, attn_scale=1.0, dropout=0.0,
     )
