@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_model(path: str, seed: int = 0):
     """``(model, tokenizer)`` from a checkpoint folder, or ``(random model, None)`` from a config file."""
-    from glassformer.inputs import open_model
+    from glassformer.train.inputs import open_model
 
     checkpoint = open_model(path, seed=seed)
     return checkpoint.model, checkpoint.tokenizer
@@ -98,7 +98,7 @@ def read_image(path: str, model):
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from glassformer.explain.trace import trace
-    from glassformer.inputs import encode_input, open_model, residual_labels
+    from glassformer.train.inputs import encode_input, open_model, residual_labels
 
     checkpoint = open_model(args.model, seed=args.seed)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
@@ -119,7 +119,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_diagram(args: argparse.Namespace) -> int:
     from glassformer.explain.diagram import save_diagram
-    from glassformer.inputs import open_model, residual_labels
+    from glassformer.train.inputs import open_model, residual_labels
 
     out = Path(args.out)
     if out.suffix.lower() != ".svg":

@@ -1,6 +1,6 @@
 """``glassformer inspect DIR --input TEXT --html report.html``: look inside a saved model.
 
-Opens the checkpoint and encodes the input as every command does (:mod:`glassformer.inputs`: a compiled
+Opens the checkpoint and encodes the input as every command does (:mod:`glassformer.train.inputs`: a compiled
 RASP program gets its start token, as ``sample`` gives it), runs it, writes the self-contained HTML report
 (see :mod:`glassformer.lens.report`, with a compiled model's named residual dimensions) and prints what it found.
 """
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glassformer.inputs import encode_input, open_model, residual_labels
+    from glassformer.train.inputs import encode_input, open_model, residual_labels
     from glassformer.lens.folding import fold_weights
     from glassformer.lens.report import write_report
     from glassformer.model.norms import RESIDUAL_EQUATIONS, LayerNorm

@@ -370,7 +370,7 @@ def _complete(model: Transformer, tokenizer, prompt: str, n_new: int) -> str:
 
 
 def cmd_sample(args) -> int:
-    from glassformer.inputs import encode_input
+    from glassformer.train.inputs import encode_input
 
     if args.num_samples < 1:
         raise InputError(f"--num-samples must be >= 1, got {args.num_samples}")

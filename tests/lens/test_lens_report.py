@@ -122,7 +122,7 @@ def compiled_reverse(tmp_path_factory):
 def test_inspect_runs_a_compiled_program_as_sample_does_and_names_its_residual_stream(compiled_reverse, tmp_path, capsys):
     """The start token the compiled weights rely on is put in front (as sample and CompiledModel.run do), so the
     report's computation is the program's: the model's answer at positions 1..3 is the reversed input."""
-    from glassformer.inputs import encode_input, open_model
+    from glassformer.train.inputs import encode_input, open_model
 
     compiled, path = compiled_reverse
     out = tmp_path / "r.html"
