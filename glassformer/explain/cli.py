@@ -12,7 +12,6 @@ built with random weights (``--seed``).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -31,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of its operands and the actual numbers. Use a tiny config (e.g. d_model = 4) to see every number.",
     )
     p.add_argument("model", metavar="DIR|CONFIG", help="checkpoint folder, or a model config file (.json/.toml)")
-    p.add_argument("--input", required=True, help="the input: text for a checkpoint with a tokenizer, otherwise "
-                   "token ids separated by commas or spaces (e.g. '3,1,4')")
+    p.add_argument("--input", required=True, help="the input, encoded as sample and inspect encode it: text for a "
+                   "checkpoint with a tokenizer (a compiled RASP program's elements, its start token added), otherwise "
+                   "token ids separated by commas or spaces (e.g. '3,1,4'); for a vision model, a .npy image file")
     p.add_argument("--src", help="encoder-decoder only: the source (encoder input), as text or token ids like --input")
     p.add_argument("--out", help="output file: .md (Markdown) or .html (self-contained); default: Markdown on stdout")
     p.add_argument("--max-rows", type=int, default=8, help="show at most this many rows of a tensor (default: 8)")
@@ -72,29 +72,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_model(path: str, seed: int = 0):
     """``(model, tokenizer)`` from a checkpoint folder, or ``(random model, None)`` from a config file."""
-    from glassformer import ModelConfig, Transformer, load
+    from glassformer.train.inputs import open_model
+
+    checkpoint = open_model(path, seed=seed)
+    return checkpoint.model, checkpoint.tokenizer
+
+
+def read_image(path: str, model):
+    """A vision model's input: one image from a ``.npy`` file, [channels, H, W] (or [H, W] with one channel)."""
+    import numpy as np
 
     p = Path(path)
-    if p.is_dir():
-        return load(p)
-    if p.suffix.lower() in (".json", ".toml"):
-        config = ModelConfig.load(p)
-        torch.manual_seed(seed)
-        return Transformer(config).eval(), None
-    raise InputError(f"{path} is neither a checkpoint folder nor a model config file (.json or .toml)")
-
-
-def parse_input(text: str, tokenizer, what: str = "--input") -> list[int]:
-    """Token ids from ``text``: encoded by the tokenizer if there is one, else read as integers."""
-    if tokenizer is not None:
-        ids = list(tokenizer.encode(text))
-        if not ids:
-            raise InputError(f"{what} {text!r} encodes to no tokens")
-        return [int(i) for i in ids]
-    parts = [s for s in re.split(r"[,\s]+", text.strip()) if s]
-    if not parts or not all(re.fullmatch(r"\d+", s) for s in parts):
-        raise InputError(f"{what} must be token ids like '3,1,4' for a model without a tokenizer, got {text!r}")
-    return [int(s) for s in parts]
+    if p.suffix.lower() != ".npy" or not p.is_file():
+        raise InputError(f"a vision model (input='patches') reads an image: give --input a .npy file of shape "
+                         f"[{model.config.n_channels}, {model.config.image_size}, {model.config.image_size}], got {path!r}")
+    try:
+        image = np.load(p, allow_pickle=False)
+    except ValueError as e:
+        raise InputError(f"{path} is not a NumPy array file: {e}") from None
+    return torch.as_tensor(np.asarray(image, dtype=np.float32))
 
 
 # -- commands ---------------------------------------------------------------------------------------------
@@ -102,11 +98,17 @@ def parse_input(text: str, tokenizer, what: str = "--input") -> list[int]:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from glassformer.explain.trace import trace
+    from glassformer.train.inputs import encode_input, open_model, residual_labels
 
-    model, tokenizer = load_model(args.model, args.seed)
-    tokens = parse_input(args.input, tokenizer)
-    src = parse_input(args.src, tokenizer, "--src") if args.src is not None else None
-    doc = trace(model, tokens, src=src, tokenizer=tokenizer, max_rows=args.max_rows, max_cols=args.max_cols)
+    checkpoint = open_model(args.model, seed=args.seed)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    if hasattr(model.embed, "check_images"):  # a vision model
+        inputs = read_image(args.input, model)
+    else:  # encoded as every command encodes it (a compiled program: BOS first)
+        inputs = encode_input(checkpoint, args.input)[0].tolist()
+    src = encode_input(checkpoint, args.src, what="--src")[0].tolist() if args.src is not None else None
+    doc = trace(model, inputs, src=src, tokenizer=tokenizer, max_rows=args.max_rows, max_cols=args.max_cols,
+                residual_labels=residual_labels(checkpoint))
     if args.out:
         path = doc.save(args.out)
         print(f"wrote {path} ({sum(len(s.steps) for s in doc.sections)} steps)")
@@ -116,18 +118,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
-    from glassformer import ModelConfig
     from glassformer.explain.diagram import save_diagram
-    from glassformer.train.checkpoint import load_checkpoint
+    from glassformer.train.inputs import open_model, residual_labels
 
-    p = Path(args.model)
-    config = load_checkpoint(p).config if p.is_dir() else (ModelConfig.load(p) if p.suffix.lower() in (".json", ".toml") else None)
-    if config is None:
-        raise InputError(f"{args.model} is neither a checkpoint folder nor a model config file (.json or .toml)")
     out = Path(args.out)
     if out.suffix.lower() != ".svg":
         raise InputError(f"--out must name an .svg file, got {args.out}")
-    save_diagram(config, out, expanded=args.expanded)
+    checkpoint = open_model(args.model)
+    save_diagram(checkpoint.model, out, expanded=args.expanded, residual_labels=residual_labels(checkpoint))
     print(f"wrote {out}")
     return 0
 

@@ -1,5 +1,12 @@
-"""`glassformer diagram`: the architecture drawn from its config, as a hand-written SVG (no network, no fonts
-to fetch, no plotting library).
+"""`glassformer diagram`: the architecture drawn from the model's own modules, as a hand-written SVG (no
+network, no fonts to fetch, no plotting library).
+
+The drawing walks the module tree (the embedding, each block's norms, attention and MLP, the final norm,
+the unembedding) and draws each component as its ``describe()`` says, so a new variant appears by
+itself and the picture cannot drift from the model. Every component box carries ``data-module``, its
+name in the model (``blocks.0.attn.rotary``); a test builds every variant and checks that each module
+is drawn. Components that act inside attention (RoPE, ALiBi, T5 bias, QK-norm) and a Transformer-XL
+memory are drawn beside the attention box, joined by a dashed arrow.
 
 Read bottom-up, as in the paper's Figure 1: token ids, embeddings (and the positional scheme), the
 blocks, the final norm, the unembedding. Each block's sublayers sit on the residual stream (the central
@@ -25,7 +32,11 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from glassformer.errors import InputError
 from glassformer.model.config import ModelConfig
+from glassformer.model.describe import Description, describe
+from glassformer.model.norms import RESIDUAL_EQUATIONS, NoNorm
+from glassformer.model.segment_memory import describe_memory
 
 BOX_W, BOX_H, GAP, SKIP = 236, 34, 30, 22  # box size, vertical gap (arrows), skip-line offset from a box
 COLOURS = {  # fill, stroke: the paper's palette, roughly
@@ -33,8 +44,6 @@ COLOURS = {  # fill, stroke: the paper's palette, roughly
     "attn": ("#fde0b6", "#c98a2c"), "cross": ("#fbcfa2", "#b8702a"), "head": ("#fff0d9", "#c98a2c"),
     "mlp": ("#cfe6f7", "#4f8bb8"), "out": ("#d9edd3", "#5b9650"), "io": ("#ffffff", "#888888"),
 }
-NORM_NAMES = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}
-ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "ReLU²", "swiglu": "SwiGLU", "geglu": "GeGLU", "geglu_tanh": "GeGLU (tanh)"}
 
 
 @dataclass
@@ -52,6 +61,10 @@ class _Drawing:
 
     def text(self, x, y, s, anchor="start", cls="shape"):
         self.items.append(("text", x, y, s, anchor, cls))
+
+    def note(self, x, y, lines, anchor="start", **data):
+        """Lines of small text, the first at height y, in one group carrying ``data-*`` attributes."""
+        self.items.append(("note", x, y, lines, anchor, data))
 
     def plus(self, cx, cy):
         self.items.append(("plus", cx, cy))
@@ -76,6 +89,10 @@ class _Drawing:
                 width = 6.2 * len(it[3])
                 xs += [it[1] - (width if it[4] == "end" else width / 2 if it[4] == "middle" else 0), it[1] + width]
                 ys += [it[2] - 4, it[2] + 12]
+            elif it[0] == "note":
+                width = 6.2 * max(len(line) for line in it[3])
+                xs += [it[1] - (width if it[4] == "end" else 0), it[1] + (0 if it[4] == "end" else width)]
+                ys += [it[2] - 14 * len(it[3]), it[2] + 12]
             elif it[0] == "frame":
                 label = 8 + 7 * len(it[5])
                 xs += [it[1] - (label if it[6] == "left" else 0), it[3] + (label if it[6] == "right" else 0)]
@@ -119,11 +136,12 @@ class _Drawing:
                 attrs = "".join(f' data-{k.replace("_", "-")}="{escape(str(v))}"' for k, v in data.items())
                 out.append(f'<g{attrs}><rect x="{X(cx - w / 2)}" y="{Y(y + h)}" width="{w}" height="{h}" rx="6" fill="{fill}" stroke="{stroke}" stroke-width="1.3"/>')
                 cls = "head" if colour == "head" else ("io" if colour == "io" else "title")
+                fit = _fit(title_, w, 13 if cls == "title" else 11) + ""  # long names shrink to fit the box
                 if detail:
-                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.58)}" text-anchor="middle" class="{cls}">{escape(title_)}</text>')
-                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.18)}" text-anchor="middle" class="detail">{escape(detail)}</text></g>')
+                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.58)}" text-anchor="middle" class="{cls}"{fit}>{escape(title_)}</text>')
+                    out.append(f'<text x="{X(cx)}" y="{Y(y + h * 0.18)}" text-anchor="middle" class="detail"{_fit(detail, w, 10)}>{escape(detail)}</text></g>')
                 else:
-                    out.append(f'<text x="{X(cx)}" y="{Y(y + h / 2 - 4)}" text-anchor="middle" class="{cls}">{escape(title_)}</text></g>')
+                    out.append(f'<text x="{X(cx)}" y="{Y(y + h / 2 - 4)}" text-anchor="middle" class="{cls}"{fit}>{escape(title_)}</text></g>')
             elif kind == "text":
                 _, tx, ty, s, anchor, cls = it
                 out.append(f'<text x="{X(tx)}" y="{Y(ty)}" text-anchor="{anchor}" class="{cls}">{escape(s)}</text>')
@@ -131,18 +149,33 @@ class _Drawing:
                 _, cx, cy = it
                 out.append(f'<g data-role="add"><circle cx="{X(cx)}" cy="{Y(cy)}" r="9" fill="white" stroke="#555" stroke-width="1.4"/>'
                            f'<path d="M {X(cx) - 5} {Y(cy)} h 10 M {X(cx)} {Y(cy) - 5} v 10" stroke="#555" stroke-width="1.6"/></g>')
+            elif kind == "note":
+                _, tx, ty, lines, anchor, data = it
+                attrs = "".join(f' data-{k.replace("_", "-")}="{escape(str(v))}"' for k, v in data.items())
+                texts = "".join(f'<text x="{X(tx)}" y="{Y(ty - 14 * k)}" text-anchor="{anchor}" class="detail">{escape(line)}</text>'
+                                for k, line in enumerate(lines))
+                out.append(f"<g{attrs}>{texts}</g>")
             elif kind == "dot":
                 out.append(f'<circle cx="{X(it[1])}" cy="{Y(it[2])}" r="3" fill="#555"/>')
         out.append("</svg>")
         return "\n".join(out) + "\n"
 
 
-class _Column:
-    """One stack drawn bottom-up around the vertical line x = cx; ``skip`` = -1 (skips on the left) or +1."""
+def _fit(text: str, width: float, size: float) -> str:
+    """A smaller font-size attribute when ``text`` at ``size`` px would not fit ``width`` (about 0.6 em per character)."""
+    need = 0.6 * size * len(text) + 10
+    return f' style="font-size:{size * width / need:.1f}px"' if need > width else ""
 
-    def __init__(self, d: _Drawing, cfg: ModelConfig, cx: float, skip: int, expanded: bool, outer: int = 1):
-        self.d, self.cfg, self.cx, self.skip, self.expanded = d, cfg, cx, skip, expanded
-        self.outer = outer  # the side with nothing beside it: where the positional embedding box goes
+
+class _Column:
+    """One stack drawn bottom-up around the vertical line x = cx; ``skip`` = -1 (skips on the left) or +1.
+    It reads the stack's modules (``stack.embed``, ``stack.blocks``, ...) and draws each as its ``describe()``
+    says; every box carries ``data-module``, the module's name in the model."""
+
+    def __init__(self, d: _Drawing, model, stack, prefix: str, cx: float, skip: int, expanded: bool, outer: int = 1):
+        self.d, self.model, self.stack, self.prefix, self.cx, self.skip, self.expanded = d, model, stack, prefix, cx, skip, expanded
+        self.d_model = model.config.d_model
+        self.outer = outer  # the side with nothing beside it: where side boxes (positions, memory) go
         self.y = 0.0
         self.cross_inputs: list[float] = []  # y of each cross-attention box's middle (encoder-decoder)
 
@@ -156,195 +189,251 @@ class _Column:
         return "[" + ", ".join(dims) + "]"
 
     def resid(self) -> str:
-        return self.shape("pos", f"d_model={self.cfg.d_model}")
+        return self.shape("pos", f"d_model={self.d_model}")
 
-    def norm_box(self, name: str, on: str):
+    def norm_box(self, name: str, module, on: str):
         label = name if self.expanded else name.rsplit(".", 1)[-1]  # compact: one block stands for all
-        return self.d.box(self.cx, self.y, NORM_NAMES[self.cfg.norm], label, kind="norm", role="norm", on=on, name=name)
+        return self.d.box(self.cx, self.y, describe(module).title, label, kind="norm", role="norm", on=on, name=name, module=name)
 
-    def embedding(self, what: str, prefix: str = ""):
-        cfg, d = self.cfg, self.d
+    def side_box(self, y: float, target_y: float, module_name: str, desc: Description, kind: str, role: str, **data) -> None:
+        """A component drawn beside the trunk (positional schemes inside attention, QK-norm, memory), its dashed
+        arrow bending down to the middle of the box it acts in (at height ``target_y``)."""
+        px = self.cx + self.outer * (BOX_W / 2 + SKIP + 130)  # clear of the block's frame
+        self.d.box(px, y, desc.title, desc.detail, kind=kind, w=200, role=role, module=module_name, **data)
+        bend = self.cx + self.outer * (BOX_W / 2 + 12)
+        self.d.line([(px - self.outer * 100, y + BOX_H / 2), (bend, y + BOX_H / 2), (bend, target_y),
+                     (self.cx + self.outer * BOX_W / 2, target_y)], arrow=True, dashed=True, role=role)
+
+    def embedding(self, what: str):
+        d, p, stack = self.d, self.prefix, self.stack
         d.box(self.cx, self.y, what, "", kind="io", h=26)
         self.y += 26
-        self.arrow(self.shape("pos"))
-        self.y = d.box(self.cx, self.y, "Token embedding W_E", f"[d_vocab={cfg.d_vocab}, d_model={cfg.d_model}]", kind="embed", role="embed")
-        if cfg.positional in ("learned", "sinusoidal"):
+        image = hasattr(stack.embed, "W_patch")
+        self.arrow(self.shape("channels", "H", "W") if image else self.shape("pos"))
+        emb = describe(stack.embed)
+        self.y = d.box(self.cx, self.y, emb.title, emb.detail, kind="embed", role="embed", module=f"{p}embed")
+        if stack.pos_embed is not None:
             self.arrow("", GAP * 0.6)
             d.plus(self.cx, self.y + 9)
             side = self.outer
             px = self.cx + side * (BOX_W / 2 + 70)
-            title = "Positional embedding W_pos" if cfg.positional == "learned" else "Sinusoidal positions"
-            detail = f"[n_ctx={cfg.n_ctx}, d_model={cfg.d_model}]" if cfg.positional == "learned" else "fixed sin/cos, nothing learned"
-            d.box(px, self.y - 8, title, detail, kind="pos", w=200, role="positional", scheme=cfg.positional)
+            pe = describe(stack.pos_embed)
+            scheme = "learned" if hasattr(stack.pos_embed, "W_pos") else "sinusoidal"
+            d.box(px, self.y - 8, pe.title, pe.detail, kind="pos", w=200, role="positional", scheme=scheme, module=f"{p}pos_embed")
             edge = px - side * 100
             d.line([(edge, self.y + 9), (self.cx + side * 9, self.y + 9)])
             self.y += 18
-        if cfg.embed_norm:
+        if stack.ln_embed is not None:
             self.arrow("")
-            self.y = self.norm_box(f"{prefix}ln_embed", "trunk")
-        note = {"rope": "positions: RoPE, inside attention", "alibi": "positions: ALiBi, inside attention", "none": "no positional information"}
-        if cfg.positional in note:
-            d.text(self.cx - self.skip * (BOX_W / 2 + 8), self.y - 20, note[cfg.positional], anchor="end" if self.skip > 0 else "start", cls="detail")
+            self.y = self.norm_box(f"{p}ln_embed", stack.ln_embed, "trunk")
+        attn = stack.blocks[0].attn
+        if stack.pos_embed is None and attn.rotary is None and attn.score_bias is None:
+            d.text(self.cx - self.skip * (BOX_W / 2 + 8), self.y - 20, "no positional information",
+                   anchor="end" if self.skip > 0 else "start", cls="detail")
 
-    def attention_box(self, kind: str, name: str):
-        cfg, d = self.cfg, self.d
-        causal = kind == "attn" and cfg.causal and not name.startswith("encoder.")
-        pos = {"rope": " + RoPE", "alibi": " + ALiBi"}.get(cfg.positional, "") if kind == "attn" else ""
-        title = ("Masked self-attention" if causal else "Self-attention" if kind == "attn" else "Cross-attention") + pos
-        heads = f"{cfg.n_heads} heads × d_head={cfg.d_head}" + (f", {cfg.n_kv_heads} kv heads" if cfg.n_kv_heads != cfg.n_heads else "")
+    def attention_box(self, name: str, attn, cross: bool):
+        d = self.d
+        desc = describe(attn)
+        parts = [(f"{name}.{part}", getattr(attn, part)) for part in ("rotary", "score_bias", "q_norm", "k_norm")]
+        parts = [(n, m) for n, m in parts if m is not None]
+        title = desc.title + "".join(f" + {describe(m).title}" for n, m in parts if not n.endswith("_norm"))
+        kind = "cross" if cross else "attn"
+        start = self.y
         if not self.expanded:
-            top = d.box(self.cx, self.y, title, heads, kind="cross" if kind == "cross" else "attn", role=kind, name=name)
+            top = d.box(self.cx, self.y, title, desc.detail, kind=kind, role=kind, name=name, module=name)
             mid = self.y + BOX_H / 2
             self.y = top
-            return mid
-        # expanded: a caption bar, one box per head, then Concat · W_O
-        colour = "cross" if kind == "cross" else "attn"
-        bar = d.box(self.cx, self.y, title, f"q, k, v: [pos, d_head={cfg.d_head}] per head", kind="head", h=28, role="heads", name=name)
-        n = cfg.n_heads
-        shown = list(range(n)) if n <= 12 else list(range(5)) + [None] + list(range(n - 5, n))
-        hw = (BOX_W - 4 * (len(shown) - 1)) / len(shown)
-        self.y = bar + 16
-        for k, h in enumerate(shown):
-            hx = self.cx - BOX_W / 2 + hw / 2 + k * (hw + 4)
-            if h is None:
-                d.text(hx, self.y + 11, "…", anchor="middle", cls="head")
-                continue
-            d.line([(hx, bar), (hx, self.y)])
-            d.box(hx, self.y, f"h{h}", "", kind="head", w=hw, h=30, role="head", name=f"{name}.{h}")
-            d.line([(hx, self.y + 30), (hx, self.y + 30 + 14)])
-        mid = self.y + 15
-        self.y += 30 + 14
-        self.y = d.box(self.cx, self.y, "Concat · W_O", f"[pos, {n}×{cfg.d_head}] @ W_O [{n}, {cfg.d_head}, {cfg.d_model}]", kind=colour, role="W_O", name=name)
+        else:  # a caption bar, one box per head, then Concat · W_O
+            bar = d.box(self.cx, self.y, title, f"q, k, v: [pos, d_head={attn.d_head}] per head", kind="head", h=28, role="heads", name=name, module=name)
+            n = attn.n_heads
+            shown = list(range(n)) if n <= 12 else list(range(5)) + [None] + list(range(n - 5, n))
+            hw = (BOX_W - 4 * (len(shown) - 1)) / len(shown)
+            self.y = bar + 16
+            for k, h in enumerate(shown):
+                hx = self.cx - BOX_W / 2 + hw / 2 + k * (hw + 4)
+                if h is None:
+                    d.text(hx, self.y + 11, "…", anchor="middle", cls="head")
+                    continue
+                d.line([(hx, bar), (hx, self.y)])
+                d.box(hx, self.y, f"h{h}", "", kind="head", w=hw, h=30, role="head", name=f"{name}.{h}")
+                d.line([(hx, self.y + 30), (hx, self.y + 30 + 14)])
+            mid = self.y + 15
+            self.y += 30 + 14
+            self.y = d.box(self.cx, self.y, "Concat · W_O", f"[pos, {n}×{attn.d_head}] @ W_O [{n}, {attn.d_head}, {self.d_model}]",
+                           kind=kind, role="W_O", name=name)
+        side_y = start
+        if not cross and getattr(self.model.config, "memory_len", 0):  # Transformer-XL: state, not a module
+            self.side_box(side_y, mid, f"{name}.memory", describe_memory(self.model.config.memory_len), "pos", "segment-memory")
+            side_y += BOX_H + 6
+        for part_name, module in parts:
+            part = describe(module)
+            kind_ = "norm" if part_name.endswith("_norm") else "pos"
+            self.side_box(side_y, mid, part_name, Description(f"{part.title} ({part_name.rsplit('.', 1)[-1]})" if kind_ == "norm" else part.title, detail=part.detail),
+                          kind_, "attn-part")
+            side_y += BOX_H + 6
+        self.y = max(self.y, side_y - 6)
         return mid
 
-    def mlp_box(self, name: str):
-        cfg, d = self.cfg, self.d
-        act = ACT_NAMES.get(cfg.act, cfg.act)
+    def mlp_box(self, name: str, mlp):
+        d, desc = self.d, describe(mlp)
         if not self.expanded:
-            self.y = d.box(self.cx, self.y, f"MLP ({act})", f"d_model={cfg.d_model} → d_mlp={cfg.d_mlp} → d_model", kind="mlp", role="mlp", name=name)
+            self.y = d.box(self.cx, self.y, desc.title, desc.detail, kind="mlp", role="mlp", name=name, module=name)
             return
-        self.y = d.box(self.cx, self.y, "W_in", f"[d_model={cfg.d_model}, d_mlp={cfg.d_mlp}]", kind="mlp", role="W_in", name=name)
-        self.arrow(self.shape("pos", f"d_mlp={cfg.d_mlp}"))
-        self.y = d.box(self.cx, self.y, act, "element-wise", kind="mlp", h=28, role="act", name=name)
-        self.arrow(self.shape("pos", f"d_mlp={cfg.d_mlp}"))
-        self.y = d.box(self.cx, self.y, "W_out", f"[d_mlp={cfg.d_mlp}, d_model={cfg.d_model}]", kind="mlp", role="W_out", name=name)
+        d_mlp = mlp.W_out.shape[0]
+        gated = hasattr(mlp, "W_gate")
+        self.y = d.box(self.cx, self.y, "W_gate, W_in" if gated else "W_in", f"[d_model={self.d_model}, d_mlp={d_mlp}]" + (" each" if gated else ""),
+                       kind="mlp", role="W_in", name=name, module=name)
+        self.arrow(self.shape("pos", f"d_mlp={d_mlp}"))
+        act = desc.title[desc.title.index("(") + 1 : desc.title.rindex(")")]
+        self.y = d.box(self.cx, self.y, act, "act(gate) ⊙ linear" if gated else "element-wise", kind="mlp", h=28, role="act", name=name)
+        self.arrow(self.shape("pos", f"d_mlp={d_mlp}"))
+        self.y = d.box(self.cx, self.y, "W_out", f"[d_mlp={d_mlp}, d_model={self.d_model}]", kind="mlp", role="W_out", name=name)
 
-    def sublayer(self, kind: str, block: str):
+    def sublayer(self, block, norm_name: str, body):
         """One residual sublayer: split, [norm], sublayer, ⊕, [norm], with its skip line beside it."""
-        cfg, d = self.cfg, self.d
-        norm = {"attn": "ln1", "cross": "ln_cross", "mlp": "ln2"}[kind]
-        has_norm = cfg.norm != "none"
+        d = self.d
+        norm = getattr(block, norm_name.rsplit(".", 1)[-1])
+        has_norm = not isinstance(norm, NoNorm)
+        pre = RESIDUAL_EQUATIONS[block.residual][2] == "branch"
         split = self.y + 8
         d.line([(self.cx, self.y), (self.cx, split)], arrow=False)
         d.dot(self.cx, split)
         self.y = split
-        if cfg.norm_position == "pre" and has_norm:
+        if pre and has_norm:
             self.arrow("")
-            self.y = self.norm_box(f"{block}.{norm}", "branch")
-        self.arrow(self.resid() if cfg.norm_position == "post" or not has_norm else "")
-        if kind == "mlp":
-            self.mlp_box(f"{block}.mlp")
-        else:
-            mid = self.attention_box(kind, f"{block}.{'attn' if kind == 'attn' else 'cross_attn'}")
-            if kind == "cross":
-                self.cross_inputs.append(mid)
+            self.y = self.norm_box(norm_name, norm, "branch")
+        self.arrow(self.resid() if not pre or not has_norm else "")
+        body()
         self.arrow(self.resid(), GAP * 0.8)
         add = self.y + 9
         d.plus(self.cx, add)
         sx = self.cx + self.skip * (BOX_W / 2 + SKIP)
         d.line([(self.cx, split), (sx, split), (sx, add), (self.cx + self.skip * 9, add)], role="skip")
         self.y = add + 9
-        if cfg.norm_position == "post" and has_norm:
+        if not pre and has_norm:
             self.arrow("", GAP * 0.6)
-            self.y = self.norm_box(f"{block}.{norm}", "trunk")
+            self.y = self.norm_box(norm_name, norm, "trunk")
 
-    def block(self, prefix: str, i: int, cross: bool, label: str):
+    def block(self, i: int, label: str):
         start = self.y
         self.y += 10
-        b = f"{prefix}blocks.{i}"
-        self.sublayer("attn", b)
-        if cross:
+        block, b = self.stack.blocks[i], f"{self.prefix}blocks.{i}"
+        self.sublayer(block, f"{b}.ln1", lambda: self.attention_box(f"{b}.attn", block.attn, cross=False))
+        if block.cross_attn is not None:
             self.arrow(self.resid())
-            self.sublayer("cross", b)
-        if not self.cfg.attn_only:
+            self.sublayer(block, f"{b}.ln_cross", lambda: self.cross_inputs.append(self.attention_box(f"{b}.cross_attn", block.cross_attn, cross=True)))
+        if block.mlp is not None:
             self.arrow(self.resid())
-            self.sublayer("mlp", b)
+            self.sublayer(block, f"{b}.ln2", lambda: self.mlp_box(f"{b}.mlp", block.mlp))
         self.y += 10
         left = self.cx - BOX_W / 2 - SKIP - 14
         right = self.cx + BOX_W / 2 + SKIP + 14
         self.d.frame(left, start, right, self.y, label, "left" if self.skip < 0 else "right")
 
-    def blocks(self, prefix: str, n: int, cross: bool):
-        if self.expanded:
-            for i in range(n):
-                self.arrow(self.resid())
-                self.block(prefix, i, cross, f"block {i}")
-        else:
+    def blocks(self):
+        n = len(self.stack.blocks)
+        for i in range(n if self.expanded else 1):
             self.arrow(self.resid())
-            self.block(prefix, 0, cross, f"× {n}")
+            self.block(i, f"block {i}" if self.expanded else f"× {n}")
 
-    def final_norm(self, prefix: str):
+    def final_norm(self):
         self.arrow(self.resid())
-        if self.cfg.final_norm and self.cfg.norm != "none":
-            self.y = self.norm_box(f"{prefix}ln_final", "trunk")
+        if not isinstance(self.stack.ln_final, NoNorm):
+            self.y = self.norm_box(f"{self.prefix}ln_final", self.stack.ln_final, "trunk")
             self.arrow(self.resid())
 
 
-def _title(cfg: ModelConfig, expanded: bool) -> str:
-    n = f"{cfg.n_layers}+{cfg.n_decoder_layers} layers" if cfg.arch == "encoder-decoder" else f"{cfg.n_layers} layers"
-    norm = "no norm" if cfg.norm == "none" else f"{'Pre' if cfg.norm_position == 'pre' else 'Post'}-LN ({NORM_NAMES[cfg.norm]})"
+def _title(model, expanded: bool) -> str:
+    cfg = model.config
+    n = f"{len(model.encoder.blocks)}+{len(model.blocks)} layers" if model.encoder is not None else f"{len(model.blocks)} layers"
+    block = model.blocks[0]
+    rule = RESIDUAL_EQUATIONS[block.residual][1]
+    norm = "no norm" if isinstance(block.ln1, NoNorm) else f"{rule} ({describe(block.ln1).title})"
     view = "expanded" if expanded else "compact"
     return f"{cfg.arch} · {n} · d_model={cfg.d_model} · {cfg.n_heads} heads · {norm} · {cfg.positional} positions · {view}"
 
 
-def diagram(config: ModelConfig, expanded: bool = False) -> str:
-    """The architecture of ``config`` as an SVG document (a string)."""
+def diagram(model, expanded: bool = False, residual_labels: list[str] | None = None) -> str:
+    """The architecture of ``model`` (a :class:`~glassformer.Transformer`, or a :class:`ModelConfig`, which is
+    built first) as an SVG document (a string), drawn from its modules. ``residual_labels`` (one name per
+    residual dimension, e.g. a compiled RASP model's ``tokens=a``) are listed beside the residual stream."""
+    if isinstance(model, ModelConfig):
+        from glassformer.model.transformer import Transformer
+
+        model = Transformer(model)
     d = _Drawing()
-    cfg = config
-    if cfg.arch == "encoder-decoder":
-        enc = _Column(d, cfg, 0.0, -1, expanded, outer=-1)
+    if model.encoder is not None:
+        enc = _Column(d, model, model.encoder, "encoder.", 0.0, -1, expanded, outer=-1)
         enc.embedding("source token ids")
-        enc.blocks("encoder.", cfg.n_layers, cross=False)
-        enc.final_norm("encoder.")
-        memory_top = d.box(enc.cx, enc.y, f"memory m  [src_pos, d_model={cfg.d_model}]", "", kind="io", h=26, role="memory")
-        dec = _Column(d, cfg, BOX_W + 250.0, +1, expanded, outer=+1)
-        dec.embedding("target token ids (shifted right)")
-        dec.blocks("", cfg.n_decoder_layers, cross=True)
-        bus = (enc.cx + dec.cx) / 2 - 6
+        enc.blocks()
+        enc.final_norm()
+        memory_top = d.box(enc.cx, enc.y, f"memory m  [src_pos, d_model={model.config.d_model}]", "", kind="io", h=26, role="memory")
+        column = _Column(d, model, model, "", BOX_W + 250.0, +1, expanded, outer=+1)
+        column.embedding("target token ids (shifted right)")
+        column.blocks()
+        bus = (enc.cx + column.cx) / 2 - 6
         top = memory_top + 20
         d.line([(enc.cx, memory_top), (enc.cx, top), (bus, top)], arrow=False, role="memory")
-        span = [top, *dec.cross_inputs]
+        span = [top, *column.cross_inputs]
         d.line([(bus, min(span)), (bus, max(span))], arrow=False, role="memory")
-        for y in dec.cross_inputs:
-            d.line([(bus, y), (dec.cx - BOX_W / 2, y)], role="memory")
-        column = dec
-        column.final_norm("")
+        for y in column.cross_inputs:
+            d.line([(bus, y), (column.cx - BOX_W / 2, y)], role="memory")
     else:
-        column = _Column(d, cfg, 0.0, -1, expanded, outer=+1)
-        column.embedding("token ids")
-        column.blocks("", cfg.n_layers, cross=False)
-        column.final_norm("")
-    _output(column, cfg)
-    return d.svg(_title(cfg, expanded))
+        column = _Column(d, model, model, "", 0.0, -1, expanded, outer=+1)
+        column.embedding("image" if hasattr(model.embed, "W_patch") else "token ids")
+        if residual_labels is not None:
+            _residual_names(d, column, residual_labels)
+        column.blocks()
+    column.final_norm()
+    _output(column, model)
+    return d.svg(_title(model, expanded))
 
 
-def _output(col: _Column, cfg: ModelConfig) -> None:
-    d = col.d
-    if cfg.unembed_transform:
-        col.y = d.box(col.cx, col.y, "MLM transform", "Norm(act(x W_T + b_T))", kind="out", role="unembed_transform")
+def _residual_names(d: _Drawing, col: _Column, labels: list[str]) -> None:
+    """The residual stream's named dimensions (a compiled program's variables), grouped by variable, beside it."""
+    if len(labels) != col.d_model:
+        raise InputError(f"residual_labels has {len(labels)} names but the model has d_model = {col.d_model}")
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        name, _, value = str(label).partition("=")
+        groups.setdefault(name, []).append(value)
+    lines = [f"residual stream: {len(labels)} named dimensions"]
+    for name, values in groups.items():
+        shown = ", ".join(v for v in values if v)
+        lines.append(f"{name}" + (f" = {shown[:48]}{'…' if len(shown) > 48 else ''}" if shown else ""))
+    top = col.y + 14 * len(lines)
+    d.note(col.cx + col.outer * (BOX_W / 2 + 24), top, lines, "start" if col.outer > 0 else "end", role="residual-labels", n=len(labels))
+    col.y = top
+
+
+def _output(col: _Column, model) -> None:
+    d, cfg = col.d, model.config
+    if model.unembed_transform is not None:
+        tr = describe(model.unembed_transform)
+        col.y = d.box(col.cx, col.y, tr.title, tr.detail, kind="out", role="unembed_transform", module="unembed_transform")
         col.arrow(col.resid())
-    if cfg.n_classes:  # BERT's classifier reads position 0 of the final stream
+    if model.classifier is not None:  # the classifier reads position 0 of the final stream
+        W = model.classifier.W
+        detail = f"[d_model={W.shape[0]}, n_classes={W.shape[1]}] → class logits"
+        if model.unembed is None:  # a vision model: the class token is all there is to read
+            col.y = d.box(col.cx, col.y, "Classifier (class token)", detail, kind="out", role="classifier", module="classifier")
+            col.arrow(col.shape(f"n_classes={W.shape[1]}"))
+            d.box(col.cx, col.y, "class probabilities", "", kind="io", h=26)
+            return
         cx, branch = col.cx + BOX_W / 2 + 130, col.y - GAP + 5
         d.line([(col.cx, branch), (cx, branch), (cx, col.y)])
-        d.box(cx, col.y, "Classifier (position 0)", f"[d_model={cfg.d_model}, n_classes={cfg.n_classes}] → class logits", kind="out", w=230, role="classifier")
-    tied = " = W_Eᵀ (tied)" if cfg.tie_embeddings else ""
-    col.y = d.box(col.cx, col.y, f"Unembedding W_U{tied}", f"[d_model={cfg.d_model}, d_vocab_out={cfg.d_vocab_out}]", kind="out", role="unembed")
+        d.box(cx, col.y, "Classifier (position 0)", detail, kind="out", w=230, role="classifier", module="classifier")
+    un = describe(model.unembed)
+    col.y = d.box(col.cx, col.y, un.title, un.detail, kind="out", role="unembed", module="unembed")
     col.arrow(col.shape("pos", f"d_vocab_out={cfg.d_vocab_out}"))
     col.y = d.box(col.cx, col.y, "softmax", "", kind="out", h=26, role="softmax")
     col.arrow("")
     what = "next-token probabilities" if cfg.causal else "token probabilities (masked-LM)"
     d.box(col.cx, col.y, what, "", kind="io", h=26)
-def save_diagram(config: ModelConfig, path: str | Path, expanded: bool = False) -> Path:
+
+
+def save_diagram(model, path: str | Path, expanded: bool = False, residual_labels: list[str] | None = None) -> Path:
+    """Write the SVG of ``model`` (a Transformer or a ModelConfig) to ``path``."""
     path = Path(path)
-    path.write_text(diagram(config, expanded), encoding="utf-8")
+    path.write_text(diagram(model, expanded, residual_labels), encoding="utf-8")
     return path

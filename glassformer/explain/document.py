@@ -54,6 +54,23 @@ class Trace:
     max_rows: int = 8
     max_cols: int = 8
 
+    def to_dict(self) -> dict:
+        """The trace as plain data (JSON-ready): title, summary, and sections of steps, each with its equations
+        (LaTeX), shapes, text, worked lines and tensors (caption, source, name, index, values as nested lists with
+        null where a value is infinite, ``infinite`` flags, row and column labels). What a web page or another program reads."""
+        def tensor(t: Shown) -> dict:
+            arr = np.asarray(t.values, dtype=np.float64).astype(object)
+            arr[~np.isfinite(np.asarray(t.values, dtype=np.float64))] = None  # -inf (masked scores) -> null, flagged below
+            values = arr.tolist()
+            return {"caption": t.caption, "source": t.source, "name": t.name, "index": t.index, "shape": list(np.shape(t.values)),
+                    "values": values, "infinite": np.isinf(t.values).tolist() if np.ndim(t.values) else bool(np.isinf(t.values)),
+                    "rows": t.row_labels, "cols": t.col_labels, "heat": t.heat}
+
+        return {"title": self.title, "summary": [list(row) for row in self.summary], "sections": [
+            {"title": s.title, "intro": s.intro, "steps": [
+                {"title": st.title, "equations": st.equations, "shapes": st.shapes, "text": st.text, "lines": st.lines,
+                 "tensors": [tensor(t) for t in st.tensors]} for st in s.steps]} for s in self.sections]}
+
     def to_markdown(self) -> str:
         from glassformer.explain.render import to_markdown
 

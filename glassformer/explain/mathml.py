@@ -10,6 +10,7 @@ The equations of the trace are written once, in the subset of LaTeX below; Markd
     \\frac{a}{b}  \\sqrt{a}  \\hat{x}  \\mathrm{text}  \\text{words}  \\operatorname{softmax}  \\mathbb{R}
     greek and symbols              \\alpha ... \\omega, \\Phi, \\top, \\cdot, \\odot, \\times, \\sum, \\le,
                                    \\ge, \\to, \\infty, \\in, \\ldots, \\cdots, \\max, \\exp, \\log, \\quad, \\,
+                                   \\lor, \\land, \\lfloor, \\rfloor, \\bmod
 
 An unknown command raises InputError, so a typo in an equation fails loudly instead of rendering wrong.
 """
@@ -31,6 +32,7 @@ OPERATORS = {
     "cdot": "⋅", "odot": "⊙", "times": "×", "sum": "∑", "le": "≤", "leq": "≤", "ge": "≥", "geq": "≥",
     "to": "→", "rightarrow": "→", "leftarrow": "←", "in": "∈", "ldots": "…", "cdots": "⋯", "vdots": "⋮",
     "approx": "≈", "ne": "≠", "neq": "≠", "pm": "±", "mid": "∣", "oplus": "⊕", "circ": "∘", "prod": "∏",
+    "lor": "∨", "land": "∧", "lfloor": "⌊", "rfloor": "⌋", "bmod": "mod",
 }
 IDENTIFIERS = {"top": "⊤", "infty": "∞", "ell": "ℓ", "partial": "∂", "nabla": "∇"}
 FUNCTIONS = ("max", "min", "exp", "log", "sin", "cos", "tanh", "arg", "mean", "var")
@@ -168,7 +170,7 @@ class _Parser:
         if name == "sqrt":
             return f"<msqrt>{self.parse_argument()}</msqrt>"
         if name in FONTS:
-            text = self.raw_group()
+            text = self.raw_group().replace("\\_", "_")  # \mathrm{resid\_mid}: the underscore, not a backslash
             return f'<mi mathvariant="{FONTS[name]}">{escape(text)}</mi>'
         if name == "text":
             text = escape(self.raw_group()).replace(" ", "\u00a0")  # non-breaking: MathML would drop edge spaces

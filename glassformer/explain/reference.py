@@ -12,6 +12,9 @@ This is the whole model, written so that each function is one line of the guide 
     Pre-LN:  x + Sublayer(Norm(x))       Post-LN:  Norm(x + Sublayer(x))
     logits     = Norm_final(resid_L) W_U + b_U                       unembed
 
+and every variant the model offers (``reference_variants``: T5 bias, sliding / sparse / linear / Linformer
+attention, image patches; Transformer-XL memory as keys [SG(mem) ; h] carried from segment to segment).
+
 :func:`forward` runs it on a parameter dictionary (``params_of(model)``: the model's ``state_dict`` as
 float64 arrays) and can record every intermediate under the same name as the model's hook point, so a
 test compares the two hook by hook. Nothing here imports torch except :func:`params_of`.
@@ -25,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from glassformer.errors import InputError
+from glassformer.explain import reference_variants as rv
 from glassformer.model.config import ModelConfig
 
 Params = dict[str, np.ndarray]
@@ -204,30 +208,12 @@ def unembed(x: np.ndarray, W_U: np.ndarray, b_U: np.ndarray | None) -> np.ndarra
 # -- assembling the model ---------------------------------------------------------------------------------
 
 
-def unsupported(config: ModelConfig) -> list[str]:
-    """The config's features this reference (and the explain trace) does not cover: the variants beyond the
-    2017 family and its common switches (T5 relative bias, non-softmax or windowed attention patterns,
-    Transformer-XL memory, image patches)."""
-    out = []
-    if config.positional not in ("learned", "sinusoidal", "none", "rope", "alibi"):
-        out.append(f"positional={config.positional!r}")
-    if getattr(config, "attention", "full") != "full":
-        out.append(f"attention={config.attention!r}")
-    if getattr(config, "memory_len", 0):
-        out.append(f"memory_len={config.memory_len}")
-    if getattr(config, "input", "tokens") != "tokens":
-        out.append(f"input={config.input!r}")
-    if getattr(config, "parallel_residual", False):  # GPT-NeoX's parallel block: not written out here yet
-        out.append("parallel_residual=True")
-    return out
-
-
-
 class _Stack:
     """Reads one stack's parameters (``prefix`` = "" or "encoder.") and records intermediates."""
 
     def __init__(self, params: Params, config: ModelConfig, prefix: str, record: Record):
         self.p, self.cfg, self.prefix, self.record = params, config, prefix, record
+        self.segment: list[np.ndarray | None] | None = None  # Transformer-XL: each layer's memory, while reading segments
 
     def get(self, name: str) -> np.ndarray | None:
         return self.p.get(self.prefix + name)
@@ -254,29 +240,66 @@ class _Stack:
             return x + sublayer(self.norm(norm_name, x))
         return self.norm(norm_name, x + sublayer(x))
 
-    def attention(self, name: str, x, memory, positions, key_padding, causal: bool) -> np.ndarray:
-        """Multi-head attention ``name`` ("blocks.0.attn"): queries from x, keys/values from memory or x."""
+    def attention(self, name: str, x, memory, positions, key_padding, causal: bool, prefix=None) -> np.ndarray:
+        """Multi-head attention ``name`` ("blocks.0.attn"): queries from x, keys/values from memory (cross-attention),
+        or from [prefix ; x] (a Transformer-XL memory ``prefix`` of earlier states, then x)."""
         cfg, g = self.cfg, lambda w: self.get(f"{name}.{w}")
         cross = memory is not None
-        y = memory if cross else x
+        y = memory if cross else (x if prefix is None else np.concatenate([prefix, x], axis=1))
         q = self.rec(f"{name}.q", project(x, g("W_Q"), g("b_Q")))  # [batch, q_pos, heads, d_head]
         k = self.rec(f"{name}.k", project(y, g("W_K"), g("b_K")))  # [batch, k_pos, kv_heads, d_head]
         v = self.rec(f"{name}.v", project(y, g("W_V"), g("b_V")))
         if cfg.qk_norm:  # q_h <- Norm(q_h), k_h <- Norm(k_h) over d_head
             q, k = self.norm(f"{name}.q_norm", q), self.norm(f"{name}.k_norm", k)
-        k_positions = np.arange(k.shape[1])
+        k_positions = np.arange(k.shape[1]) if cross else np.arange(positions[-1] + 1 - k.shape[1], positions[-1] + 1)
         if cfg.positional == "rope" and not cross:
             d_rot = int(cfg.d_head * cfg.rope_fraction)
             q, k = rope(q, positions, d_rot, cfg.rope_base), rope(k, k_positions, d_rot, cfg.rope_base)
         group = cfg.n_heads // cfg.n_kv_heads  # grouped-query: query head h reads kv head h // group
         k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)  # [batch, k_pos, heads, d_head]
-        scores = attention_scores(q, k, cfg.scale)  # [batch, heads, q_pos, k_pos]
-        if cfg.positional == "alibi" and not cross:
-            scores = scores + alibi_bias(cfg.n_heads, positions, k_positions)
-        scores = self.rec(f"{name}.scores", mask(scores, allowed_keys(positions, k_positions, causal and not cross, key_padding)))
-        pattern = self.rec(f"{name}.pattern", softmax(scores))  # [batch, heads, q_pos, k_pos]
+        pattern_of = _PATTERNS["full" if cross else cfg.attention]
+        pattern, v = pattern_of(self, name, q, k, v, positions, k_positions, key_padding, causal and not cross, cross)
         z = self.rec(f"{name}.z", attend(pattern, v))  # [batch, q_pos, heads, d_head]
         return combine_heads(z, g("W_O"), g("b_O"))  # [batch, q_pos, d_model]
+
+    def score_bias(self, name: str, q_positions, k_positions, causal: bool) -> np.ndarray | float:
+        """The positional scheme's additive score bias (ALiBi, T5) of self-attention ``name``, else 0."""
+        cfg = self.cfg
+        if cfg.positional == "alibi":
+            return alibi_bias(cfg.n_heads, q_positions, k_positions)
+        if cfg.positional == "t5":
+            return rv.t5_bias(self.get(f"{name}.score_bias.W_bias"), q_positions, k_positions, not causal, cfg.t5_max_distance)
+        return 0.0
+
+    def softmax_pattern(self, name, q, k, v, positions, k_positions, key_padding, causal, cross):
+        """softmax(scale q k^T + bias) over the keys the pattern allows: full, sliding window or sparse."""
+        scores = attention_scores(q, k, self.cfg.scale)  # [batch, heads, q_pos, k_pos]
+        if not cross:
+            scores = scores + self.score_bias(name, positions, k_positions, causal)
+        if cross or self.cfg.attention == "full":  # a query left with no key (pure padding) attends to all
+            allowed = allowed_keys(positions, k_positions, causal, key_padding)
+        else:  # block-sparse patterns: such a row gets weight 0 everywhere
+            allowed = rv.ALLOWED[self.cfg.attention](positions, k_positions, causal, self.cfg)[None, None]
+            allowed = allowed if key_padding is None else allowed & key_padding.astype(bool)[:, None, None, :]
+        scores = self.rec(f"{name}.scores", mask(scores, allowed))
+        pattern = softmax(np.where(allowed, scores, -1e300))  # -inf rows (no key) would be NaN
+        return self.rec(f"{name}.pattern", np.where(allowed, pattern, 0.0)), v
+
+    def linear_pattern(self, name, q, k, v, positions, k_positions, key_padding, causal, cross):
+        """Linear attention: kernel values phi(q_i).phi(k_j) normalised per query (no softmax, no scale)."""
+        if key_padding is not None:  # padding keys weigh nothing
+            k = np.where(key_padding.astype(bool)[:, :, None, None], k, -np.inf)  # phi(-inf) = 0
+        scores = self.rec(f"{name}.scores", rv.linear_scores(q, k, rv.causal_allowed(positions, k_positions, causal, self.cfg)))
+        return self.rec(f"{name}.pattern", rv.linear_pattern(scores)), v
+
+    def linformer_pattern(self, name, q, k, v, positions, k_positions, key_padding, causal, cross):
+        """Linformer: keys and values projected along positions to linformer_k slots, then softmax over slots."""
+        if key_padding is not None:
+            real = key_padding.astype(np.float64)[:, :, None, None]
+            k, v = k * real, v * real
+        k_proj, v_proj = rv.linformer_project(self.get(f"{name}.E"), k), rv.linformer_project(self.get(f"{name}.F"), v)
+        scores = self.rec(f"{name}.scores", attention_scores(q, k_proj, self.cfg.scale))  # [batch, heads, q_pos, slots]
+        return self.rec(f"{name}.pattern", softmax(scores)), v_proj
 
     def mlp(self, name: str, x: np.ndarray) -> np.ndarray:
         """act(x W_in + b_in) W_out + b_out, recording ``mlp.pre`` and ``mlp.post``; gated (SwiGLU, GeGLU):
@@ -295,7 +318,14 @@ class _Stack:
         """One layer: self-attention, [cross-attention], MLP, each in its residual rule."""
         b = f"blocks.{i}"
         x = self.rec(f"{b}.resid_pre", x)
-        attn = lambda h: self.rec(f"{b}.attn_out", self.attention(f"{b}.attn", h, None, positions, key_padding, causal))
+
+        def attn(h):
+            prefix = self.segment[i] if self.segment is not None else None  # Transformer-XL: SG(mem_l)
+            out = self.attention(f"{b}.attn", h, None, positions, key_padding, causal, prefix)
+            if self.segment is not None:  # mem_l <- the last M rows of [mem_l ; h]
+                self.segment[i] = (h if prefix is None else np.concatenate([prefix, h], axis=1))[:, -self.cfg.memory_len :]
+            return self.rec(f"{b}.attn_out", out)
+
         x = self.rec(f"{b}.resid_mid", self.residual(x, f"{b}.ln1", attn))
         if memory is not None:
             cross = lambda h: self.rec(
@@ -306,19 +336,37 @@ class _Stack:
             x = self.residual(x, f"{b}.ln2", lambda h: self.rec(f"{b}.mlp_out", self.mlp(f"{b}.mlp", h)))
         return self.rec(f"{b}.resid_post", x)
 
-    def run(self, tokens, key_padding, causal, n_blocks, memory=None, memory_padding=None) -> np.ndarray:
-        """resid_0 = embed (+ positions); the blocks; the final norm.  [batch, pos, d_model]"""
-        positions = np.arange(tokens.shape[1])
-        x = self.rec("embed", embed(self.get("embed.W_E"), tokens))  # [batch, pos, d_model]
-        if self.cfg.positional == "learned":
-            x = x + self.rec("pos_embed", learned_positions(self.get("pos_embed.W_pos"), positions))
-        elif self.cfg.positional == "sinusoidal":
-            x = x + self.rec("pos_embed", sinusoidal_positions(positions, self.cfg.d_model))
+    def embed(self, inputs: np.ndarray) -> np.ndarray:
+        """embed = W_E[tokens], or [W_cls ; patches W_patch + b_patch] for images.  [batch, pos, d_model]"""
+        if self.cfg.input == "patches":
+            g = self.get
+            return self.rec("embed", rv.patch_embed(inputs, g("embed.W_patch"), g("embed.b_patch"), g("embed.W_cls"), self.cfg.patch_size))
+        return self.rec("embed", embed(self.get("embed.W_E"), inputs))
+
+    def run(self, inputs, key_padding, causal, n_blocks, memory=None, memory_padding=None) -> np.ndarray:
+        """resid_0 = embed (+ positions); the blocks; the final norm.  [batch, pos, d_model]
+        With a Transformer-XL memory the positions continue after the memory's (offset = its length)."""
+        x = self.embed(inputs)  # [batch, pos, d_model]
+        offset = 0 if not self.segment or self.segment[0] is None else self.segment[0].shape[1]
+        positions = np.arange(offset, offset + x.shape[1])
+        additive = _ADDITIVE_POSITIONS.get(self.cfg.positional)
+        if additive is not None:
+            x = x + self.rec("pos_embed", additive(self, positions))
         if self.cfg.embed_norm:  # BERT: resid_0 = Norm(embed + pos_embed)
             x = self.norm("ln_embed", x)
         for i in range(n_blocks):
             x = self.block(i, x, positions, key_padding, causal, memory, memory_padding)
         return self.norm("ln_final", x)
+
+
+_ADDITIVE_POSITIONS = {  # positional schemes that add a vector to resid_0 (the others act inside attention)
+    "learned": lambda stack, positions: learned_positions(stack.get("pos_embed.W_pos"), positions),
+    "sinusoidal": lambda stack, positions: sinusoidal_positions(positions, stack.cfg.d_model),
+}
+_PATTERNS = {  # config.attention -> how a self-attention layer turns q, k, v into a pattern (and the values it weighs)
+    "full": _Stack.softmax_pattern, "sliding": _Stack.softmax_pattern, "sparse": _Stack.softmax_pattern,
+    "linear": _Stack.linear_pattern, "linformer": _Stack.linformer_pattern,
+}
 
 
 def forward(
@@ -333,15 +381,18 @@ def forward(
 ) -> np.ndarray:
     """The logits of ``Transformer(config)`` with parameters ``params``: [batch, pos, d_vocab_out].
 
-    ``tokens`` [batch, pos] (the decoder input for an encoder-decoder), ``src`` [batch, src_pos] the
-    encoder input; masks are 1 for real tokens, 0 for padding. ``record(name, array)`` is called with
-    every intermediate, under the model's hook-point names.
+    ``tokens`` [batch, pos] (the decoder input for an encoder-decoder; images [batch, channels, H, W] for a
+    vision model, which returns class logits [batch, n_classes]), ``src`` [batch, src_pos] the encoder
+    input; masks are 1 for real tokens, 0 for padding. ``record(name, array)`` is called with every
+    intermediate, under the model's hook-point names. A Transformer-XL model (``memory_len``) given more
+    than ``n_ctx`` tokens reads them segment by segment, as the model does (``record`` then keeps the last
+    segment's values, as ``run_with_cache`` does).
     """
     record = record or (lambda name, value: None)
-    missing = unsupported(config)
-    if missing:
-        raise InputError(f"the NumPy reference does not cover {', '.join(missing)}")
-    tokens = _as_tokens(tokens, "tokens", config)
+    if config.parallel_residual:  # GPT-NeoX's parallel block is not written out here yet
+        raise InputError("the NumPy reference writes out the sequential block; parallel_residual=True (GPT-NeoX / "
+                         "Pythia) is not covered yet")
+    tokens = _as_images(tokens, config) if config.input == "patches" else _as_tokens(tokens, "tokens", config)
     pad = None if attention_mask is None else np.asarray(attention_mask)
     memory = None
     if config.arch == "encoder-decoder":
@@ -354,7 +405,18 @@ def forward(
     else:
         src_pad, n_blocks = None, config.n_layers
     stack = _Stack(params, config, "", record)
-    x = stack.run(tokens, pad, config.causal, n_blocks, memory, src_pad)  # [batch, pos, d_model]
+    if config.memory_len and tokens.shape[1] > config.n_ctx:  # Transformer-XL: segment after segment
+        if pad is not None:
+            raise InputError("a Transformer-XL input longer than n_ctx is read in segments: padding masks are not supported")
+        stack.segment = [None] * n_blocks
+        segments = [tokens[:, s : s + config.n_ctx] for s in range(0, tokens.shape[1], config.n_ctx)]
+        x = np.concatenate([stack.run(seg, None, config.causal, n_blocks) for seg in segments], axis=1)
+    else:
+        x = stack.run(tokens, pad, config.causal, n_blocks, memory, src_pad)  # [batch, pos, d_model]
+    if config.input == "patches":  # a vision model: the class token's final vector is classified
+        logits = linear(x[:, 0], params["classifier.W"], params["classifier.b"])  # [batch, n_classes]
+        record("logits", logits)
+        return logits
     if config.unembed_transform:  # BERT's MLM head: h = Norm(act(x W_T + b_T))
         pre = stack.rec("unembed_transform.pre", linear(x, params["unembed_transform.W_T"], params.get("unembed_transform.b_T")))
         x = stack.rec("unembed_transform", stack.norm("unembed_transform.ln", ACTIVATIONS[config.act](pre)))
@@ -383,3 +445,16 @@ def _as_tokens(tokens, what: str, config: ModelConfig) -> np.ndarray:
     if tokens.size and (tokens.min() < 0 or tokens.max() >= config.d_vocab):
         raise InputError(f"{what} contains ids outside the vocabulary [0, {config.d_vocab})")
     return tokens
+
+
+def _as_images(images, config: ModelConfig) -> np.ndarray:
+    """Images [batch, channels, H, W] (or [batch, H, W] with one channel, or flattened [batch, c * H * W])."""
+    images = np.asarray(images, dtype=np.float64)
+    c, size = config.n_channels, config.image_size
+    if images.ndim == 2 and images.shape[1] == c * size * size:
+        images = images.reshape(-1, c, size, size)
+    elif images.ndim == 3 and c == 1:
+        images = images[:, None]
+    if images.shape[1:] != (c, size, size):
+        raise InputError(f"images must have shape [batch, {c}, {size}, {size}], got {list(images.shape)}")
+    return images

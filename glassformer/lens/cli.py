@@ -1,14 +1,13 @@
 """``glassformer inspect DIR --input TEXT --html report.html``: look inside a saved model.
 
-Loads the checkpoint with :func:`glassformer.load`, runs the input, writes the self-contained HTML
-report (see :mod:`glassformer.lens.report`) and prints what it found.
+Opens the checkpoint and encodes the input as every command does (:mod:`glassformer.train.inputs`: a compiled
+RASP program gets its start token, as ``sample`` gives it), runs it, writes the self-contained HTML report
+(see :mod:`glassformer.lens.report`, with a compiled model's named residual dimensions) and prints what it found.
 """
 
 from __future__ import annotations
 
 import argparse
-
-import torch
 
 from glassformer.errors import InputError
 
@@ -38,17 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glassformer import load
+    from glassformer.train.inputs import encode_input, open_model, residual_labels
     from glassformer.lens.folding import fold_weights
     from glassformer.lens.report import write_report
+    from glassformer.model.norms import RESIDUAL_EQUATIONS, LayerNorm
 
-    model, tokenizer = load(args.dir, device=args.device)
-    device = next(model.parameters()).device
-    tokens = _encode(tokenizer, args.input, args.tokens, "--input", "--tokens", required=True)
-    inputs: object = tokens.to(device)
-    if model.config.arch == "encoder-decoder":
-        src = _encode(tokenizer, args.src, args.src_tokens, "--src", "--src-tokens", required=True)
-        inputs = {"tokens": inputs, "src": src.to(device)}
+    checkpoint = open_model(args.dir, device=args.device)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    inputs: object = encode_input(checkpoint, args.input, args.tokens)  # as sample encodes it (a compiled program: BOS first)
+    if model.encoder is not None:
+        inputs = {"tokens": inputs, "src": encode_input(checkpoint, args.src, args.src_tokens, what="--src", ids_flag="--src-tokens")}
     elif args.src or args.src_tokens:
         raise InputError(f"--src is only for encoder-decoder models; this one is {model.config.arch!r}")
     answer = None
@@ -58,36 +56,20 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--answer must be exactly one token, {args.answer!r} encodes to {len(ids)}")
         answer = ids[0]
     if args.fold:
-        model = fold_weights(model, center_writing_weights=model.config.norm == "layernorm" and model.config.norm_position == "pre"
-                             and bool(model.config.final_norm))
+        pre_ln = RESIDUAL_EQUATIONS[model.blocks[0].residual][2] == "branch"  # the norm sits in the branch
+        model = fold_weights(model, center_writing_weights=pre_ln and isinstance(model.ln_final, LayerNorm))
     title = args.title or f"glassformer inspect: {args.dir}"
-    path, summary = write_report(args.html, model, inputs, tokenizer=tokenizer, answer=answer, title=title, top_k=args.top_k)
+    labels = residual_labels(checkpoint)
+    path, summary = write_report(args.html, model, inputs, tokenizer=tokenizer, answer=answer, title=title, top_k=args.top_k,
+                                 residual_labels=labels)
     print(f"wrote {path} ({summary['bytes'] / 1024:.0f} KB)")
+    print("input ids: " + " ".join(map(str, (inputs["tokens"] if isinstance(inputs, dict) else inputs)[0].tolist())))
     print("prediction: " + ", ".join(f"{t!r} {p:.3f}" for t, p in summary["prediction"]))
+    if labels is not None:
+        print(f"residual stream: {len(labels)} named dimensions ({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''})")
     for name, (head, score) in summary.get("strongest_heads", {}).items():
         print(f"strongest {name.replace('_', ' ')} head: {head} ({'n/a' if score is None else f'{score:.3f}'})")
     if "attribution" in summary:
         top = ", ".join(f"{n} {v:+.2f}" for n, v in summary["attribution"]["top"][:3])
         print(f"direct logit attribution of {summary['attribution']['target']} = {summary['attribution']['total']:.3f}: {top}")
     return 0
-
-
-def _encode(tokenizer, text: str | None, ids: str | None, text_flag: str, ids_flag: str, required: bool) -> torch.Tensor:
-    if text is not None and ids is not None:
-        raise InputError(f"give {text_flag} or {ids_flag}, not both")
-    if ids is not None:
-        try:
-            values = [int(x) for x in ids.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise InputError(f"{ids_flag} must be comma-separated integers, got {ids!r}") from None
-    elif text is not None:
-        if tokenizer is None:
-            raise InputError(f"this checkpoint has no tokenizer: give token ids with {ids_flag}")
-        values = list(tokenizer.encode(text))
-    elif required:
-        raise InputError(f"give the input with {text_flag} TEXT or {ids_flag} IDS")
-    else:
-        return None
-    if not values:
-        raise InputError(f"{text_flag}/{ids_flag} is empty")
-    return torch.tensor(values, dtype=torch.long)[None]  # [1, pos]

@@ -27,6 +27,7 @@ from glassformer.lens.cache import ModelInput, n_blocks, run_with_cache, stack_p
 
 METHODS = ("mass", "tv")
 DETECTORS = ("previous_token", "first_token", "duplicate_token", "induction")
+POSITIONAL_DETECTORS = ("previous_token", "first_token")  # need positions only (work on images too)
 
 
 def pattern_score(
@@ -144,7 +145,7 @@ def attention_patterns(model: nn.Module, inputs: ModelInput, *, stack: str | Non
     ``cross=True`` gives a decoder's cross-attention (keys are source positions)."""
     p = stack_prefix(model, stack)
     kind = "cross_attn" if cross else "attn"
-    if cross and model.config.arch != "encoder-decoder":
+    if cross and model.encoder is None:
         raise InputError("cross=True needs an encoder-decoder model")
     names = [f"{p}blocks.{l}.{kind}.pattern" for l in range(n_blocks(model, p))]
     _, cache = run_with_cache(model, inputs, names=names)
@@ -158,18 +159,45 @@ def detect_heads(
 
     Returns ``{detector: scores [layers, heads]}``, each score averaged over the batch's sequences
     (sequences where the detector has nothing to score are skipped). For ``stack="encoder"`` of an
-    encoder-decoder the tokens scored are ``inputs["src"]``.
+    encoder-decoder the tokens scored are ``inputs["src"]``. A vision model's inputs are images: the
+    position detectors (previous token, first token = the class token) apply, the token detectors do not
+    (asked for by default, they are left out; asked for by name, they are refused).
     """
     p = stack_prefix(model, stack)
-    patterns = attention_patterns(model, inputs, stack=stack)  # [layers, batch, heads, q, k]
+    check_patterns_are_over_positions(model, p, "detect_heads")
     tokens = inputs["src"] if p == "encoder." else tokens_of(inputs)
-    tokens = _as_batch(tokens)
+    if tokens.is_floating_point():  # images: nothing to compare but positions
+        asked = [d for d in detectors if d not in POSITIONAL_DETECTORS]
+        if asked and tuple(detectors) != DETECTORS:
+            raise InputError(f"detect_heads: {', '.join(asked)} compare tokens, but this model reads images; "
+                             f"use {' or '.join(POSITIONAL_DETECTORS)}")
+        detectors = [d for d in detectors if d in POSITIONAL_DETECTORS]
+    elif tokens.shape[-1] > model.config.n_ctx and getattr(model.config, "memory_len", 0):
+        raise InputError(f"detect_heads: an input of {tokens.shape[-1]} tokens is read by this Transformer-XL in segments of "
+                         f"n_ctx = {model.config.n_ctx}, and the cache keeps only the last segment's pattern: score inputs of "
+                         "at most n_ctx tokens")
+    patterns = attention_patterns(model, inputs, stack=stack)  # [layers, batch, heads, q, k]
+    batch, n = patterns.shape[1], patterns.shape[-1]
+    if not tokens.is_floating_point():
+        tokens = _as_batch(tokens)
     scores = {}
     for name in detectors:
-        reference = reference_for(name, tokens)[None, :, None]  # [1, batch, 1, q, k]
+        source = torch.zeros(batch, n, dtype=torch.long) if name in POSITIONAL_DETECTORS else tokens
+        reference = reference_for(name, source)[None, :, None]  # [1, batch, 1, q, k]
         per_sequence = pattern_score(patterns, reference, method=method)  # [layers, batch, heads]
         scores[name] = per_sequence.nanmean(1)  # [layers, heads]
     return scores
+
+
+def check_patterns_are_over_positions(model: nn.Module, prefix: str, tool: str) -> None:
+    """Refuse, with the attention's own reason, where a pattern's columns are not key positions (Linformer's
+    projected slots): a [query, key position] reference, or a token-by-token view, does not apply there."""
+    stack = model.encoder if prefix == "encoder." else model
+    for layer, block in enumerate(stack.blocks):
+        attn = block.attn
+        if getattr(attn, "key_axis", "positions") != "positions":
+            raise InputError(f"{tool}: layer {layer}'s attention ({attn.describe().title}) has a pattern over "
+                             f"{attn.key_axis}, not key positions. {attn.pattern_text()}")
 
 
 def _as_batch(tokens: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ def unembed_resid(model: nn.Module, resid: torch.Tensor) -> torch.Tensor:
     """logits = Norm_final(resid) W_U + b_U (through BERT's unembed transform if the model has one) for any stack of residual vectors [..., d_model] ->
     [..., d_vocab_out], with the norm recomputed per vector. Weights are read detached and no hook fires,
     so gradients flow only into ``resid`` (what a tuned lens trains through)."""
+    require_unembedding(model)
     norm = model.ln_final
     if isinstance(norm, LayerNorm):
         b = norm.b.detach() if norm.b is not None else None
@@ -43,6 +44,13 @@ def unembed_resid(model: nn.Module, resid: torch.Tensor) -> torch.Tensor:
     logits = x @ model.unembed.weight.detach()  # [..., d_vocab_out]
     b_U = model.unembed.b_U
     return logits + b_U.detach() if b_U is not None else logits
+
+
+def require_unembedding(model: nn.Module) -> None:
+    """Refuse, with the reason, a model without a vocabulary to read the residual stream in."""
+    if getattr(model, "unembed", None) is None:
+        raise InputError("this model has no unembedding W_U (a vision model classifies its class token): there is no "
+                         "vocabulary to read the residual stream in")
 
 
 @dataclass
@@ -103,10 +111,12 @@ def logit_lens(model: nn.Module, inputs: ModelInput, *, incl_mid: bool = False, 
 
     ``inputs``: token ids [batch, pos] (or [pos]), or a mapping with ``tokens`` and e.g. ``src`` for an
     encoder-decoder. ``tuned``: a :class:`~glassformer.lens.tuned_lens.TunedLens` whose translators are
-    applied first (then ``incl_mid`` must be False: translators exist per block input).
+    applied first (then ``incl_mid`` must be False: translators exist per block input). A Transformer-XL
+    input longer than n_ctx is read in segments: the lens shows the last one (what the cache keeps).
     """
     if tuned is not None and incl_mid:
         raise InputError("a tuned lens has one translator per block input: use incl_mid=False with tuned=")
+    require_unembedding(model)
     _, cache = run_with_cache(model, inputs, names=resid_names(model, incl_mid))
     resid, labels = cache.accumulated_resid(incl_mid=incl_mid)  # [layers, batch, pos, d_model]
     with torch.no_grad():

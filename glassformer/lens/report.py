@@ -15,14 +15,15 @@ from torch import nn
 from glassformer.errors import InputError
 from glassformer.lens.attribution import direct_logit_attribution
 from glassformer.lens.cache import ModelInput, call_args, run_with_cache, tokens_of
-from glassformer.lens.detectors import DETECTORS, detect_heads
+from glassformer.lens.detectors import detect_heads
 from glassformer.lens.induction import induction_scores
-from glassformer.lens.logit_lens import logit_lens
+from glassformer.lens.logit_lens import logit_lens, require_unembedding
 from glassformer.viz import html as H
 from glassformer.viz.lens_plots import plot_attribution, plot_head_scores, plot_logit_lens, show_token
 from glassformer.viz.patterns import plot_layer, plot_token_attention
 
 MAX_GRID_POSITIONS = 40  # the logit-lens grid shows at most the last 40 positions
+MAX_LABELLED_ROWS = 60  # the named residual dimensions shown (those non-zero on the input)
 
 
 def token_strings(tokenizer, ids) -> list[str]:
@@ -43,30 +44,48 @@ def first_sequence(inputs: ModelInput) -> ModelInput:
     return {"tokens": tokens, **rows}
 
 
+def position_labels(model: nn.Module, inputs: ModelInput, tokenizer) -> list[str]:
+    """One label per position of the first sequence: its token's text, or, for an image, [cls] and the patches."""
+    x = tokens_of(inputs)[0]
+    if x.is_floating_point():
+        return ["[cls]"] + [f"p{i}" for i in range(model.config.n_patches)]
+    return token_strings(tokenizer, x)
+
+
 def build_report(model: nn.Module, inputs: ModelInput, *, tokenizer=None, answer: int | None = None,
-                 title: str | None = None, top_k: int = 5) -> tuple[str, dict]:
+                 title: str | None = None, top_k: int = 5, residual_labels: list[str] | None = None) -> tuple[str, dict]:
     """The report's HTML and a summary dict (prediction, strongest heads) for ``inputs``' first sequence.
-    ``answer``: the token whose logit is attributed (default: the model's top prediction at the end)."""
+    ``answer``: the token whose logit is attributed (default: the model's top prediction at the end).
+    ``residual_labels``: one name per residual dimension (a compiled RASP model's), shown with the stream.
+    A section that does not apply to the model (Linformer's patterns are over projected slots; a vision
+    model has no vocabulary) says why instead."""
     model.eval()
     inputs = first_sequence(inputs)
-    tokens = tokens_of(inputs)[0]
-    text = token_strings(tokenizer, tokens)
+    text = position_labels(model, inputs, tokenizer)
     src = inputs.get("src") if isinstance(inputs, dict) else None
     src_text = token_strings(tokenizer, src[0]) if src is not None else None
     logits, cache = run_with_cache(model, inputs)
-    log_probs = logits[0, -1].float().log_softmax(-1)  # [d_vocab_out] at the last position
+    classes = model.unembed is None  # a vision model: class logits [batch, n_classes]
+    log_probs = (logits[0] if classes else logits[0, -1]).float().log_softmax(-1)  # at the last position
     top = log_probs.topk(min(top_k, log_probs.shape[0]))
     predicted = [(int(i), float(p.exp())) for p, i in zip(top.values, top.indices)]
-    summary: dict = {"prediction": [(token_strings(tokenizer, [i])[0], round(p, 4)) for i, p in predicted]}
-    sections = [("Model and input", _overview(model, text, src_text, predicted, tokenizer))]
+    name = (lambda i: f"class {i}") if classes else (lambda i: token_strings(tokenizer, [i])[0])
+    summary: dict = {"prediction": [(name(i), round(p, 4)) for i, p in predicted]}
+    sections = [("Model and input", _overview(model, text, src_text, predicted, name, classes))]
+    if residual_labels is not None:
+        sections.append(("Residual stream, by name", _residual_section(model, cache, text, residual_labels, summary)))
     sections.append(("Attention patterns", _attention_section(model, cache, text, src_text)))
-    scores = detect_heads(model, inputs)
-    probe = _induction_over_lengths(model)
-    if probe is not None:  # on one input a fixed-offset head looks like an induction head: score several repeats
-        scores["induction"] = probe.scores
-        summary["induction_lengths"] = list(probe.lengths)
-    sections.append(("Head detectors", _detector_section(scores, summary)))
-    sections.append(("Token by token", _token_view(model, cache, text, scores)))
+    try:
+        scores = detect_heads(model, inputs)
+    except InputError as e:
+        sections.append(("Head detectors", f'<p class="note">Not available for this model: {H.esc(e)}</p>'))
+    else:
+        probe = _induction_over_lengths(model) if "induction" in scores else None
+        if probe is not None:  # on one input a fixed-offset head looks like an induction head: score several repeats
+            scores["induction"] = probe.scores
+            summary["induction_lengths"] = list(probe.lengths)
+        sections.append(("Head detectors", _detector_section(scores, summary)))
+        sections.append(("Token by token", _token_view(model, cache, text, scores)))
     sections.append(("Logit lens", _lens_section(model, inputs, text, tokenizer)))
     sections.append(("Direct logit attribution", _attribution_section(model, cache, predicted, answer, tokenizer, summary)))
     cfg = model.config
@@ -91,32 +110,55 @@ def _tokens_html(text: list[str]) -> str:
     return " ".join(f'<span class="tok">{H.esc(show_token(t))}</span>' for t in text)
 
 
-def _overview(model, text, src_text, predicted, tokenizer) -> str:
+def _overview(model, text, src_text, predicted, name, classes: bool) -> str:
     cfg = model.config
     fields = ["arch", "n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "n_ctx", "norm", "norm_position",
-              "positional", "act", "attn_only"]
+              "positional", "act", "attention", "attn_only"]
     body = H.table(["field", "value"], [(f, getattr(cfg, f)) for f in fields] + [("parameters", f"{model.num_params():,}")])
     if src_text is not None:
         body += f"<p>Source ({len(src_text)} tokens): {_tokens_html(src_text)}</p>"
-    body += f"<p>Input ({len(text)} tokens): {_tokens_html(text)}</p>"
-    rows = [(show_token(token_strings(tokenizer, [i])[0]), i, f"{p:.3f}") for i, p in predicted]
-    body += "<p>Next-token prediction at the last position:</p>" + H.table(["token", "id", "probability"], rows)
+    body += f"<p>Input ({len(text)} {'positions' if classes else 'tokens'}): {_tokens_html(text)}</p>"
+    rows = [(show_token(name(i)), i, f"{p:.3f}") for i, p in predicted]
+    what = "Class prediction (from the class token)" if classes else "Next-token prediction at the last position"
+    body += f"<p>{what}:</p>" + H.table(["token" if not classes else "class", "id", "probability"], rows)
     return body
+
+
+def _residual_section(model, cache, text, labels, summary) -> str:
+    """The final residual stream with its dimensions named (a compiled program's variables): one row per
+    named dimension that holds anything on this input, one column per position."""
+    if len(labels) != model.config.d_model:
+        raise InputError(f"residual_labels has {len(labels)} names but the model has d_model = {model.config.d_model}")
+    last = f"blocks.{len(model.blocks) - 1}.resid_post"
+    resid = cache[last][0]  # [pos, d_model]
+    used = [j for j in range(resid.shape[-1]) if resid[:, j].abs().max() > 1e-6]
+    summary["residual_labels"] = len(labels)
+    rows = [(H.esc(labels[j]), *(f"{float(v):.3g}" for v in resid[:, j])) for j in used[:MAX_LABELLED_ROWS]]
+    note = (f'<p class="note">The residual stream after the last block ({last.rsplit(".", 1)[0]}), each dimension under its name '
+            f"(a compiled program's variable = value): {len(used)} of {len(labels)} dimensions are non-zero on this input"
+            + (f"; the first {MAX_LABELLED_ROWS} are shown" if len(used) > MAX_LABELLED_ROWS else "") + ".</p>")
+    return note + H.table(["dimension", *(show_token(t) for t in text)], rows)
 
 
 def _attention_section(model, cache, text, src_text) -> str:
     parts = ['<p class="note">Rows are queries, columns keys; each row sums to 1.</p>']
     stacks = []
-    if model.config.arch == "encoder-decoder":
+    if model.encoder is not None:
         stacks.append(("encoder self-attention", "encoder.", "attn", src_text, None))
     stacks.append(("self-attention", "", "attn", text, None))
-    if model.config.arch == "encoder-decoder":
+    if model.encoder is not None:
         stacks.append(("cross-attention (keys: source)", "", "cross_attn", text, src_text))
     for name, prefix, kind, queries, keys in stacks:
         module = model.encoder if prefix else model
         for l in range(len(module.blocks)):
+            attn = getattr(module.blocks[l], kind)
             pattern = cache[f"{prefix}blocks.{l}.{kind}.pattern"][0]  # [heads, q, k]
-            fig = plot_layer(pattern, queries, keys, layer=l, title=f"{name}, layer {l}")
+            n_q, n_k = pattern.shape[-2:]  # a Transformer-XL's last segment: its queries, and the memory's keys before them
+            columns = (keys or queries)[-n_k:]
+            if getattr(attn, "key_axis", "positions") != "positions":  # Linformer: columns are projected slots
+                columns = [f"{attn.key_axis[:-1]} {j}" for j in range(n_k)]
+                parts.append(f'<p class="note">Layer {l}: {H.esc(attn.pattern_text())}</p>')
+            fig = plot_layer(pattern, queries[-n_q:], columns, layer=l, title=f"{name}, layer {l}")
             parts.append(H.img(fig, f"{name} layer {l}", dpi=90))
     return "".join(parts)
 
@@ -132,8 +174,7 @@ def _induction_over_lengths(model):
 def _detector_section(scores, summary) -> str:
     fig = plot_head_scores(scores, title="head detector scores on this input")
     rows = []
-    for name in DETECTORS:
-        s = scores[name]
+    for name, s in scores.items():
         flat = torch.nan_to_num(s, nan=-1.0).flatten()
         best = int(flat.argmax())
         layer, head = divmod(best, s.shape[1])
@@ -165,8 +206,13 @@ def _token_view(model, cache, text, scores) -> str:
 
 
 def _lens_section(model, inputs, text, tokenizer) -> str:
-    lens = logit_lens(model, inputs)
+    try:
+        lens = logit_lens(model, inputs)
+    except InputError as e:
+        return f'<p class="note">Not available for this model: {H.esc(e)}</p>'
+
     probs, ids = lens.top_k(1)  # [layers, 1, pos, 1]
+    text = text[-probs.shape[2]:]  # a Transformer-XL input longer than n_ctx: the lens reads the last segment
     keep = slice(max(0, len(text) - MAX_GRID_POSITIONS), len(text))
     grid_ids = ids[:, 0, keep, 0]  # [layers, pos]
     grid_text = [token_strings(tokenizer, row) for row in grid_ids]
@@ -178,6 +224,7 @@ def _lens_section(model, inputs, text, tokenizer) -> str:
 
 def _attribution_section(model, cache, predicted, answer, tokenizer, summary) -> str:
     try:
+        require_unembedding(model)
         answer_id = predicted[0][0] if answer is None else int(answer)
         wrong_id = next((i for i, _ in predicted if i != answer_id), None)
         attribution = direct_logit_attribution(model, cache, answer_id, wrong_id, pos=-1)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.model.config import ModelConfig
+from glassformer.model.describe import Description
 from glassformer.model.hooks import HookPoint
 from glassformer.model.init import residual_weight, weight
 from glassformer.model.kv_cache import LayerCache
@@ -280,6 +281,43 @@ class Attention(nn.Module):
             scale=self.scale,
         )
         return z.transpose(1, 2)  # [batch, q_pos, heads, d_head]
+
+    # -- what this attention is, for the tools (explain, diagram, lens) -------------------------------
+
+    key_axis = "positions"  # what the last axis of attn.pattern indexes (Linformer: projected slots)
+    softmax_pattern = True  # the pattern is a softmax of the scores (linear attention: normalised kernel values)
+    name = "attention"  # the pattern's name in titles ("sliding-window attention", ...)
+
+    def allowed_tex(self) -> str | None:
+        """The condition on (query i, key j) under which a key is seen, in LaTeX; None = every key."""
+        return r"j \le i" if self.causal and not self.cross else None
+
+    def scores_tex(self, head: int) -> str:
+        """scores_h = scale q k^T (+ the positional bias), masked outside :meth:`allowed_tex`."""
+        scale = r"\frac{1}{\sqrt{d_{\mathrm{head}}}}" if abs(self.scale * self.d_head**0.5 - 1) < 1e-12 else f"{self.scale:.4g}"
+        eq = rf"\mathrm{{scores}} = {scale}\, q k^\top" + getattr(self.score_bias, "score_term", "").replace("_h", f"_{{{head}}}")
+        allowed = self.allowed_tex()
+        return eq + (rf" \quad (-\infty \text{{ unless }} {allowed})" if allowed else "")
+
+    def pattern_tex(self) -> str:
+        return r"\mathrm{pattern}_{ij} = \frac{\exp(s_{ij} - \max_k s_{ik})}{\sum_{k} \exp(s_{ik} - \max_k s_{ik})}"
+
+    def describe(self) -> Description:
+        kind = "Cross-attention" if self.cross else ("Masked self-attention" if self.causal else "Self-attention")
+        title = kind if self.name == "attention" else f"{kind}: {self.name}"
+        heads = f"{self.n_heads} heads × d_head={self.d_head}"
+        if self.n_kv_heads != self.n_heads:
+            heads += f", {self.n_kv_heads} kv heads"
+        equations = (r"q = x W_Q + b_Q, \quad k = y W_K + b_K, \quad v = y W_V + b_V", self.scores_tex(0).replace("_{0}", "_h"),
+                     self.pattern_tex(), r"z = \mathrm{pattern}\; v", r"\mathrm{out} = \sum_h z_h W_O^h + b_O")
+        return Description(title, equations, self.pattern_text(), heads)
+
+    def pattern_text(self) -> str:
+        """One sentence: which keys each query sees and how they are weighed."""
+        if self.cross:
+            return "Every decoder position attends to every source position (the encoder's output)."
+        return ("Softmax over the query's own and earlier positions (the causal mask sets later keys to -inf)."
+                if self.causal else "Softmax over every position, before and after the query.")
 
 
 @contextlib.contextmanager

@@ -23,18 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from glassformer.errors import ConfigError
+from glassformer.model.registry import CHOICES  # filled in by the components' registries (registry.py)
 
-# The allowed values of every categorical field. Variants register themselves by extending these tuples.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("decoder", "encoder", "encoder-decoder"),
-    "norm": ("layernorm", "rmsnorm", "none"),
-    "norm_position": ("pre", "post"),
-    "positional": ("learned", "sinusoidal", "none", "rope", "alibi", "t5"),
-    "act": ("gelu", "gelu_tanh", "relu", "relu2", "swiglu", "geglu", "geglu_tanh"),  # swiglu/geglu*: gated MLP (mlp.py)
-    "attention": ("full", "sliding", "sparse", "linear", "linformer"),  # patterns/: what each query sees
-    "sparse_pattern": ("strided", "fixed"),  # the Sparse Transformer's two factorisations
-    "input": ("tokens", "patches"),  # patches: a vision transformer reading images (vision.py)
-}
 RELATIVE_POSITIONALS = ("rope", "alibi", "t5", "none")  # schemes that only see offsets i - j
 
 

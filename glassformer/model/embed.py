@@ -18,11 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.model.config import ModelConfig
+from glassformer.model.describe import Description
 from glassformer.model.hooks import HookPoint
 from glassformer.model.init import normal, weight
 from glassformer.model.positional import ExactFrequencies
 from glassformer.model.mlp import ACTIVATIONS
 from glassformer.model.norms import make_norm
+from glassformer.model.registry import register
 
 
 class Embed(nn.Module):
@@ -36,6 +38,11 @@ class Embed(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.output(self.W_E[tokens])  # [batch, pos, d_model]
 
+    def describe(self) -> Description:
+        d_vocab, d_model = self.W_E.shape
+        return Description("Token embedding W_E", (r"\mathrm{embed}_i = W_E[t_i]",),
+                           "Each token id picks one row of the embedding matrix.", f"[d_vocab={d_vocab}, d_model={d_model}]")
+
 
 class LearnedPositional(nn.Module):
     """pos_embed = W_pos[positions]: one learned vector per position (GPT, BERT)."""
@@ -47,6 +54,11 @@ class LearnedPositional(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         return self.output(self.W_pos[positions])  # [pos, d_model] ([batch, pos, d_model] for per-row positions)
+
+    def describe(self) -> Description:
+        n_ctx, d_model = self.W_pos.shape
+        return Description("Positional embedding W_pos", (r"\mathrm{pos}_i = W_{\mathrm{pos}}[i]",),
+                           "One learned vector per position, added to the token's.", f"[n_ctx={n_ctx}, d_model={d_model}]")
 
 
 class SinusoidalPositional(ExactFrequencies):
@@ -71,6 +83,18 @@ class SinusoidalPositional(ExactFrequencies):
         angles = positions.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # [(batch,) pos, d_model / 2]
         pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [(batch,) pos, d_model]: sin, cos interleaved
         return self.output(pe)
+
+    def describe(self) -> Description:
+        return Description(
+            "Sinusoidal positions",
+            (r"PE_{i, 2k} = \sin(i\,\omega_k), \quad PE_{i, 2k+1} = \cos(i\,\omega_k), \quad \omega_k = 10000^{-2k/d_{\mathrm{model}}}",),
+            "Fixed sinusoids (nothing learned), defined for any position, added to the token's vector.",
+            "fixed sin/cos, nothing learned",
+        )
+
+
+POSITIONAL_EMBEDDINGS = {"learned": LearnedPositional, "sinusoidal": SinusoidalPositional}  # added to resid_0
+register("positional", (*POSITIONAL_EMBEDDINGS, "none"))  # none: no positions at all
 
 
 def make_positional(config: ModelConfig) -> nn.Module | None:
@@ -100,6 +124,17 @@ class Unembed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight.T, self.b_U)  # [batch, pos, d_vocab_out]: one op, one logits buffer
 
+    def describe(self) -> Description:
+        d_model, d_vocab_out = self.weight.shape
+        tied = self._tied_to is not None
+        return Description(
+            "Unembedding W_U" + (" = W_Eᵀ (tied)" if tied else ""),
+            (r"\mathrm{logits} = x W_U" + (" + b_U" if self.b_U is not None else ""),),
+            "The final residual stream read out as scores over the vocabulary."
+            + (" Tied embeddings: W_U = W_E^T (the embedding matrix, transposed)." if tied else ""),
+            f"[d_model={d_model}, d_vocab_out={d_vocab_out}]",
+        )
+
 
 class UnembedTransform(nn.Module):
     """BERT's MLM-head transform (``unembed_transform=True``), between the final residual stream and W_U:
@@ -123,3 +158,7 @@ class UnembedTransform(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre(nn.functional.linear(x, self.W_T.T, self.b_T))  # [batch, pos, d_model]
         return self.output(self.ln(self.act(pre)))  # [batch, pos, d_model]
+
+    def describe(self) -> Description:
+        return Description("MLM transform (BERT)", (r"h = \mathrm{Norm}(\mathrm{act}(x W_T + b_T))",),
+                           "BERT's masked-LM head transform: the unembedding reads h instead of x.", "Norm(act(x W_T + b_T))")

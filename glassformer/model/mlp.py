@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.model.config import ModelConfig
+from glassformer.model.describe import Description
 from glassformer.model.hooks import HookPoint
 from glassformer.model.init import residual_weight, weight
+from glassformer.model.registry import register
 
 
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
@@ -41,11 +43,24 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's tanh approximation of GELU
 }
 
+ACTIVATION_TEX = {  # each activation's equation, for the explain trace; names as papers print them
+    "relu": ("ReLU", r"\mathrm{ReLU}(a) = \max(0, a)"),
+    "relu2": ("ReLU²", r"\mathrm{ReLU}^2(a) = \max(0, a)^2"),
+    "gelu": ("GELU", r"\mathrm{GELU}(a) = a\,\Phi(a)"),
+    "gelu_tanh": ("GELU (tanh)", r"\mathrm{GELU}(a) \approx \frac{a}{2}(1 + \tanh(\sqrt{2/\pi}(a + 0.044715 a^3)))"),
+    "swiglu": ("SwiGLU", r"\mathrm{SiLU}(a) = a\,\sigma(a)"),
+    "geglu": ("GeGLU", r"\mathrm{GELU}(a) = a\,\Phi(a)"),
+    "geglu_tanh": ("GeGLU (tanh)", r"\mathrm{GELU}(a) \approx \frac{a}{2}(1 + \tanh(\sqrt{2/\pi}(a + 0.044715 a^3)))"),
+}
+
 GATED_ACTIVATIONS = {
     "swiglu": F.silu,  # SiLU(x) = x * sigmoid(x) gates the linear branch: PaLM, Llama
     "geglu": F.gelu,  # GELU(x) gates the linear branch: T5 v1.1
     "geglu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GELU's tanh approximation gates it: Gemma
 }
+
+
+register("act", (*ACTIVATIONS, *GATED_ACTIVATIONS))  # gated: swiglu/geglu (GatedMLP)
 
 
 class MLP(nn.Module):
@@ -64,6 +79,17 @@ class MLP(nn.Module):
         pre = self.pre(F.linear(x, self.W_in.T, self.b_in))  # [batch, pos, d_mlp]
         post = self.post(self.act(pre))  # [batch, pos, d_mlp]
         return F.linear(post, self.W_out.T, self.b_out)  # [batch, pos, d_model]
+
+    def describe(self) -> Description:
+        name, act_tex = ACTIVATION_TEX[_name_of(self.act, ACTIVATIONS)]
+        d_model, d_mlp = self.W_in.shape
+        return Description(
+            f"MLP ({name})",
+            (r"\mathrm{pre} = x W_{\mathrm{in}} + b_{\mathrm{in}}", r"\mathrm{post} = \mathrm{act}(\mathrm{pre})", act_tex,
+             r"\mathrm{mlp\_out} = \mathrm{post}\, W_{\mathrm{out}} + b_{\mathrm{out}}"),
+            "The same two-layer network at every position, independently.",
+            f"d_model={d_model} → d_mlp={d_mlp} → d_model",
+        )
 
 
 class GatedMLP(nn.Module):
@@ -89,6 +115,23 @@ class GatedMLP(nn.Module):
         pre_linear = self.pre_linear(F.linear(x, self.W_in.T, self.b_in))  # [batch, pos, d_mlp]
         post = self.post(self.act(pre) * pre_linear)  # [batch, pos, d_mlp]
         return F.linear(post, self.W_out.T, self.b_out)  # [batch, pos, d_model]
+
+    def describe(self) -> Description:
+        name, act_tex = ACTIVATION_TEX[_name_of(self.act, GATED_ACTIVATIONS)]
+        d_model, d_mlp = self.W_in.shape
+        return Description(
+            f"MLP ({name}, gated)",
+            (r"a = x W_{\mathrm{gate}} + b_{\mathrm{gate}}, \quad u = x W_{\mathrm{in}} + b_{\mathrm{in}}",
+             r"\mathrm{post} = \mathrm{act}(a) \odot u", act_tex,
+             r"\mathrm{mlp\_out} = \mathrm{post}\, W_{\mathrm{out}} + b_{\mathrm{out}}"),
+            "A GLU variant: the activated gate a multiplies a second, linear branch u, at every position independently.",
+            f"d_model={d_model} → 2 × d_mlp={d_mlp} → d_model",
+        )
+
+
+def _name_of(act, table: dict) -> str:
+    """The config name of an activation function (its key in ``table``)."""
+    return next(name for name, f in table.items() if f is act)
 
 
 def make_mlp(config: ModelConfig) -> nn.Module | None:

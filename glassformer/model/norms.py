@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from glassformer.model.config import ModelConfig
+from glassformer.model.describe import Description
 from glassformer.model.hooks import HookPoint
+from glassformer.model.registry import register
 
 
 class LayerNorm(nn.Module):
@@ -35,6 +37,16 @@ class LayerNorm(nn.Module):
         out = x / scale * self.w
         return self.output(out + self.b if self.b is not None else out)
 
+    def describe(self) -> Description:
+        return Description(
+            "LayerNorm",
+            (r"\mu = \frac{1}{d} \sum_j x_j, \quad \sigma = \sqrt{\frac{1}{d} \sum_j (x_j - \mu)^2 + \epsilon}",
+             r"\mathrm{LN}(x) = \frac{x - \mu}{\sigma} \odot w" + (" + b" if self.b is not None else "")),
+            f"Centre, divide by the standard deviation σ (hook: scale), then gain w; over the d = {self.w.numel()} numbers "
+            f"of each position separately; ε = {self.eps:g}.",
+            f"d={self.w.numel()}",
+        )
+
 
 class RMSNorm(nn.Module):
     """RMSNorm(x) = x / sqrt(mean(x^2) + eps) * w   (Zhang & Sennrich 2019): LayerNorm without centring."""
@@ -50,6 +62,15 @@ class RMSNorm(nn.Module):
         scale = self.scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
         return self.output(x / scale * self.w)
 
+    def describe(self) -> Description:
+        return Description(
+            "RMSNorm",
+            (r"\mathrm{rms} = \sqrt{\frac{1}{d} \sum_j x_j^2 + \epsilon}", r"\mathrm{RMSNorm}(x) = \frac{x}{\mathrm{rms}} \odot w"),
+            f"Divide by the root mean square (hook: scale), then gain w; no centring, no bias; over the d = "
+            f"{self.w.numel()} numbers of each position; ε = {self.eps:g}.",
+            f"d={self.w.numel()}",
+        )
+
 
 class NoNorm(nn.Module):
     """Identity, for models without normalisation (``norm="none"``, e.g. compiled RASP programs)."""
@@ -60,6 +81,13 @@ class NoNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(x)
+
+    def describe(self) -> Description:
+        return Description("no norm", (r"\mathrm{Norm}(x) = x",), "No normalisation: the identity.")
+
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "none": NoNorm}  # config.norm -> its module
+register("norm", NORMS)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -103,3 +131,10 @@ def post_norm_residual(x: torch.Tensor, norm: nn.Module, sublayer: Sublayer) -> 
 
 
 RESIDUAL_RULES = {"pre": pre_norm_residual, "post": post_norm_residual}
+register("norm_position", RESIDUAL_RULES)
+
+# What each residual rule looks like to a reader: the sublayer's equation and where its norm sits.
+RESIDUAL_EQUATIONS = {
+    pre_norm_residual: (r"x \leftarrow x + \mathrm{Sublayer}(\mathrm{Norm}(x))", "Pre-LN", "branch"),
+    post_norm_residual: (r"x \leftarrow \mathrm{Norm}(x + \mathrm{Sublayer}(x))", "Post-LN", "trunk"),
+}

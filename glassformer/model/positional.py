@@ -19,7 +19,9 @@ import math
 import torch
 from torch import nn
 
+from glassformer.model.describe import Description
 from glassformer.model.init import normal
+from glassformer.model.registry import register
 
 
 class ExactFrequencies(nn.Module):
@@ -70,6 +72,16 @@ class Rotary(ExactFrequencies):
         rotated_half = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)  # (-x2, x1)
         return torch.cat([x_rot * cos.to(x.dtype) + rotated_half * sin.to(x.dtype), x_pass], dim=-1)
 
+    def describe(self) -> Description:
+        return Description(
+            "RoPE",
+            (r"x'_i = x_i \cos p\theta_i - x_{i + d/2} \sin p\theta_i, \quad x'_{i + d/2} = x_i \sin p\theta_i + x_{i + d/2} \cos p\theta_i, \quad "
+             rf"\theta_i = {self.base:g}^{{-2i/d}}",),
+            f"RoPE rotates q and k by their positions p (the first d = {self.d_rot} dimensions of each head, in pairs), so "
+            "q_i · k_j depends on the positions only through i - j.",
+            f"d_rot={self.d_rot}, base={self.base:g}",
+        )
+
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """m_h = 2^(-8h / n_heads) for h = 1..n_heads (the paper's geometric sequence; for a head count that is
@@ -102,6 +114,15 @@ class ALiBi(nn.Module):
         distance = relative_offsets(q_positions, k_positions).abs().float()  # [..., q_pos, k_pos]
         slopes = self.slopes.view(-1, *[1] * distance.dim())  # [heads, 1, ..., 1]
         return -slopes * distance  # [heads, ..., q_pos, k_pos]
+
+    score_term = r" - m_h |i - j|"  # what it adds to the scores equation
+
+    def describe(self) -> Description:
+        return Description(
+            "ALiBi", (r"\mathrm{bias}_h[i, j] = -m_h |i - j|, \quad m_h = 2^{-8h/H}",),
+            "ALiBi adds -m_h |i - j| to head h's scores: a fixed penalty growing with distance, one slope per head.",
+            "slopes " + ", ".join(f"{m:.3g}" for m in alibi_slopes(len(self.slopes)).tolist()[:4]) + ("…" if len(self.slopes) > 4 else ""),
+        )
 
 
 def t5_bucket(offset: torch.Tensor, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
@@ -143,3 +164,21 @@ class T5RelativeBias(nn.Module):
         offset = relative_offsets(q_positions, k_positions)  # [..., q_pos, k_pos]
         bucket = t5_bucket(offset, self.bidirectional, self.n_buckets, self.max_distance)
         return self.W_bias[bucket].movedim(-1, 0)  # [heads, ..., q_pos, k_pos]
+
+    score_term = r" + W_{\mathrm{bias}}[\mathrm{bucket}(j - i), h]"  # what it adds to the scores equation
+
+    def describe(self) -> Description:
+        return Description(
+            "T5 relative bias",
+            (r"\mathrm{bias}_h[i, j] = W_{\mathrm{bias}}[\mathrm{bucket}(j - i), h]",
+             r"\mathrm{bucket}(d) = d \text{ for } d < n/2, \text{ else } n/2 + \lfloor \frac{\log(d / (n/2))}"
+             r"{\log(D / (n/2))} (n - n/2) \rfloor"),
+            f"A learned scalar per (offset bucket, head) is added to the scores; near offsets get one bucket each, far "
+            f"ones share log-spaced buckets (n = {self.n_buckets}{' per direction / 2' if self.bidirectional else ''}, "
+            f"D = {self.max_distance}).",
+            f"W_bias [{self.n_buckets}, heads], max_distance={self.max_distance}",
+        )
+
+
+IN_ATTENTION = {"rope": Rotary, "alibi": ALiBi, "t5": T5RelativeBias}  # positional schemes that act inside attention
+register("positional", IN_ATTENTION)

@@ -33,6 +33,19 @@ from __future__ import annotations
 import torch
 
 from glassformer.errors import InputError
+from glassformer.model.describe import Description
+
+
+def describe_memory(memory_len: int) -> Description:
+    """Transformer-XL's memory as the tools show it (it is state, not a module: the model carries only memory_len)."""
+    return Description(
+        "Transformer-XL memory",
+        (r"\tilde h = [\mathrm{SG}(\mathrm{mem}_l);\ h], \quad q = h W_Q, \quad k = \tilde h W_K, \quad v = \tilde h W_V",
+         r"\mathrm{mem}_l \leftarrow \text{last } M \text{ rows of } \tilde h \text{ (stop-gradient)}"),
+        f"Each layer's keys and values also read the last M = {memory_len} attention inputs of the previous segment(s), "
+        "with the gradient stopped; queries only come from the new positions.",
+        f"M={memory_len} cached states per layer, stop-gradient",
+    )
 
 
 class LayerMemory:

@@ -19,8 +19,11 @@ from torch import nn
 
 from glassformer.errors import InputError
 from glassformer.model.config import ModelConfig
+from glassformer.model.describe import Description
+from glassformer.model.embed import Embed
 from glassformer.model.hooks import HookPoint
 from glassformer.model.init import weight
+from glassformer.model.registry import register
 
 
 def image_patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -69,3 +72,18 @@ class PatchEmbed(nn.Module):
         x = patches @ self.W_patch + self.b_patch  # [batch, n_patches, d_model]
         cls = self.W_cls.expand(x.shape[0], 1, -1)  # [batch, 1, d_model]
         return self.output(torch.cat([cls, x], dim=1))  # [batch, 1 + n_patches, d_model]
+
+    def describe(self) -> Description:
+        patch_dim, d_model = self.W_patch.shape
+        n = (self.image_size // self.patch_size) ** 2
+        return Description(
+            "Patch embedding W_patch + class token",
+            (r"\mathrm{patches} = \mathrm{cut}(\mathrm{image}, P \times P)", r"\mathrm{embed} = [W_{\mathrm{cls}};\ \mathrm{patches}\, W_{\mathrm{patch}} + b_{\mathrm{patch}}]"),
+            f"The {self.image_size}×{self.image_size} image is cut into {n} patches of {self.patch_size}×{self.patch_size}×"
+            f"{self.n_channels} pixels, each flattened and mapped to d_model; a learned class token W_cls comes first (position 0).",
+            f"image {self.n_channels}×{self.image_size}×{self.image_size} → {n} patches + [cls], W_patch [{patch_dim}, {d_model}]",
+        )
+
+
+INPUTS = {"tokens": Embed, "patches": PatchEmbed}  # config.input -> the module that makes resid_0's first term
+register("input", INPUTS)

@@ -377,6 +377,8 @@ def _complete(model: Transformer, tokenizer, prompt: str, n_new: int) -> str:
 
 
 def cmd_sample(args) -> int:
+    from glassformer.train.inputs import encode_input
+
     if args.num_samples < 1:
         raise InputError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.beam is not None and args.beam < 1:
@@ -391,8 +393,8 @@ def cmd_sample(args) -> int:
         raise InputError(f"{checkpoint.path} has no tokenizer, so text prompts cannot be encoded")
     task = _task_or_none(checkpoint)
     device = next(model.parameters()).device
-    ids = torch.tensor([tokenizer.encode(args.prompt)], device=device)  # [1, pos]
-    _check_prompt_fits(ids.shape[1], config, task)
+    ids = encode_input(checkpoint, args.prompt, what="--prompt")  # [1, pos], as inspect and explain encode it
+    _check_prompt_fits(len(tokenizer.encode(args.prompt)), config, task)  # the prompt itself (a class token is added)
     if config.arch == "encoder":
         return _classify(model, task, ids, args.prompt)
     answer_len = getattr(task, "answer_len", None)
@@ -449,13 +451,7 @@ def _run_compiled_program(args) -> int:
 def _classify(model: Transformer, task, ids: torch.Tensor, prompt: str) -> int:
     if model.config.n_classes == 0:
         raise InputError("this encoder has no classification head (n_classes = 0): nothing to sample")
-    from glassformer.train.tasks.base import CLS
-
-    cls = getattr(task, "cls_token", CLS)
-    cls_id = task.tokenizer.token_to_id(cls) if task is not None and task.tokenizer is not None else None
-    if cls_id is not None and not prompt.startswith(cls):
-        ids = torch.cat([torch.tensor([[cls_id]], device=ids.device), ids], dim=1)  # the classifier reads position 0
-    with torch.no_grad():
+    with torch.no_grad():  # ids carry the class token at position 0 (encode_input puts it there)
         probs = torch.softmax(model.classify(ids)[0].float(), dim=-1)  # [n_classes]
     names = getattr(task, "class_chars", None) or [str(i) for i in range(len(probs))]
     for i in probs.argsort(descending=True).tolist():

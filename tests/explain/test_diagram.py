@@ -101,3 +101,60 @@ def test_many_heads_are_elided_and_the_file_is_written(tmp_path):
     assert len(role(boxes, "head")) == 10 and "…" in path.read_text()
     width = float(re.search(r'width="(\d+)"', path.read_text()).group(1))
     assert 300 < width < 2000
+
+
+def every_variant():
+    """One small config per value of every categorical field (CHOICES), and the switches beside them."""
+    from glassformer.model.config import CHOICES
+
+    needs = {  # what a value needs besides itself
+        ("attention", "sliding"): dict(window=3), ("attention", "linformer"): dict(arch="encoder", linformer_k=4),
+        ("input", "patches"): dict(arch="encoder", image_size=4, patch_size=2, n_classes=3),
+        ("norm", "none"): dict(final_norm=False),
+    }
+    for field, values in CHOICES.items():
+        for value in values:
+            yield {field: value, **needs.get((field, value), {})}
+    yield from (dict(memory_len=4, positional="rope"), dict(qk_norm=True, n_kv_heads=2), dict(attn_only=True, tie_embeddings=True),
+                dict(arch="encoder", embed_norm=True, unembed_transform=True, n_classes=2),
+                dict(arch="encoder-decoder", positional="t5", attention="sparse", act="swiglu"))
+
+
+def drawn_components(model):
+    """The modules a diagram must show: every component that describes itself (attention's parts included),
+    and the classifier, but not the inner parts of other components (the MLM transform's own norm) nor the
+    identity (NoNorm: norm="none")."""
+    from glassformer.model.attention import Attention
+    from glassformer.model.norms import NoNorm
+
+    names = [n for n, m in model.named_modules() if n and (hasattr(m, "describe") or n == "classifier") and not isinstance(m, NoNorm)]
+    inside = lambda n: any(n.startswith(o + ".") and not isinstance(model.get_submodule(o), Attention) for o in names)  # noqa: E731
+    return {n for n in names if not inside(n)}
+
+
+@pytest.mark.parametrize("overrides", list(every_variant()), ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_every_module_of_every_variant_is_drawn(overrides):
+    from glassformer import Transformer
+
+    model = Transformer(cfg(n_layers=2, d_model=16, n_ctx=16, **overrides))
+    root, boxes = parse(diagram(model, expanded=True))
+    drawn = {b.get("data-module") for b in boxes if b.get("data-module")}
+    assert drawn_components(model) <= drawn, drawn_components(model) - drawn
+    _, compact = parse(diagram(model))
+    first_block = {n for n in drawn_components(model) if ".blocks." not in f".{n}" or ".blocks.0." in f".{n}"}
+    assert first_block <= {b.get("data-module") for b in compact}, first_block - {b.get("data-module") for b in compact}
+    if model.config.memory_len:
+        assert role(boxes, "segment-memory")
+    if model.config.input == "patches":
+        assert "Patch embedding" in diagram(model) and "Token embedding" not in diagram(model)
+
+
+def test_a_compiled_models_residual_names_are_listed():
+    names = ["one", "tokens=a", "tokens=b", "indices=0", "indices=1", "frac_prevs"] + [f"x={i}" for i in range(10)]
+    svg = diagram(cfg(d_model=16, n_heads=2, norm="none", final_norm=False), residual_labels=names)
+    root, boxes = parse(svg)
+    note = role(boxes, "residual-labels")
+    assert len(note) == 1 and note[0].get("data-n") == "16"
+    assert "tokens = a, b" in svg and "indices = 0, 1" in svg and "frac_prevs" in svg
+    with pytest.raises(ValueError, match="d_model = 16"):
+        diagram(cfg(d_model=16, n_heads=2), residual_labels=names[:3])

@@ -68,3 +68,19 @@ def test_bad_input_is_named(argv, message, tiny_config, tmp_path, capsys):
     argv = [a.format(config=tiny_config, tmp=tmp_path) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_explain_a_vision_model_reads_a_npy_image(tmp_path, capsys):
+    import numpy as np
+
+    from glassformer import ModelConfig
+
+    config = tmp_path / "vit.json"
+    ModelConfig(arch="encoder", d_model=8, n_layers=1, n_heads=2, n_ctx=5, input="patches", image_size=4, patch_size=2,
+                n_classes=3).save_json(config)
+    np.save(tmp_path / "image.npy", np.random.default_rng(0).normal(size=(1, 4, 4)).astype(np.float32))
+    assert main(["explain", str(config), "--input", str(tmp_path / "image.npy"), "--out", str(tmp_path / "t.md")]) == 0
+    md = (tmp_path / "t.md").read_text()
+    assert "Patch embedding W_patch + class token" in md and "Classification head" in md
+    assert main(["explain", str(config), "--input", "1,2,3"]) == 2
+    assert "a .npy file of shape [1, 4, 4]" in capsys.readouterr().err

@@ -21,6 +21,18 @@ CONFIGS = [
     dict(arch="decoder", qk_norm=True, act="geglu", n_kv_heads=2),
     dict(arch="encoder-decoder", act="relu2", embed_norm=True, positional="none"),
 ]
+VARIANTS = [  # beyond the 2017 family: each with its own equation in reference_variants.py
+    dict(arch="decoder", positional="t5", t5_buckets=8, t5_max_distance=16),
+    dict(arch="encoder-decoder", positional="t5", t5_buckets=8, t5_max_distance=16, n_kv_heads=2),
+    dict(arch="decoder", attention="sliding", window=3, positional="alibi"),
+    dict(arch="encoder", attention="sliding", window=2, positional="rope"),
+    dict(arch="decoder", attention="sparse", sparse_pattern="strided", stride=3, positional="t5", t5_buckets=8, t5_max_distance=16),
+    dict(arch="encoder", attention="sparse", sparse_pattern="fixed", stride=3, sparse_summary=2, positional="learned"),
+    dict(arch="decoder", attention="linear", positional="rope", qk_norm=True),
+    dict(arch="encoder", attention="linear", positional="sinusoidal", n_kv_heads=2),
+    dict(arch="encoder", attention="linformer", linformer_k=5, positional="learned"),
+    dict(arch="encoder", attention="linformer", linformer_k=3, positional="none", n_kv_heads=1, norm_position="post"),
+]
 
 
 def exact_buffers(model: Transformer) -> None:
@@ -47,7 +59,7 @@ def random_model(seed: int, **overrides) -> Transformer:
     return model
 
 
-@pytest.mark.parametrize("seed,overrides", list(enumerate(CONFIGS)))
+@pytest.mark.parametrize("seed,overrides", list(enumerate(CONFIGS + VARIANTS)))
 def test_reference_equals_model_at_every_hook(seed, overrides):
     model = random_model(seed, **overrides)
     g = torch.Generator().manual_seed(100 + seed)
@@ -86,11 +98,29 @@ def test_reference_matches_the_fused_float32_model_too():
     np.testing.assert_allclose(ref.forward(ref.params_of(model), model.config, tokens.numpy()), logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", [dict(positional="t5"), dict(attention="sliding", window=4), dict(memory_len=4, positional="rope")])
-def test_reference_names_the_variants_it_does_not_cover(variant):
-    config = ModelConfig(d_model=16, n_heads=4, d_vocab=11, n_ctx=12, **variant)
-    with pytest.raises(InputError, match="does not cover " + list(variant)[0]):
-        ref.forward({}, config, np.array([[0, 1]]))
+def compare(model, inputs, **kwargs):
+    logits, cache = model.run_with_cache(inputs, **kwargs)
+    recorded = {}
+    ref_logits = ref.forward(ref.params_of(model), model.config, inputs.numpy(), record=recorded.__setitem__)
+    assert set(recorded) == set(cache), set(recorded) ^ set(cache)
+    for name, value in cache.items():
+        np.testing.assert_allclose(recorded[name], value.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(ref_logits, logits.detach().numpy(), rtol=1e-10, atol=1e-12)
+    return cache
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi", "t5"])
+def test_transformer_xl_memory_carries_from_segment_to_segment(positional):
+    """27 tokens with n_ctx = 12: three segments, each attending to the last memory_len = 5 states of the one before."""
+    model = random_model(3, memory_len=5, positional=positional, t5_buckets=8, t5_max_distance=16)
+    cache = compare(model, torch.randint(0, 11, (2, 27), generator=torch.Generator().manual_seed(1)))
+    assert cache["blocks.1.attn.k"].shape[1] == 5 + 3  # the last segment (3 tokens) reads 5 remembered states
+
+
+def test_vision_transformer_patches_and_class_token():
+    model = random_model(4, arch="encoder", input="patches", image_size=6, patch_size=3, n_channels=2, n_classes=3)
+    cache = compare(model, torch.randn(2, 2, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    assert cache["embed"].shape == (2, 1 + 4, 16) and cache["logits"].shape == (2, 3)
 
 
 def test_reference_rejects_bad_tokens():

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from glassformer import InputError, ModelConfig, Transformer
+from glassformer.explain import reference as ref
+from glassformer.explain import reference_variants as rv
 from glassformer.explain import trace as explain_trace
 from glassformer.explain.mathml import to_mathml
 
@@ -29,7 +31,7 @@ def split_source(source: str) -> tuple[str, tuple]:
     m = re.match(r"^(.*?)(\[[^\[\]]*\])?$", source)
     name, index = m.group(1), m.group(2)
     parts = [] if not index else [p.strip() for p in index[1:-1].split(",")]
-    return name, tuple(slice(None) if p == ":" else int(p) for p in parts)
+    return name, tuple(slice(int(p[:-1]) if p[:-1] else None, None) if p.endswith(":") else int(p) for p in parts)
 
 
 def parse_markdown(md: str) -> list[dict]:
@@ -100,7 +102,7 @@ class TensorTables(HTMLParser):
             self.current = None
 
 
-def truth(model, cache, kind: str, source: str) -> np.ndarray:
+def truth(model, cache, kind: str, source: str, image=None) -> np.ndarray:
     """What a table claims to show, computed independently from the model and run_with_cache."""
     name, index = split_source(source)
     if kind == "hook":
@@ -114,14 +116,28 @@ def truth(model, cache, kind: str, source: str) -> np.ndarray:
         return (cache[a].double() + cache[b].double()).numpy()[index]
     if name == "ln_final[0, 0] @ classifier.W + classifier.b":
         return (cache["ln_final"][0, 0].double() @ model.classifier.W.double() + model.classifier.b.double()).detach().numpy()
+    if name.endswith(".score_bias"):  # ALiBi / T5: recomputed by the NumPy reference's own equations
+        attn, cfg = model.get_submodule(name.rsplit(".", 1)[0]), model.config
+        n_q, n_k = cache[name.replace("score_bias", "q")].shape[1], cache[name.replace("score_bias", "k")].shape[1]
+        q_pos, k_pos = np.arange(n_k - n_q, n_k), np.arange(n_k)
+        if cfg.positional == "alibi":
+            return ref.alibi_bias(cfg.n_heads, q_pos, k_pos)[index]
+        W = attn.score_bias.W_bias.detach().double().numpy()
+        return rv.t5_bias(W, q_pos, k_pos, not attn.causal, cfg.t5_max_distance)[index]
+    if name.endswith(".E @ k") or name.endswith(".F @ v"):  # Linformer's projected keys / values
+        a, what = name.split(".E @ " if "E @" in name else ".F @ ")
+        E = model.state_dict()[f"{a}.{'E' if what == 'k' else 'F'}"].double().numpy()
+        return rv.linformer_project(E, cache[f"{a}.{what}"].double().numpy())[index]
+    if name == "image_patches(image)":
+        return rv.image_patches(image.double().numpy(), model.config.patch_size)[index]
     raise AssertionError(f"the test does not know the derived tensor {name!r}")
 
 
-def check_tables(model, cache, tables) -> set[str]:
+def check_tables(model, cache, tables, image=None) -> set[str]:
     assert tables
     checked = set()
     for t in tables:
-        expected = truth(model, cache, t["kind"], t["source"])
+        expected = truth(model, cache, t["kind"], t["source"], image)
         assert t["cells"], t["source"]
         # float32 rounding: an entry near zero (cancellation) is only as exact as the tensor's scale allows
         tiny = 1e-5 * float(np.nanmax(np.abs(np.where(np.isinf(expected), np.nan, expected)))) + 1e-9
@@ -215,10 +231,54 @@ def test_save_picks_the_format_from_the_suffix(tmp_path):
         doc.save(tmp_path / "a.txt")
 
 
-def test_variants_beyond_the_2017_family_are_refused_by_name():
-    model = Transformer(ModelConfig(d_model=4, n_layers=1, n_heads=1, d_vocab=5, n_ctx=8, attention="sliding", window=2))
-    with pytest.raises(InputError, match="attention='sliding'"):
-        explain_trace(model, [1, 2])
+VARIANTS = [  # every variant beyond the 2017 family, each written out with its own equation
+    (dict(arch="decoder", positional="t5", t5_buckets=8, t5_max_distance=16), r"\mathrm{bucket}(j - i)"),
+    (dict(arch="encoder", attention="sliding", window=2, positional="alibi"), r"|i - j| < 2"),
+    (dict(arch="decoder", attention="sparse", sparse_pattern="fixed", stride=2, positional="rope"), r"\bmod 2"),
+    (dict(arch="decoder", attention="linear", qk_norm=True, positional="none"), r"\mathrm{elu}(x) + 1"),
+    (dict(arch="encoder", attention="linformer", linformer_k=3, n_kv_heads=1), "E_{[:, :n]}"),
+    (dict(arch="decoder", memory_len=3, positional="rope", n_ctx=4), r"\mathrm{SG}(\mathrm{mem}_l)"),
+    (dict(arch="encoder", input="patches", image_size=4, patch_size=2, n_classes=3, n_ctx=5), "W_{\\mathrm{cls}}"),
+]
+
+
+@pytest.mark.parametrize("overrides,equation", VARIANTS)
+def test_every_variant_is_traced_with_its_own_equation(overrides, equation):
+    torch.manual_seed(2)
+    model = Transformer(ModelConfig(**{**dict(d_model=4, n_layers=2, n_heads=2, d_vocab=7, n_ctx=12), **overrides})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    image = torch.randn(1, 1, 4, 4) if model.config.input == "patches" else None
+    inputs = image if image is not None else torch.tensor([[1, 2, 3, 4, 5, 6]])  # 6 tokens: two segments at n_ctx = 4
+    doc = explain_trace(model, image[0] if image is not None else inputs[0])
+    _, cache = model.run_with_cache(inputs)
+    md = doc.to_markdown()
+    assert equation in md, equation
+    parser = TensorTables()
+    parser.feed(doc.to_html())
+    shown = check_tables(model, cache, parse_markdown(md), image)
+    assert check_tables(model, cache, parser.tables, image) == shown
+    assert {n for n in cache if n.endswith(("attn.scores", "attn.pattern"))} <= shown
+
+
+def test_a_transformer_xl_trace_shows_the_memory_as_the_first_keys():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=4, n_layers=1, n_heads=1, d_vocab=7, n_ctx=4, memory_len=3, positional="alibi")).eval()
+    md = explain_trace(model, [1, 2, 3, 4, 5, 6]).to_markdown()  # segments [1 2 3 4] [5 6]: the trace shows the last
+    assert "Transformer-XL memory" in md and "the first 3 rows of k and v below (keys 0..2) come from the memory" in md
+    assert "| 0 #2 | 1 #3 | 2 #4 | 3 #5 | 4 #6 |" in md  # keys: tokens 2 3 4 remembered, then the segment's 5 6
+    pattern = next(t for t in parse_markdown(md) if t["source"] == "blocks.0.attn.pattern[0, 0]")
+    assert {c for _, c in pattern["cells"]} == {0, 1, 2, 3, 4} and {r for r, _ in pattern["cells"]} == {0, 1}
+
+
+def test_residual_labels_name_the_columns_of_the_residual_stream():
+    model = Transformer(ModelConfig(d_model=4, n_layers=1, n_heads=1, d_vocab=5, n_ctx=8)).eval()
+    names = ["bos", "tokens=a", "tokens=b", "indices=0"]
+    md = explain_trace(model, [1, 2], residual_labels=names).to_markdown()
+    assert "| tokens=a |" in md.replace("  ", " ") or "tokens=a" in md
+    with pytest.raises(InputError, match="d_model = 4"):
+        explain_trace(model, [1, 2], residual_labels=names[:3])
 
 
 def test_bad_inputs_are_named():
@@ -242,3 +302,19 @@ def test_mathml_translation():
         to_mathml(r"\sigmaa")
     with pytest.raises(InputError, match="unclosed"):
         to_mathml(r"x_{1")
+
+
+def test_the_trace_is_plain_data_for_other_programs():
+    import json
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=4, n_layers=1, n_heads=1, d_vocab=5, n_ctx=8, attention="sliding", window=2)).eval()
+    data = json.loads(json.dumps(explain_trace(model, [0, 1, 2]).to_dict(), allow_nan=False))  # strict JSON
+    steps = [st for s in data["sections"] for st in s["steps"]]
+    scores = next(st for st in steps if st["title"].endswith("head 0: scores"))
+    assert r"0 \le i - j < 2" in scores["equations"][0]
+    table = scores["tensors"][0]
+    _, cache = model.run_with_cache(torch.tensor([[0, 1, 2]]))
+    expected = cache["blocks.0.attn.scores"][0, 0]
+    assert table["shape"] == [3, 3] and table["infinite"][2][0] and table["values"][2][0] is None  # -inf: null + flag
+    assert table["values"][2][2] == pytest.approx(float(expected[2, 2]))

@@ -109,3 +109,48 @@ def test_the_report_renders_in_a_headless_browser(tmp_path):
     assert ink > 0.04, "the page rendered (almost) blank"
     assert colours > 200, "the inlined plots did not render (too few distinct colours)"
     Path(shot).unlink()
+
+
+@pytest.fixture(scope="module")
+def compiled_reverse(tmp_path_factory):
+    from glassformer import rasp
+
+    compiled = rasp.compile(rasp.library.reverse(), vocab="abc", max_len=5)
+    return compiled, compiled.save(tmp_path_factory.mktemp("compiled") / "reverse")
+
+
+def test_inspect_runs_a_compiled_program_as_sample_does_and_names_its_residual_stream(compiled_reverse, tmp_path, capsys):
+    """The start token the compiled weights rely on is put in front (as sample and CompiledModel.run do), so the
+    report's computation is the program's: the model's answer at positions 1..3 is the reversed input."""
+    from glassformer.train.inputs import encode_input, open_model
+
+    compiled, path = compiled_reverse
+    out = tmp_path / "r.html"
+    assert inspect([str(path), "--input", "abc", "--html", str(out)]) == 0
+    printed = capsys.readouterr().out
+    expected = compiled.encode("abc").tolist()  # [BOS, a, b, c]
+    assert f"input ids: {' '.join(map(str, expected))}" in printed
+    assert f"residual stream: {len(compiled.residual_labels)} named dimensions" in printed
+    page = out.read_text()
+    assert "Residual stream, by name" in page and "tokens=a" in page and "indices=0" in page
+    checkpoint = open_model(path)
+    ids = encode_input(checkpoint, "abc")
+    assert ids[0].tolist() == expected
+    logits = checkpoint.model(ids)[0, 1:]
+    assert compiled.decode(logits) == ["c", "b", "a"]
+
+
+def test_explain_and_diagram_of_a_compiled_program_show_its_names(compiled_reverse, tmp_path, capsys):
+    from glassformer.explain import cli as explain_cli
+
+    compiled, path = compiled_reverse
+    parser = argparse.ArgumentParser()
+    explain_cli.register(parser.add_subparsers(dest="command"))
+    for argv in (["explain", str(path), "--input", "abc", "--max-cols", "30", "--out", str(tmp_path / "t.md")],
+                 ["diagram", str(path), "--out", str(tmp_path / "d.svg")]):
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0
+    md = (tmp_path / "t.md").read_text()
+    assert "| 0 ␂ |" in md or "0 ␂" in md  # the start token is position 0
+    assert "tokens=a" in md and "indices=0" in md
+    assert "named dimensions" in (tmp_path / "d.svg").read_text()

@@ -23,6 +23,7 @@ from glassformer.model.patterns.linear import LinearAttention
 from glassformer.model.patterns.linformer import LinformerAttention
 from glassformer.model.patterns.sliding import SlidingWindowAttention
 from glassformer.model.patterns.sparse import SparseAttention
+from glassformer.model.registry import register
 
 PATTERNS = {
     "full": Attention,
@@ -31,6 +32,7 @@ PATTERNS = {
     "linear": LinearAttention,
     "linformer": LinformerAttention,
 }
+register("attention", PATTERNS)
 
 
 def make_attention(config: ModelConfig, causal: bool) -> Attention:

@@ -38,6 +38,21 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 class LinearAttention(Attention):
     """z_i = phi(q_i)^T S_i / phi(q_i)^T u_i, with S, u (prefix) sums over the keys; O(pos)."""
 
+    name = "linear (elu + 1 kernel)"
+    softmax_pattern = False
+
+    def scores_tex(self, head: int) -> str:
+        eq = r"\mathrm{scores}_{ij} = \phi(q_i) \cdot \phi(k_j), \quad \phi(x) = \mathrm{elu}(x) + 1"
+        return eq + (r" \quad (0 \text{ where } j > i)" if self.causal else "")
+
+    def pattern_tex(self) -> str:
+        return r"\mathrm{pattern}_{ij} = \frac{\mathrm{scores}_{ij}}{\sum_k \mathrm{scores}_{ik} + \varepsilon}"
+
+    def pattern_text(self) -> str:
+        return ("No softmax and no scale: positive kernel values phi(q_i)·phi(k_j), normalised per row (ε = 1e-6). "
+                "The model computes z with running sums S = Σ φ(k_j) v_jᵀ, u = Σ φ(k_j) and never forms this matrix; "
+                "asking for the pattern forms it, for inspection.")
+
     def attend(self, q, k, v, *, q_positions, k_positions, key_padding, cache: LayerCache | None) -> torch.Tensor:
         key_padding = align_padding(key_padding, k.shape[1])
         phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)  # [batch, pos, heads or kv_heads, d_head]

@@ -39,6 +39,27 @@ class LinformerAttention(Attention):
         self.E = normal(config.linformer_k, config.n_ctx, std=config.linformer_k**-0.5)  # keys:   [k, n_ctx]
         self.F = normal(config.linformer_k, config.n_ctx, std=config.linformer_k**-0.5)  # values: [k, n_ctx]
 
+    key_axis = "slots"  # attn.pattern is [.., q_pos, linformer_k]: its keys are learned mixes of all positions
+    name = "Linformer"
+
+    def project_keys_values(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K' = E[:, :pos] K, V' = F[:, :pos] V: [batch, pos, kv_heads, d_head] -> [batch, linformer_k, kv_heads, d_head]."""
+        n = k.shape[1]
+        return torch.einsum("sn,bnhe->bshe", self.E[:, :n], k), torch.einsum("sn,bnhe->bshe", self.F[:, :n], v)
+
+    def projection_tex(self) -> str:
+        return r"k' = E_{[:, :n]}\, k, \quad v' = F_{[:, :n]}\, v"
+
+    def allowed_tex(self) -> None:
+        return None
+
+    def scores_tex(self, head: int) -> str:
+        return super().scores_tex(head).replace(r"q k^\top", r"q k'^\top")
+
+    def pattern_text(self) -> str:
+        return (f"Softmax over {self.E.shape[0]} projected slots, not positions: slot s holds the mix Σ_j E[s, j] k_j of all "
+                "positions, so a pattern entry does not say which position a query reads.")
+
     def attend(self, q, k, v, *, q_positions, k_positions, key_padding, cache: LayerCache | None) -> torch.Tensor:
         n = k.shape[1]
         if cache is not None:

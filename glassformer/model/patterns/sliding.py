@@ -80,3 +80,12 @@ class SlidingWindowAttention(PatternAttention):
     def after_step(self, cache: LayerCache | None) -> None:
         if cache is not None:
             cache.keep_last(self.window - 1)  # no later query can see further back
+
+    name = "sliding window"
+
+    def allowed_tex(self) -> str:
+        return rf"0 \le i - j < {self.window}" if self.causal else rf"|i - j| < {self.window}"
+
+    def pattern_text(self) -> str:
+        return (f"Softmax over the window = {self.window} nearest keys only ("
+                + ("the query and the window - 1 before it" if self.causal else "|i - j| < window") + "); other keys get weight 0.")

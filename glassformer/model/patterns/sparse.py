@@ -28,14 +28,18 @@ from glassformer.model.config import ModelConfig
 from glassformer.model.patterns.masked import PatternAttention, key_validity
 from glassformer.model.patterns.sliding import band_partial
 from glassformer.model.patterns.softmax_parts import Partial, merge, partial_softmax
+from glassformer.model.registry import register
 
 
 class SparseAttention(PatternAttention):
     """Strided or fixed Sparse Transformer attention, O(pos * sqrt(pos)) with l ~ sqrt(pos)."""
 
+    MODES = ("strided", "fixed")  # config.sparse_pattern: the paper's two factorisations
+
     def __init__(self, config: ModelConfig, causal: bool):
         super().__init__(config, causal)
         self.stride, self.mode, self.summary = config.stride, config.sparse_pattern, config.sparse_summary
+        self.name = f"sparse ({self.mode})"
 
     def allowed(self, q_positions, k_positions):
         i, j, l = q_positions[..., :, None], k_positions[..., None, :], self.stride  # [..., q, 1], [..., 1, k]
@@ -45,6 +49,19 @@ class SparseAttention(PatternAttention):
         else:
             ok = (i // l == j // l) | (j % l >= l - self.summary)
         return ok & (j <= i) if self.causal else ok
+
+    name = "sparse (strided)"
+
+    def allowed_tex(self) -> str:
+        l, c = self.stride, self.summary
+        ok = (rf"|i - j| < {l} \;\lor\; (i - j) \bmod {l} = 0" if self.mode == "strided"
+              else rf"\lfloor j / {l} \rfloor = \lfloor i / {l} \rfloor \;\lor\; j \bmod {l} \ge {l - c}")
+        return rf"({ok}) \;\land\; j \le i" if self.causal else ok
+
+    def pattern_text(self) -> str:
+        what = (f"its {self.stride} nearest keys and every {self.stride}-th key (strided)" if self.mode == "strided"
+                else f"its own block of {self.stride} and the last {self.summary} key(s) of every block (fixed)")
+        return f"Softmax over the Sparse Transformer pattern: each query sees {what}; other keys get weight 0."
 
     def efficient(self, q, k, v, positions, key_padding):
         """Blocks are absolute (block r holds positions r*l .. r*l + l - 1): this runs when queries and keys
@@ -109,3 +126,6 @@ class SparseAttention(PatternAttention):
             self.block_scores(q, k[:, :, index], positions, index),  # [batch, heads, pos, n_summary]
             allowed, v[:, :, index], self.dropout, self.training,
         )
+
+
+register("sparse_pattern", SparseAttention.MODES)
