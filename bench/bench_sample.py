@@ -20,6 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
 import torch
 
 if __package__ in (None, ""):
@@ -37,6 +39,7 @@ from bench.common import (
     timing_settings,
 )
 from bench.gpt2_twin import Shape, build_pair
+from glassformer import Transformer
 
 # (shape incl. batch, prompt length, new tokens, also time the uncached run): the training bench's shapes.
 CASES = [
@@ -45,6 +48,33 @@ CASES = [
     (Shape("nanogpt-cpu", n_layers=4, d_model=128, n_heads=4, n_ctx=64, batch=1, d_vocab=65), 8, 56, True),
 ]
 SMOKE_CASES = [(Shape("smoke", n_layers=1, d_model=32, n_heads=2, n_ctx=16, batch=2, d_vocab=17), 4, 8, True)]
+
+# Against a GPT without a KV cache (nanoGPT's generate, same weights): batch 1, 8 + 200 tokens inside the window,
+# and past it (n_ctx 64): glassformer with RoPE rolls its cache, nanoGPT (learned positions) re-runs the window.
+# (name, n_layers, n_heads, d_model, n_ctx, prompt, new); bars 3x (small) and 8x (6L/384) inside the window.
+NOCACHE_CASES = [("small", 4, 4, 128, 256, 8, 200), ("medium", 6, 6, 384, 256, 8, 200), ("small-past-window", 4, 4, 128, 64, 8, 200)]
+SMOKE_NOCACHE = [("smoke", 1, 2, 32, 16, 4, 20)]
+
+
+def bench_nocache_case(name, n_layers, n_heads, d_model, n_ctx, prompt_len, new_tokens, *, repeats: int, warmup: int) -> dict:
+    """glassformer generate (KV cache) vs nanoGPT generate (no cache), greedy, same weights where they compute the
+    same function (inside the window); past the window glassformer's model uses RoPE (rolling cache)."""
+    from bench.nanogpt_twin import build_nanogpt_pair, nanogpt_config
+
+    gf, ng = build_nanogpt_pair(n_layers, d_model, n_heads, n_ctx, 65)
+    past = prompt_len + new_tokens > n_ctx
+    if past:  # relative positions: decoding goes on from a rolling cache
+        gf = Transformer(replace(nanogpt_config(n_layers, d_model, n_heads, n_ctx, 65), positional="rope"))
+    gf.eval(), ng.eval()
+    prompt = torch.randint(0, 65, (1, prompt_len), generator=torch.Generator().manual_seed(2))
+    fns = {"glassformer": lambda: gf.generate(prompt, new_tokens, greedy=True), "nanogpt_no_cache": lambda: ng.generate(prompt, new_tokens)}
+    if past:
+        fns["glassformer_rerun_window"] = lambda: gf.generate(prompt, new_tokens, greedy=True, use_cache=False)
+    same = None if past else bool(torch.equal(fns["glassformer"](), fns["nanogpt_no_cache"]()))
+    sides = throughput(fns, tokens_per_call=new_tokens, warmup=warmup, repeats=repeats)
+    return {"name": name, "shape": f"{n_layers}L/{n_heads}H/{d_model}, n_ctx {n_ctx}", "prompt_len": prompt_len,
+            "new_tokens": new_tokens, "same_tokens": same, "sides": sides,
+            "speedup_vs_no_cache": speedup(sides, "glassformer", "nanogpt_no_cache")}
 
 
 def sample_fns(shape: Shape, prompt_len: int, new_tokens: int, *, with_uncached: bool):
@@ -102,6 +132,17 @@ def to_markdown(results: dict) -> str:
         f"{results['settings']['repeats']} interleaved samples.",
         "",
         markdown_table(["shape", "batch", "prompt+new", "side", "new tokens/s", "noise (IQR/median)", "vs HF", "same tokens"], rows),
+        "",
+        "## Against a GPT without a KV cache (nanoGPT's generate), batch 1",
+        "",
+        "Bars inside the window: >= 3x (small), >= 8x (medium). Past the window glassformer's model has RoPE and decodes "
+        "from a rolling cache; nanoGPT (learned positions) re-runs the last n_ctx tokens every step.",
+        "",
+        markdown_table(["case", "shape", "prompt+new", "side", "new tokens/s", "noise", "glassformer / side", "same tokens"],
+                       [[r["name"], r["shape"], f"{r['prompt_len']}+{r['new_tokens']}", side, f"{s['tokens_per_s']:,.0f}",
+                         f"{s['timing']['spread']:.1%}", f"{speedup(r['sides'], 'glassformer', side):.2f}x",
+                         {True: "yes", False: "NO", None: "- (RoPE vs learned)"}[r["same_tokens"]]]
+                        for r in results.get("no_cache", []) for side, s in r["sides"].items()]),
     ])
 
 
@@ -109,14 +150,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 2 repeats (for tests)")
+    parser.add_argument("--only-no-cache", action="store_true", help="only the cases against nanoGPT's no-cache generate")
     args = parse_options(bench_options(parser, "sample", repeats=(9, 5)), argv)
     settings = timing_settings(args, full=9, quick=5)
     results = {"machine": machine_info(), "settings": settings, "cases": []}
-    for shape, prompt_len, new_tokens, uncached in SMOKE_CASES if args.smoke else CASES:
+    for shape, prompt_len, new_tokens, uncached in SMOKE_CASES if args.smoke else [] if args.only_no_cache else CASES:
         r = bench_case(shape, prompt_len, new_tokens, uncached, **settings)
         results["cases"].append(r)
         print(f"{shape.describe()} {prompt_len}+{new_tokens}: " + ", ".join(f"{side} {s['tokens_per_s']:,.0f} tok/s"
               for side, s in r["sides"].items()) + f" -> {r['speedup_vs_hf']:.2f}x HF (same tokens: {r['same_tokens']})", flush=True)
+    results["no_cache"] = []
+    for case in SMOKE_NOCACHE if args.smoke else NOCACHE_CASES:
+        r = bench_nocache_case(*case, **settings)
+        results["no_cache"].append(r)
+        print(f"{r['name']} ({r['shape']}) {r['prompt_len']}+{r['new_tokens']}: " + ", ".join(
+            f"{side} {s['tokens_per_s']:,.0f} tok/s" for side, s in r["sides"].items()) + f" -> {r['speedup_vs_no_cache']:.2f}x", flush=True)
     save_results("sample", results, to_markdown(results), args.results_dir)
     return results
 

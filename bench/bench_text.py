@@ -45,12 +45,12 @@ EVAL_BATCH, EVAL_BLOCK = 12, 64
 SMOKE_SIZE = {"d_model": 32, "n_layers": 1, "block_size": 32, "warmup_steps": 2}  # --smoke: same code path, tiny model
 
 
-def default_recipe(text: Path, steps: int | None, tiny: bool = False) -> tuple[Transformer, TextTask, TrainConfig]:
-    """What ``glassformer train --text FILE [--steps N]`` builds, through the CLI's own code."""
+def default_recipe(text: Path, steps: int | None, tiny: bool = False, flags: tuple[str, ...] = ()) -> tuple[Transformer, TextTask, TrainConfig]:
+    """What ``glassformer train --text FILE [--steps N] [flags]`` builds, through the CLI's own code."""
     from glassformer.cli import build_parser
     from glassformer.train.cli import make_task, model_config, train_config
 
-    argv = ["train", "--text", str(text), "--quiet", "--device", "cpu"] + (["--steps", str(steps)] if steps else [])
+    argv = ["train", "--text", str(text), "--quiet", "--device", "cpu", *flags] + (["--steps", str(steps)] if steps else [])
     if tiny:
         argv += [f"--{k.replace('_', '-')}={v}" for k, v in SMOKE_SIZE.items()]
     args = build_parser().parse_args(argv)
@@ -77,6 +77,17 @@ def nanogpt_recipe(text: Path, steps: int | None, tiny: bool = False) -> tuple[T
 
 
 RECIPES = {"glassformer-default": default_recipe, "nanogpt-recipe": nanogpt_recipe}
+
+
+def add_candidates(specs: list[str]) -> list[str]:
+    """``--candidate NAME='--flag value ...'``: a recipe = the CLI's ``train --text`` with those flags (for
+    finding a better default; each trains beside the others, one step each in turn)."""
+    names = []
+    for spec in specs:
+        name, _, flags = spec.partition("=")
+        RECIPES[name] = lambda text, steps, tiny=False, _flags=tuple(flags.split()): default_recipe(text, steps, tiny, _flags)
+        names.append(name)
+    return names
 
 
 @torch.no_grad()
@@ -112,26 +123,28 @@ def run(text: Path, recipes: list[str], steps: int | None, eval_every: int, eval
         curves[name] = []
         seconds[name] = 0.0
         probe_task = probe_task or task
-    n_steps = trainers[recipes[0]].config.steps
-    if any(t.config.steps != n_steps for t in trainers.values()):
-        raise ValueError("recipes disagree on the number of steps; pass --steps")
+    n_steps = max(t.config.steps for t in trainers.values())  # recipes may differ in steps (time-matched ones)
     fixed = val_batches(probe_task, eval_batches, seed=1234)
     train_losses = {name: [] for name in recipes}
 
     def evaluate(step: int) -> None:
         for name, trainer in trainers.items():
+            if curves[name] and curves[name][-1]["step"] == trainer.step:
+                continue  # finished earlier (fewer steps): nothing new
             curves[name].append({
-                "step": step, "seconds": seconds[name], "val_loss": val_loss(trainer.model, fixed),
+                "step": trainer.step, "seconds": seconds[name], "val_loss": val_loss(trainer.model, fixed),
                 "train_loss": sum(train_losses[name][-eval_every:]) / max(1, len(train_losses[name][-eval_every:])) if step else None,
             })
 
     evaluate(0)
     for step in range(1, n_steps + 1):
         for name, trainer in trainers.items():
+            if trainer.step >= trainer.config.steps:
+                continue
             t0 = time.perf_counter()
             train_losses[name].append(trainer.train_step())
             seconds[name] += time.perf_counter() - t0
-        if step % eval_every == 0 or step == n_steps:
+        if step % eval_every == 0 or step == n_steps or any(t.step == step == t.config.steps for t in trainers.values()):
             evaluate(step)
             print(f"step {step}: " + ", ".join(f"{n} val {curves[n][-1]['val_loss']:.3f} ({seconds[n]:.0f} s)" for n in recipes), flush=True)
     final = val_batches(probe_task, final_batches, seed=4321)
@@ -207,6 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="8 steps of a tiny model, tiny evaluation (for tests)")
     parser.add_argument("--steps", type=int, default=None, help="steps per recipe (default: the recipe's, 2000)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {list(RECIPES)}")
+    parser.add_argument("--candidate", action="append", default=[], metavar="NAME='FLAGS'",
+                        help="also train `glassformer train --text` with these flags, e.g. rope='--positional rope' (repeatable)")
     parser.add_argument("--text", type=Path, default=SHAKESPEARE_DIR / "tiny.txt", help="the corpus (default: shared tiny.txt)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--results-dir", type=Path, default=None, help="where to write core_text.{json,md,png}")
@@ -221,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     eval_batches, final_batches = (2, 2) if args.smoke else (20, 200)
     meta = {"text": str(args.text.resolve()), "machine": machine_info(), "eval_batches": eval_batches, "final_batches": final_batches}
     started = time.perf_counter()
-    results = run(args.text, args.recipes.split(","), steps, eval_every, eval_batches, final_batches, tiny=args.smoke)
+    recipes = args.recipes.split(",") + add_candidates(args.candidate)
+    results = run(args.text, recipes, steps, eval_every, eval_batches, final_batches, tiny=args.smoke)
     meta["wall_seconds"] = time.perf_counter() - started
     meta["machine"]["load_average_1m_end"] = machine_info()["load_average_1m"]
     data = {"meta": meta, "reference": NANOGPT_README, "recipes": results}

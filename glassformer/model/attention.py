@@ -159,18 +159,27 @@ class Attention(nn.Module):
 
     def _project_qkv(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q = x W_Q + b_Q [batch, q_pos, heads, d_head]; k = y W_K + b_K, v = y W_V + b_V [batch, k_pos, kv_heads, d_head].
-        Inside :func:`fused_qkv` (generation) it is one matmul against the three weights side by side."""
+
+        For self-attention (y = x) the three are one matmul against [W_Q | W_K | W_V]: the same equations, one
+        GEMM instead of three per-head batched ones and their copies (bench/README.md). The concatenation is
+        rebuilt from the parameters on every call (so gradients reach W_Q, W_K, W_V), except inside
+        :func:`fused_qkv` (generation), which makes it once. While a per-head input (``q_input``, ``k_input``,
+        ``v_input``) is hooked, or with a Transformer-XL memory (the keys also read the memory's positions),
+        each projection is made on its own."""
         split = self.q_input.fns or self.k_input.fns or self.v_input.fns
-        if self.W_QKV is not None and y is x and not torch.is_grad_enabled() and not split:  # the fused copy carries no gradient
-            W, b = self.W_QKV  # [d_model, (heads + 2 kv_heads) * d_head], [(heads + 2 kv_heads) * d_head]
-            qkv = F.linear(x, W.T, b)  # [batch, pos, (heads + 2 kv_heads) * d_head]
-            (batch, pos, _), h, kv, e = x.shape, self.n_heads, self.n_kv_heads, self.d_head
-            q, k, v = qkv.split_with_sizes([h * e, kv * e, kv * e], dim=-1)
-            return q.view(batch, pos, h, e), k.view(batch, pos, kv, e), v.view(batch, pos, kv, e)
-        if not split:
+        if split:
+            return (self._split_project(x, self.q_input, self.W_Q, self.b_Q), self._split_project(y, self.k_input, self.W_K, self.b_K),
+                    self._split_project(y, self.v_input, self.W_V, self.b_V))
+        if y is not x:
             return self._project(x, self.W_Q, self.b_Q), self._project(y, self.W_K, self.b_K), self._project(y, self.W_V, self.b_V)
-        return (self._split_project(x, self.q_input, self.W_Q, self.b_Q), self._split_project(y, self.k_input, self.W_K, self.b_K),
-                self._split_project(y, self.v_input, self.W_V, self.b_V))
+        if self.W_QKV is not None and not torch.is_grad_enabled():  # the copy fused_qkv made carries no gradient
+            W, b = self.W_QKV  # [d_model, (heads + 2 kv_heads) * d_head], [(heads + 2 kv_heads) * d_head]
+        else:
+            W, b = self.fused_qkv_weights(detach=False)
+        qkv = F.linear(x, W.T, b)  # [batch, pos, (heads + 2 kv_heads) * d_head]
+        (batch, pos, _), h, kv, e = x.shape, self.n_heads, self.n_kv_heads, self.d_head
+        q, k, v = qkv.view(batch, pos, h + 2 * kv, e).split_with_sizes([h, kv, kv], dim=2)
+        return q, k, v  # views of qkv: [batch, pos, heads | kv_heads | kv_heads, d_head]
 
     def _split_project(self, x: torch.Tensor, point: HookPoint, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """x W + b for every head ([batch, pos, heads, d_head]). While the optional hook ``point``
@@ -183,11 +192,12 @@ class Attention(nn.Module):
         out = torch.einsum("bphd,hde->bphe", x_h, W)  # [batch, pos, heads, d_head]
         return out + b if b is not None else out
 
-    def fused_qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def fused_qkv_weights(self, detach: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[W_Q | W_K | W_V] as one [d_model, (heads + 2 kv_heads) * d_head] matrix, and [b_Q | b_K | b_V]."""
-        W = torch.cat([w.detach().transpose(0, 1).flatten(1) for w in (self.W_Q, self.W_K, self.W_V)], dim=1)
-        b = None if self.b_Q is None else torch.cat([b.detach().flatten() for b in (self.b_Q, self.b_K, self.b_V)])
-        return W, b
+        W = torch.cat([self.W_Q, self.W_K, self.W_V], dim=0)  # [heads + 2 kv_heads, d_model, d_head]
+        W = W.transpose(0, 1).reshape(W.shape[1], -1)  # [d_model, (heads + 2 kv_heads) * d_head]
+        b = None if self.b_Q is None else torch.cat([self.b_Q, self.b_K, self.b_V]).flatten()
+        return (W.detach(), None if b is None else b.detach()) if detach else (W, b)
 
     def _queries(self, q: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hook q, then QK-norm and RoPE: [batch, q_pos, heads, d_head]."""

@@ -11,6 +11,15 @@ With the KV cache (``use_cache=True``) the prompt is run once and every later st
 newest token, reusing the keys and values of earlier positions; the logits are the same as
 re-running the whole prefix (a test checks this), only cheaper.
 
+Past the context (a sequence longer than ``n_ctx``) the two kinds of position differ:
+
+* relative positions (RoPE, ALiBi, T5 bias, or none; full or sliding-window attention): the cache **rolls**,
+  keeping the last ``n_ctx - 1`` keys and values, and decoding goes on one token per step. Each key keeps the
+  value it got when its token was made, so this is exactly a model with sliding-window attention of width
+  ``n_ctx`` run on the whole sequence (a test checks this), as Transformer-XL and Mistral's rolling buffer do;
+* absolute positions (learned, sinusoidal; and the sparse / linear patterns): there is no position past
+  ``n_ctx`` to give a new token, so every step re-runs the last ``n_ctx`` tokens from scratch, without a cache.
+
 Beam search keeps the ``beam_size`` highest-scoring partial outputs, score = sum of token
 log-probabilities, and returns the best finished one after dividing by length ** length_penalty.
 """
@@ -37,8 +46,9 @@ class _Stepper:
     """Runs a model one step at a time, with or without the KV cache, and returns the last logits.
 
     Without the cache every call re-runs the whole (cropped to ``n_ctx``) sequence. With it, the
-    first call runs the prompt and later calls only the new token; once the sequence reaches
-    ``n_ctx`` positions it falls back to the uncached, cropped computation.
+    first call runs the prompt and later calls only the new token; past ``n_ctx`` positions the cache rolls
+    (relative positions, :func:`rolls_past_context`) or the stepper falls back to the uncached, cropped
+    computation (absolute positions).
     """
 
     def __init__(self, model, use_cache: bool, src=None, src_attention_mask=None, attention_mask=None):
@@ -54,6 +64,7 @@ class _Stepper:
             _check_tokens(model, src, "src")
             self.memory = model.encode(src, src_attention_mask)  # [batch, src_pos, d_model]
         self.cache = model.new_cache() if use_cache else None
+        self.rolls = use_cache and rolls_past_context(model.config)
         self.fed = 0  # how many tokens of the sequence the cache holds
 
     def _run(self, tokens: torch.Tensor, cache, start: int) -> torch.Tensor:
@@ -75,7 +86,13 @@ class _Stepper:
         if self.attention_mask is not None and self.attention_mask.shape[1] < sequence.shape[1]:  # generated tokens are real
             grow = sequence.shape[1] - self.attention_mask.shape[1]
             self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(sequence.shape[0], grow)], dim=1)
-        if self.cache is not None and sequence.shape[1] <= self.n_ctx:
+        if self.cache is not None and (sequence.shape[1] <= self.n_ctx or self.rolls):
+            if self.fed == 0 and sequence.shape[1] > self.n_ctx:  # a prompt longer than the context: its last n_ctx tokens
+                self.fed = sequence.shape[1] - self.n_ctx
+            new = sequence.shape[1] - self.fed
+            if sequence.shape[1] > self.n_ctx:  # rolling: the new tokens and the kept keys make n_ctx positions
+                for layer in self.cache.layers:
+                    layer.keep_last(self.n_ctx - new)
             logits = self._run(sequence[:, self.fed :], self.cache, self.fed)  # [batch, new, d_vocab_out]
             self.fed = sequence.shape[1]
         else:
@@ -91,6 +108,13 @@ class _Stepper:
             self.memory = self.memory.index_select(0, index)
             if self.src_attention_mask is not None:
                 self.src_attention_mask = self.src_attention_mask.index_select(0, index)
+
+
+def rolls_past_context(config) -> bool:
+    """Whether decoding past ``n_ctx`` keeps a rolling KV cache (relative positions, full or sliding attention,
+    no Transformer-XL memory) instead of re-running the last ``n_ctx`` tokens (absolute positions)."""
+    return (config.positional in ("rope", "alibi", "t5", "none") and config.attention in ("full", "sliding")
+            and not config.memory_len)
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:

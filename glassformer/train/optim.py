@@ -76,14 +76,24 @@ def make_optimizer(
     eps: float = 1e-8,
     decay_embeddings: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` (fused kernels on CUDA, where PyTorch has them)."""
+    """AdamW over :func:`param_groups`, with PyTorch's fused kernel (one call for all tensors) on CPU and CUDA.
+
+    The same update as the default for-loop implementation, up to float rounding; on a CPU it is ~3x faster
+    (a 4-layer d128 model: 0.9 ms against 3.0 ms per step, bench/README.md), which is ~5% of a small
+    model's training step."""
     if lr <= 0:
         raise ConfigError(f"lr must be > 0, got {lr}")
     groups = param_groups(model, weight_decay, decay_embeddings=decay_embeddings)
     if not groups:
         raise ConfigError("the model has no trainable parameters to optimise")
-    on_cuda = all(p.is_cuda for group in groups for p in group["params"])
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True if on_cuda else None)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True if _fusable(groups) else None)
+
+
+def _fusable(groups: list[dict]) -> bool:
+    """Whether torch's fused AdamW takes these parameters: floating point, all on CPU or all on CUDA."""
+    params = [p for group in groups for p in group["params"]]
+    devices = {p.device.type for p in params}
+    return len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:

@@ -62,6 +62,34 @@ def test_generation_past_the_context_slides_the_window():
     assert torch.equal(out[:, -1], expected_last)
 
 
+@pytest.mark.parametrize("variant", [dict(positional="rope"), dict(positional="alibi"), dict(positional="t5"),
+                                     dict(positional="none"), dict(positional="rope", attention="sliding", window=5),
+                                     dict(positional="rope", n_kv_heads=2, qk_norm=True)])
+def test_past_the_context_relative_positions_decode_from_a_rolling_cache(variant):
+    """Past n_ctx a model with relative positions keeps its cache, rolling: each new token attends to the last
+    n_ctx keys as they were made. That is exactly the same weights with sliding-window attention of width n_ctx,
+    run on the whole sequence at once, and it is not what re-running the window gives."""
+    import dataclasses
+
+    model = make(n_ctx=8, **variant)
+    with torch.no_grad():
+        for p in model.parameters():  # far from uniform, so that a wrong key or position would change the argmax
+            p.normal_(std=0.3)
+    out = generate(model, PROMPT, 17, greedy=True)  # 20 tokens: 12 past the context
+    window = min(8, variant.get("window", 8))
+    wide = Transformer(dataclasses.replace(model.config, n_ctx=64, attention="sliding", window=window)).eval()
+    wide.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = wide(out[:, :-1]).argmax(-1)[:, PROMPT.shape[1] - 1 :]  # [batch, 17] the greedy choices
+    assert torch.equal(out[:, PROMPT.shape[1] :], expected)
+    if variant == dict(positional="rope"):  # (here, not for every variant, the difference shows in the argmax)
+        assert not torch.equal(out, generate(model, PROMPT, 17, greedy=True, use_cache=False))  # re-running differs
+    long = generate(model, out[:, :12], 6, greedy=True)  # a prompt longer than the context: its last n_ctx tokens
+    with torch.no_grad():                                 # fill the cache, then it rolls
+        expected = wide(long[:, 4:-1]).argmax(-1)[:, 7:]  # [batch, 6]
+    assert torch.equal(long[:, 12:], expected)
+
+
 def test_sampling_is_reproducible_and_follows_the_distribution():
     model = make()
     a = generate(model, PROMPT, 10, generator=torch.Generator().manual_seed(1))
