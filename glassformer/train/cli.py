@@ -115,6 +115,8 @@ def _add_train(subparsers) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--task", choices=sorted(TASKS), help="a generated task (see `glassformer tasks`)")
     what.add_argument("--text", metavar="FILE", help="a UTF-8 text file for character-level language modelling")
+    what.add_argument("--rasp", metavar="PROGRAM", help="a RASP program's outputs as the task: a library name or "
+                      "FILE.py:NAME (options: --option vocab=abcd max_len=6 min_len=1)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. --option length=12 (repeatable)")
     p.add_argument("--block-size", type=int, help="text: context length in characters (default: 64)")
     p.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
@@ -216,8 +218,12 @@ def make_task(args):
     if args.text:
         block_size = args.block_size or TEXT_DEFAULTS["block_size"]
         return TextTask(args.text, block_size=block_size, **parse_options(args.option))
+    if getattr(args, "rasp", None):
+        from glassformer.rasp.task import task as rasp_task
+
+        return rasp_task(args.rasp, **parse_options(args.option))
     if not args.task:
-        raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`) or --text FILE")
+        raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`), --text FILE or --rasp PROGRAM")
     return get_task(args.task, **parse_options(args.option))
 
 
