@@ -73,6 +73,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="folder for compare.json, compare.md and compare.png (default: print only)")
     p.set_defaults(func=cmd_compare)
 
+    from glassformer.rasp.decompile.cli import register as register_decompile
+
+    register_decompile(subparsers)  # the top-level `glassformer decompile RUN`
+
 
 def _program_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("program", metavar="PROGRAM",

@@ -87,7 +87,10 @@ class Decompiled:
         return "\n".join(lines)
 
 
-def component_name(c: Component) -> str:
+def component_name(c) -> str:
+    """``L1H2``, ``L0.mlp``, or a group of them joined by ``+``."""
+    if c and isinstance(c[0], tuple):
+        return "+".join(component_name(x) for x in c)
     kind, layer, h = c
     return f"L{layer}H{h}" if kind == "head" else f"L{layer}.mlp"
 
@@ -105,23 +108,35 @@ def make_probe(model, task=None) -> Probe:
 
 
 def decompile(model, task=None, *, n_inputs: int = 2000, n_match: int = 2000, n_pairs: int = 400, seed: int = 0,
-              probe: Probe | None = None) -> Decompiled:
+              probe: Probe | None = None, progress: bool = False) -> Decompiled:
     """Decompile ``model`` (a CompiledModel, or a Transformer with its ``task``) into a RASP program.
 
     ``n_inputs`` random inputs are read to fit the program, ``n_match`` *other* fresh inputs measure its
     match with the model, and ``n_pairs`` input pairs its IIA (see :mod:`.faithful`).
     """
+    from tqdm.auto import tqdm
+
     start = time.perf_counter()
     probe = probe or make_probe(model, task)
+    bar = tqdm(total=4, desc="decompile", disable=not progress, unit="stage")
     examples = probe.sample(n_inputs, seed)
     base = probe.outputs(examples)
+    bar.set_postfix_str("pruning")
     kept, effects = core.prune(probe, examples, base)
+    bar.update()
+    bar.set_postfix_str(f"reading {len(kept)} components")
     steps, _ = core.read_program(probe, examples, kept)
     program = steps[-1].expr
+    bar.update()
+    bar.set_postfix_str("match")
     fresh = probe.sample(n_match, seed + 1)
     scores = faithful.match(program, fresh, probe.outputs(fresh))
+    bar.update()
+    bar.set_postfix_str("interventions")
     pairs = probe.sample(n_pairs, seed + 2)
-    grid = faithful.search_mapping(probe, program, steps, pairs)
+    grid = faithful.search_mapping(probe, program, steps, pairs, kept=kept)
+    bar.update()
+    bar.close()
     notes = {s.expr.id: _note(s) for s in steps}
     title = f"{probe.description}, decompiled: match {scores['match_position']:.4f} per position, " \
             f"{scores['match_sequence']:.4f} per input on {scores['n_inputs']} fresh inputs"

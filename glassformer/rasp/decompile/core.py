@@ -62,6 +62,7 @@ class State:
     failed: np.ndarray | None = None  # [examples] the interpreter raised on this input
     features: list[F.Feature] = field(default_factory=list)
     n_tables: int = 0
+    scored: np.ndarray | None = None  # [rows] bool: the task scores the model's output there
 
     @property
     def n_rows(self) -> int:
@@ -105,6 +106,7 @@ def build_state(probe: Probe, examples: list[Example], outputs: list[list]) -> S
     allowed = (row_pos[k] <= row_pos[q]) if probe.causal else np.ones(len(q), bool)
     train = (row_ex % 2) == 0
     state = State(probe, examples, outputs, starts, row_ex, row_pos, F.Cells(q, k, allowed, train))
+    state.scored = np.concatenate([np.array(ex.scored, bool) for ex in examples])
     state.interps = [Interpreter(list(ex.xs)) for ex in examples]
     state.failed = np.zeros(len(examples), bool)
     state.add_feature(L.tokens, -1)
@@ -199,29 +201,31 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
     order = state.registry.order()
     cells, act = state.cells, arrays["out"]
     train_rows = cells.train
-    candidates = []  # (score, kind, build)
-    for hard in (True, False):
-        y = F.cell_selection(arrays["att"], arrays["sink"], cells, hard)
-        sfit = F.fit_selector(y, feats, cells, order)
-        if sfit is None:
-            continue
-        sel_cells = sfit.selected & cells.allowed
-        if hard:
-            for vf in feats:
-                codes = _copied(sel_cells, cells, vf.codes, state.n_rows)
-                conflict = float((codes == -2).mean())
-                r2 = F.grouped_r2(act, codes, train_rows) - conflict
-                candidates.append((r2 - 0.002, "aggregate", sfit, vf, None))
-        else:
-            width = np.bincount(cells.q, weights=sel_cells, minlength=state.n_rows).astype(np.int64)
-            candidates.append((F.grouped_r2(act, width, train_rows) - 0.001, "width", sfit, None, None))
-            for vf in feats:
-                marks = _fit_marks(sel_cells, cells, vf.codes, act, state.n_rows)
-                if marks is None:
-                    continue
-                mean = _mean_of(sel_cells, cells, vf.codes, marks, state.n_rows)
-                candidates.append((F.grouped_r2(act, np.round(mean * 1e6).astype(np.int64), train_rows) - 0.004,
-                                   "mean", sfit, vf, marks))
+    candidates = []  # (score, kind, selector fit, value feature, marks)
+    scored = state.scored
+    row_sets = [np.ones(state.n_rows, bool)] + ([scored] if not scored.all() else [])
+    for rows in row_sets:  # every position, and (for a task) only the positions the task scores
+        r2 = lambda groups: F.grouped_r2(act[rows], groups[rows], train_rows[rows])
+        for hard in (True, False):
+            y = F.cell_selection(arrays["att"], arrays["sink"], cells, hard)
+            sfit = F.fit_selector(y, feats, cells, order, rows)
+            if sfit is None:
+                continue
+            sel_cells = sfit.selected & cells.allowed
+            if hard:
+                for vf in feats:
+                    codes = _copied(sel_cells, cells, vf.codes, state.n_rows)
+                    conflict = float((codes[rows] == -2).mean())
+                    candidates.append((r2(codes) - conflict - 0.002, "aggregate", sfit, vf, None))
+            else:
+                width = np.bincount(cells.q, weights=sel_cells, minlength=state.n_rows).astype(np.int64)
+                candidates.append((r2(width) - 0.001, "width", sfit, None, None))
+                for vf in feats:
+                    marks = _fit_marks(sel_cells & rows[cells.q], cells, vf.codes, act, state.n_rows)
+                    if marks is None:
+                        continue
+                    mean = _mean_of(sel_cells, cells, vf.codes, marks, state.n_rows)
+                    candidates.append((r2(np.round(mean * 1e6).astype(np.int64)) - 0.004, "mean", sfit, vf, marks))
     if not candidates:
         return None
     score, kind, sfit, vf, marks = max(candidates, key=lambda c: c[0])
@@ -301,27 +305,33 @@ def read_mlp(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> St
     _, layer, _ = comp
     feats = _available(state, layer + 0.75)
     act, train = arrays["out"], state.cells.train
+    scored = state.scored
+    row_sets = [np.ones(state.n_rows, bool)] + ([scored] if not scored.all() else [])
     best = None
-    for size in (1, 2):
-        for combo in itertools.combinations(feats, size):
-            r2 = F.grouped_r2(act, F.combine([f.codes for f in combo]), train) - 0.003 * (size - 1)
-            if best is None or r2 > best[0] + 1e-9:
-                best = (r2, combo)
-    r2, combo = best
+    for rows in row_sets:  # every position, and (for a task) only the positions the task scores
+        for size in (1, 2):
+            for combo in itertools.combinations(feats, size):
+                groups = F.combine([f.codes for f in combo])
+                r2 = F.grouped_r2(act[rows], groups[rows], train[rows]) - 0.02 * (size - 1)
+                if best is None or r2 > best[0] + 1e-9:
+                    best = (r2, combo, rows)
+    r2, combo, rows = best
     groups = F.combine([f.codes for f in combo])
-    clusters = F.cluster_means(act, groups)
+    clusters = F.cluster_means(act[rows], groups[rows])
     reg = state.registry
     mapping: dict = {}
-    first = {}
-    for row in range(state.n_rows):
+    seen = set()
+    for row in np.flatnonzero(rows):
         g = int(groups[row])
-        if g in first:
+        if g in seen:
             continue
-        first[g] = row
+        seen.add(g)
         key = tuple(reg.values[f.codes[row]] if f.codes[row] >= 0 else None for f in combo)
         if any(k is None for k in key):
             continue
         mapping[key[0] if len(combo) == 1 else key] = clusters[g]
+    if len(combo) == 1 and len(set(mapping.values())) == len(mapping):
+        mapping = {k: k for k in mapping}  # one distinct output per input value: the MLP re-encodes its input
     name = state.table_name(f"mlp{layer}")
     if len(combo) == 1:
         expr = L.Map(Table(name, mapping, None), combo[0].expr, name=f"mlp_l{layer}")
@@ -350,9 +360,10 @@ def read_output(state: State) -> Step:
         for combo in itertools.combinations(feats, size):
             table, default, acc = F.fit_table(target, [values[id(f)] for f in combo], train)
             acc -= 0.001 * (size - 1)
-            if best is None or acc > best[0] + 1e-9:
-                best = (acc, combo, table, default)
-    acc, combo, table, default = best
+            closeness = max(f.layer for f in combo)  # on a tie, read the features nearest the unembedding
+            if best is None or (round(acc, 4), closeness) > (round(best[0], 4), best[4]):
+                best = (acc, combo, table, default, closeness)
+    acc, combo, table, default, _ = best
     # refit on every row for the final table
     table, default, _ = F.fit_table(target, [values[id(f)] for f in combo], np.ones(len(rows), bool))
     raw = {_unkey(k, len(combo)): v for k, v in table.items()}
@@ -403,12 +414,15 @@ def prune(probe: Probe, examples: list[Example], base: list[list], threshold: fl
     effect = {}
     for c in probe.components():
         effect[c] = 1 - agreement(probe.ablated(examples, [c], means), base, examples)
-    kept = [c for c in probe.components() if effect[c] >= threshold]
-    while True:
-        dropped = [c for c in probe.components() if c not in kept]
-        if not dropped or agreement(probe.ablated(examples, dropped, means), base, examples) >= keep_at:
-            break
-        kept.append(max(dropped, key=lambda c: effect[c]))
+    # Backward elimination: drop components, least needed first, while the rest keep >= keep_at of the
+    # outputs (single ablations miss redundancy: two heads doing one job each look unneeded alone).
+    dropped: list[Component] = []
+    for c in sorted(probe.components(), key=lambda c: (effect[c], -c[1], c[0] == "mlp")):
+        if effect[c] >= threshold:
+            continue
+        if agreement(probe.ablated(examples, dropped + [c], means), base, examples) >= keep_at:
+            dropped.append(c)
+    kept = [c for c in probe.components() if c not in dropped]
     order = {c: i for i, c in enumerate(probe.components())}
     return sorted(kept, key=order.get), effect
 

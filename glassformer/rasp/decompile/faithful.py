@@ -9,7 +9,8 @@
   shorter or longer, so a swap can change what a length-dependent step sees); IIA is how often the two outputs agree, over the
   scored positions where either of them moved (``iia``; over every scored position: ``iia_all``).
   A step that says what the component computes predicts what the model does under the swap; a wrong
-  mapping does not.  :func:`search_mapping` tries every head and MLP for every step and keeps the best.
+  mapping does not.  :func:`search_mapping` tries every head and MLP (and each layer's heads together) for
+  every step and keeps the best.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from glassformer.rasp import language as L
 from glassformer.rasp.decompile.fit import vkey
@@ -84,24 +84,24 @@ def program_counterfactuals(program: L.SOp, expr: L.SOp, examples: Sequence[Exam
     return out
 
 
-def model_counterfactuals(probe: Probe, component: Component, examples: Sequence[Example], src: np.ndarray) -> list:
-    """The model's outputs on each example with ``component``'s activation from the partner example, at
+def model_counterfactuals(probe: Probe, components: Sequence[Component], examples: Sequence[Example],
+                          src: np.ndarray) -> list:
+    """The model's outputs on each example with the components' activations from the partner example, at
     the model positions both inputs have."""
-    acts = probe.activation(examples, component)
-    per_example: dict[int, torch.Tensor] = {}
-    for idx in probe.groups(examples):
-        for row, e in enumerate(idx):
-            per_example[int(e)] = acts[int(idx[0])][row]  # [pos, ...]
+    return probe.run_patched(examples, components, src)
 
-    def source(idx, current):
-        new = current.clone()
-        for row, e in enumerate(idx):
-            other = per_example[int(src[int(e)])].to(current.device)
-            m = min(other.shape[0], new.shape[1])
-            new[row, :m] = other[:m]
-        return new
 
-    return probe.run_replacing(examples, component, source)
+def candidate_groups(probe: Probe, kept: Sequence[Component] = ()) -> list[tuple[Component, ...]]:
+    """What a step may map to: every single head and MLP, and per layer its heads together and its kept
+    heads together (a job shared by redundant heads moves only when they are swapped together)."""
+    out: list[tuple[Component, ...]] = [(c,) for c in probe.components()]
+    for layer in range(probe.n_layers):
+        heads = tuple(c for c in probe.components() if c[0] == "head" and c[1] == layer)
+        kept_heads = tuple(c for c in heads if c in kept)
+        for group in (kept_heads, heads):
+            if len(group) > 1 and group not in out:
+                out.append(group)
+    return out
 
 
 def iia_score(examples: Sequence[Example], base_model: list, cf_model: list, base_prog: list, cf_prog: list) -> tuple:
@@ -122,27 +122,27 @@ def iia_score(examples: Sequence[Example], base_model: list, cf_model: list, bas
 
 
 def search_mapping(probe: Probe, program: L.SOp, steps, examples: Sequence[Example],
-                   candidates: Sequence[Component] | None = None) -> dict:
-    """For every step (not the read-out), the IIA against every candidate component; each step's
-    ``best_component``, ``iia`` and ``iia_all`` are set from the best one.  Returns the full grid
-    ``{step name: {component: iia}}``."""
-    candidates = list(candidates if candidates is not None else probe.components())
+                   candidates: Sequence[tuple[Component, ...]] | None = None, kept: Sequence[Component] = ()) -> dict:
+    """For every step (not the read-out), the IIA against every candidate (a component or a group of
+    heads); each step's ``best_component``, ``iia`` and ``iia_all`` come from the best one, a single
+    component winning ties.  Returns the grid ``{step name: {candidate: (iia, iia_all, moved)}}``."""
+    candidates = list(candidates if candidates is not None else candidate_groups(probe, kept))
     src = partners(examples)
     base_model = probe.outputs(examples)
     base_prog = [run_program(program, ex.xs) for ex in examples]
-    model_cf = {c: model_counterfactuals(probe, c, examples, src) for c in candidates}
+    model_cf = {g: model_counterfactuals(probe, g, examples, src) for g in candidates}
     grid: dict = {}
     for step in steps:
         if step.kind == "output":
             continue
         prog_cf = program_counterfactuals(program, step.expr, examples, src)
         scores = {}
-        for c in candidates:
-            iia, iia_all, moved = iia_score(examples, base_model, model_cf[c], base_prog, prog_cf)
-            scores[c] = (iia if iia is not None else 0.0, iia_all, moved)
-        fitted = step.components[0] if step.components else None
-        best = max(candidates, key=lambda c: (scores[c][0], c == fitted))
+        for g in candidates:
+            iia, iia_all, moved = iia_score(examples, base_model, model_cf[g], base_prog, prog_cf)
+            scores[g] = (iia if iia is not None else 0.0, iia_all, moved)
+        fitted = tuple(step.components)
+        best = max(candidates, key=lambda g: (round(scores[g][0], 3), g == fitted, -len(g)))
         step.best_component = best
         step.iia, step.iia_all = round(scores[best][0], 4), round(scores[best][1], 4)
-        grid[step.expr.name] = {c: scores[c] for c in candidates}
+        grid[step.expr.name] = {g: scores[g] for g in candidates}
     return grid

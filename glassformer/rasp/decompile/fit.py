@@ -147,10 +147,12 @@ def named_selection(name: str, kc: np.ndarray, qc: np.ndarray, order: np.ndarray
 
 
 def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np.ndarray,
-                 max_table: int = 4096) -> SelectorFit | None:
-    """The best predicate over every (key feature, query feature) pair; see the module docstring."""
+                 rows: np.ndarray | None = None, max_table: int = 4096) -> SelectorFit | None:
+    """The best predicate over every (key feature, query feature) pair, scored on the query ``rows``
+    (default: all); see the module docstring."""
     n_rows = len(cells.train)
-    held = ~cells.train
+    every = np.ones(n_rows, bool) if rows is None else rows
+    held = ~cells.train & every
     best: SelectorFit | None = None
     penalty = {"named": 0.0, "map_eq": 0.002, "and": 0.003, "table": 0.006}
 
@@ -169,11 +171,11 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
                 if sel is None:
                     continue
                 fit = SelectorFit("named", kf, qf, predicate=name, selected=sel)
-                fit.score = row_exact(y, sel, cells, np.ones(n_rows, bool))
+                fit.score = row_exact(y, sel, cells, every)
                 consider(fit)
                 if name != "TRUE" and not (sel < y)[cells.allowed].any():  # selects all the head does
                     atoms.append(fit)
-            table = _table_fit(y, kc, qc, kf, qf, cells, max_table)
+            table = _table_fit(y, kc, qc, kf, qf, cells, max_table, every)
             if table is not None:
                 table.score = row_exact(y, table.selected, cells, held)
                 consider(table)
@@ -183,16 +185,16 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
         for i, a in enumerate(atoms):
             for b in atoms[i + 1:]:
                 sel = a.selected & b.selected
-                score = row_exact(y, sel, cells, np.ones(n_rows, bool))
+                score = row_exact(y, sel, cells, every)
                 if score > best.score + penalty["and"]:
                     fit = SelectorFit("and", a.key, a.query, predicate=a.predicate, second=b, selected=sel, score=score)
                     consider(fit)
     return best
 
 
-def _table_fit(y, kc, qc, kf, qf, cells: Cells, max_table: int) -> SelectorFit | None:
+def _table_fit(y, kc, qc, kf, qf, cells: Cells, max_table: int, rows: np.ndarray) -> SelectorFit | None:
     valid = (kc >= 0) & (qc >= 0) & cells.allowed
-    fit_cells = valid & cells.train[cells.q]
+    fit_cells = valid & cells.train[cells.q] & rows[cells.q]
     pairs = kc.astype(np.int64) * (1 << 31) + np.maximum(qc, 0)
     uniq, inv = np.unique(pairs[valid], return_inverse=True)
     if len(uniq) > max_table:

@@ -106,32 +106,36 @@ class Probe:
     def outputs(self, examples: Sequence[Example]) -> list[list]:
         return self.run(examples)[0]
 
-    def run_replacing(self, examples: Sequence[Example], component: Component,
-                      source: Callable[[np.ndarray, torch.Tensor], torch.Tensor]) -> list[list]:
-        """Outputs with ``component``'s activation replaced: ``source(idx, activation)`` returns the new
-        activation of the group ``idx`` (for a head, its slice ``[batch, pos, d_head]``)."""
-        kind, layer, h = component
+    def run_patched(self, examples: Sequence[Example], components: Sequence[Component], src: np.ndarray) -> list[list]:
+        """Outputs with every component in ``components`` given its activation on example ``src[e]`` (at the
+        model positions both inputs have) while example ``e`` runs: an interchange intervention."""
+        names = {hook_name(c) for c in components}
+        _, caches = self.run(examples, names=lambda n: n in names)
+        act: dict[tuple[str, int], torch.Tensor] = {}  # (hook, example) -> [pos, ...]
+        for idx in self.groups(examples):
+            for name, value in caches[int(idx[0])].items():
+                for row, e in enumerate(idx):
+                    act[(name, int(e))] = value[row]
 
         def hooks(idx):
-            if kind == "head":
-                def fn(z, hook):  # z [batch, pos, heads, d_head]
-                    z = z.clone()
-                    z[:, :, h] = source(idx, z[:, :, h]).to(z.dtype)
-                    return z
-                return {f"blocks.{layer}.attn.z": fn}
+            out = {}
+            for name in names:
+                heads = [c[2] for c in components if c[0] == "head" and hook_name(c) == name]
 
-            def fn(out, hook):  # out [batch, pos, d_model]
-                return source(idx, out).to(out.dtype)
-            return {f"blocks.{layer}.mlp_out": fn}
+                def fn(x, hook, name=name, heads=heads):  # x [batch, pos, heads, d_head] or [batch, pos, d_model]
+                    x = x.clone()
+                    for row, e in enumerate(idx):
+                        other = act[(name, int(src[int(e)]))].to(x.device, x.dtype)
+                        m = min(other.shape[0], x.shape[1])
+                        if heads:
+                            x[row, :m, heads] = other[:m, heads]
+                        else:
+                            x[row, :m] = other[:m]
+                    return x
+                out[name] = fn
+            return out
 
         return self.run(examples, hooks=hooks)[0]
-
-    def activation(self, examples: Sequence[Example], component: Component) -> dict[int, torch.Tensor]:
-        """Each group's activation of ``component`` (keyed by the group's first example index)."""
-        kind, layer, h = component
-        name = f"blocks.{layer}.attn.z" if kind == "head" else f"blocks.{layer}.mlp_out"
-        _, caches = self.run(examples, names=lambda n: n == name)
-        return {k: (c[name][:, :, h] if kind == "head" else c[name]) for k, c in caches.items()}
 
     def means(self, examples: Sequence[Example], names: set[str]) -> dict[str, torch.Tensor]:
         """The mean of each hook's activation at every position, over all the examples that reach it
