@@ -105,17 +105,20 @@ def candidate_groups(probe: Probe, kept: Sequence[Component] = ()) -> list[tuple
 
 
 def iia_score(examples: Sequence[Example], base_model: list, cf_model: list, base_prog: list, cf_prog: list) -> tuple:
-    """``(iia, iia_all)``: agreement of the counterfactual outputs where either moved, and everywhere."""
+    """``(iia, iia_all, moved)``: agreement of the counterfactual outputs where either moved, everywhere,
+    and how many positions moved.  Inputs where the program is undefined under the swap (a categorical
+    Aggregate whose selected values now differ) are left out."""
     moved_hits = moved = hits = total = 0
     for ex, bm, cm, bp, cp in zip(examples, base_model, cf_model, base_prog, cf_prog):
+        if bp is None or cp is None:
+            continue
         for p, s in enumerate(ex.scored):
             if not s:
                 continue
-            agree = cp is not None and vkey(cm[p]) == vkey(cp[p])
+            agree = vkey(cm[p]) == vkey(cp[p])
             hits += agree
             total += 1
-            changed = vkey(cm[p]) != vkey(bm[p]) or bp is None or cp is None or vkey(cp[p]) != vkey(bp[p])
-            if changed:
+            if vkey(cm[p]) != vkey(bm[p]) or vkey(cp[p]) != vkey(bp[p]):
                 moved += 1
                 moved_hits += agree
     return (moved_hits / moved if moved else None), hits / max(total, 1), moved
