@@ -334,7 +334,7 @@ def read_mlp(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> St
         mapping = {k: k for k in mapping}  # one distinct output per input value: the MLP re-encodes its input
     name = state.table_name(f"mlp{layer}")
     if len(combo) == 1:
-        expr = L.Map(Table(name, mapping, None), combo[0].expr, name=f"mlp_l{layer}")
+        expr = L.Map(table_or_affine(name, mapping), combo[0].expr, name=f"mlp_l{layer}")
     else:
         expr = L.SequenceMap(Table(name, mapping, None, 2), combo[0].expr, combo[1].expr, name=f"mlp_l{layer}")
     n_values = len(set(mapping.values()))
@@ -366,10 +366,10 @@ def read_output(state: State) -> Step:
     acc, combo, table, default, _ = best
     # refit on every row for the final table
     table, default, _ = F.fit_table(target, [values[id(f)] for f in combo], np.ones(len(rows), bool))
-    raw = {_unkey(k, len(combo)): v for k, v in table.items()}
+    raw = table
     name = state.table_name("out")
     if len(combo) == 1:
-        expr = L.Map(Table(name, raw, default), combo[0].expr, name="output")
+        expr = L.Map(table_or_affine(name, raw, default), combo[0].expr, name="output")
     elif len(combo) == 2:
         expr = L.SequenceMap(Table(name, raw, default, 2), combo[0].expr, combo[1].expr, name="output")
     else:
@@ -378,18 +378,6 @@ def read_output(state: State) -> Step:
         expr = L.SequenceMap(Table(name, raw3, default, 2), pack, combo[2].expr, name="output")
     comps = [f.component for f in combo if f.component is not None]
     return Step(expr, comps, "output", round(acc, 4), f"table over ({', '.join(f.name for f in combo)})")
-
-
-def _unkey(k: tuple, n: int):
-    raw = tuple(_unkey_one(x) for x in k)
-    return raw[0] if n == 1 else raw
-
-
-def _unkey_one(x):
-    typ, v = x
-    if typ is tuple:
-        return tuple(_unkey_one(y) for y in v)
-    return v
 
 
 # -- pruning ----------------------------------------------------------------------------------------

@@ -262,20 +262,24 @@ def cluster_means(act: np.ndarray, groups: np.ndarray, rel_tol: float = 0.1) -> 
 
 
 def fit_table(target: list, inputs: list[list], train: np.ndarray) -> tuple[dict, Any, float]:
-    """The majority ``target`` for each input tuple (fitted on ``train`` rows), the overall majority as the
-    default for unseen tuples, and the held-out accuracy."""
+    """The majority ``target`` for each input tuple (fitted on ``train`` rows; keyed by the raw input
+    values, a tuple of them for two or more inputs), the overall majority as the default for unseen
+    tuples, and the held-out accuracy."""
     counts: dict = {}
     overall: dict = {}
     keys = [tuple(vkey(x[i]) for x in inputs) for i in range(len(target))]
+    raw: dict = {}
     values: dict = {}
     for i in np.flatnonzero(train):
         k, t = keys[i], vkey(target[i])
         values[t] = target[i]
+        raw.setdefault(k, tuple(x[i] for x in inputs))
         counts.setdefault(k, {}).setdefault(t, 0)
         counts[k][t] += 1
         overall[t] = overall.get(t, 0) + 1
     default = values[max(overall, key=overall.get)] if overall else None
-    table = {k: values[max(c, key=c.get)] for k, c in counts.items()}
+    by_key = {k: values[max(c, key=c.get)] for k, c in counts.items()}
     test = np.flatnonzero(~train)
-    hits = sum(vkey(table.get(keys[i], default)) == vkey(target[i]) for i in test)
+    hits = sum(vkey(by_key.get(keys[i], default)) == vkey(target[i]) for i in test)
+    table = {(raw[k][0] if len(inputs) == 1 else raw[k]): v for k, v in by_key.items()}
     return table, default, hits / max(len(test), 1)

@@ -36,7 +36,8 @@ class Table:
 
 
 class Affine:
-    """``f(x) = a * x + b`` on integers (a table over ints that is exactly this line)."""
+    """``f(x) = a * x + b``: a table over numbers that lies exactly on this line (it then also answers for
+    numbers the table never saw, such as counts that only longer inputs reach)."""
 
     def __init__(self, a: int, b: int):
         self.a, self.b = a, b
@@ -46,11 +47,13 @@ class Affine:
 
     @property
     def source(self) -> str:
+        if self.a == 1 and self.b == 0:
+            return "lambda x: x"
         if self.a == 1:
             return f"lambda x: x + {self.b}" if self.b >= 0 else f"lambda x: x - {-self.b}"
         if self.a == -1:
-            return f"lambda x: {self.b} - x"
-        return f"lambda x: {self.a} * x + {self.b}"
+            return f"lambda x: {self.b!r} - x"
+        return f"lambda x: {self.a!r} * x + {self.b!r}"
 
 
 class PairSet:
@@ -81,17 +84,32 @@ class Pack:
 
 
 def table_or_affine(name: str, mapping: dict, default: Any = None):
-    """An :class:`Affine` when ``mapping`` is an integer line through >= 3 points, else a :class:`Table`."""
-    items = [(k, v) for k, v in mapping.items()]
+    """An :class:`Affine` when ``mapping`` is a line ``v = a * k + b`` through >= 3 numbers (exactly, for
+    ints; to 1e-9, for floats), else a :class:`Table`."""
+    items = list(mapping.items())
+    numbers = all(_is_number(k) and _is_number(v) for k, v in items)
+    if not numbers or len(items) < 3:
+        return Table(name, mapping, default)
     ints = all(type(k) is int and type(v) is int for k, v in items)
-    if ints and len(items) >= 3:
-        (k0, v0), (k1, v1) = items[0], items[1]
-        if k1 != k0 and (v1 - v0) % (k1 - k0) == 0:
-            a = (v1 - v0) // (k1 - k0)
-            b = v0 - a * k0
-            if a != 0 and all(v == a * k + b for k, v in items):
-                return Affine(a, b)
-    return Table(name, mapping, default)
+    (k0, v0), (k1, v1) = min(items), max(items)
+    if k1 == k0:
+        return Table(name, mapping, default)
+    if ints:
+        if (v1 - v0) % (k1 - k0):
+            return Table(name, mapping, default)
+        a = (v1 - v0) // (k1 - k0)
+        b = v0 - a * k0
+        ok = a != 0 and all(v == a * k + b for k, v in items)
+    else:
+        a = (v1 - v0) / (k1 - k0)
+        b = v0 - a * k0
+        a, b = (round(a) if abs(a - round(a)) < 1e-9 else a), (round(b) if abs(b - round(b)) < 1e-9 else b)
+        ok = a != 0 and all(abs(v - (a * k + b)) <= 1e-9 * (1 + abs(v)) for k, v in items)
+    return Affine(a, b) if ok else Table(name, mapping, default)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _dict_literal(mapping: dict) -> str:
