@@ -237,7 +237,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scale = 4 if args.quick else 1
-    args.n_inputs, args.n_match, args.n_pairs = 2000 // scale, 2000 // scale, 400 // scale
+    args.n_inputs, args.n_match, args.n_pairs = 1000 // scale, 1000 // scale, 200 // scale
     args.n_random, args.max_exhaustive = 2000 // scale, 20000 // scale
     results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                           f"{args.threads} thread(s)"}

@@ -107,7 +107,7 @@ def make_probe(model, task=None) -> Probe:
     return task_probe(model, task)
 
 
-def decompile(model, task=None, *, n_inputs: int = 2000, n_match: int = 2000, n_pairs: int = 400, seed: int = 0,
+def decompile(model, task=None, *, n_inputs: int = 1000, n_match: int = 2000, n_pairs: int = 400, seed: int = 0,
               probe: Probe | None = None, progress: bool = False) -> Decompiled:
     """Decompile ``model`` (a CompiledModel, or a Transformer with its ``task``) into a RASP program.
 
@@ -122,7 +122,8 @@ def decompile(model, task=None, *, n_inputs: int = 2000, n_match: int = 2000, n_
     examples = probe.sample(n_inputs, seed)
     base = probe.outputs(examples)
     bar.set_postfix_str("pruning")
-    kept, effects = core.prune(probe, examples, base)
+    few = examples[: min(len(examples), 400)]  # pruning needs fewer inputs than reading does
+    kept, effects = core.prune(probe, few, base[: len(few)])
     bar.update()
     bar.set_postfix_str(f"reading {len(kept)} components")
     steps, _ = core.read_program(probe, examples, kept)

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("run", metavar="RUN", help="a training run / checkpoint folder, or a compiled program's folder")
     p.add_argument("--out", help="write the program here (a Python file `glassformer rasp run FILE:program` reads)")
     p.add_argument("--report", help="write the JSON report here (program, match_sequence, match_position, n_inputs, steps)")
-    p.add_argument("--n-inputs", type=int, default=2000, help="inputs read to fit the program (default: 2000)")
+    p.add_argument("--n-inputs", type=int, default=1000, help="inputs read to fit the program (default: 1000)")
     p.add_argument("--n-match", type=int, default=2000, help="other fresh inputs the match is measured on (default: 2000)")
     p.add_argument("--n-pairs", type=int, default=400, help="input pairs for the interventions (default: 400)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default: 0)")

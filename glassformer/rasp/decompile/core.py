@@ -354,15 +354,23 @@ def read_output(state: State) -> Step:
     feats = state.features
     values = {id(f): [reg.values[c] if c >= 0 else None for c in f.codes[rows]] for f in feats}
     best = None
-    for size in (1, 2, 3):
-        if size == 3 and best is not None and best[0] >= 0.999:
-            break
+
+    def consider(combo):
+        nonlocal best
+        table, default, acc = F.fit_table(target, [values[id(f)] for f in combo], train)
+        acc -= 0.001 * (len(combo) - 1)
+        closeness = max(f.layer for f in combo)  # on a tie, read the features nearest the unembedding
+        if best is None or (round(acc, 4), closeness) > (round(best[0], 4), best[4]):
+            best = (acc, combo, table, default, closeness)
+
+    for size in (1, 2):
         for combo in itertools.combinations(feats, size):
-            table, default, acc = F.fit_table(target, [values[id(f)] for f in combo], train)
-            acc -= 0.001 * (size - 1)
-            closeness = max(f.layer for f in combo)  # on a tie, read the features nearest the unembedding
-            if best is None or (round(acc, 4), closeness) > (round(best[0], 4), best[4]):
-                best = (acc, combo, table, default, closeness)
+            consider(combo)
+    if best[0] < 0.999:  # a third feature, added to the best pair (greedy forward selection)
+        pair = best[1]
+        for f in feats:
+            if all(f is not p for p in pair) and len(pair) == 2:
+                consider(pair + (f,))
     acc, combo, table, default, _ = best
     # refit on every row for the final table
     table, default, _ = F.fit_table(target, [values[id(f)] for f in combo], np.ones(len(rows), bool))

@@ -85,10 +85,10 @@ def program_counterfactuals(program: L.SOp, expr: L.SOp, examples: Sequence[Exam
 
 
 def model_counterfactuals(probe: Probe, components: Sequence[Component], examples: Sequence[Example],
-                          src: np.ndarray) -> list:
+                          src: np.ndarray, caches: dict | None = None) -> list:
     """The model's outputs on each example with the components' activations from the partner example, at
     the model positions both inputs have."""
-    return probe.run_patched(examples, components, src)
+    return probe.run_patched(examples, components, src, caches)
 
 
 def candidate_groups(probe: Probe, kept: Sequence[Component] = ()) -> list[tuple[Component, ...]]:
@@ -127,13 +127,16 @@ def iia_score(examples: Sequence[Example], base_model: list, cf_model: list, bas
 def search_mapping(probe: Probe, program: L.SOp, steps, examples: Sequence[Example],
                    candidates: Sequence[tuple[Component, ...]] | None = None, kept: Sequence[Component] = ()) -> dict:
     """For every step (not the read-out), the IIA against every candidate (a component or a group of
-    heads); each step's ``best_component``, ``iia`` and ``iia_all`` come from the best one, a single
-    component winning ties.  Returns the grid ``{step name: {candidate: (iia, iia_all, moved)}}``."""
+    heads); each step's ``best_component``, ``iia`` and ``iia_all`` come from the best one; on a tie, one
+    holding the component the step was read from, then the smallest.  Returns the grid ``{step name: {candidate: (iia, iia_all, moved)}}``."""
     candidates = list(candidates if candidates is not None else candidate_groups(probe, kept))
     src = partners(examples)
-    base_model = probe.outputs(examples)
+    from glassformer.rasp.decompile.probe import hook_name
+
+    names = {hook_name(c) for g in candidates for c in g}
+    base_model, caches = probe.run(examples, names=lambda n: n in names)
     base_prog = [run_program(program, ex.xs) for ex in examples]
-    model_cf = {g: model_counterfactuals(probe, g, examples, src) for g in candidates}
+    model_cf = {g: model_counterfactuals(probe, g, examples, src, caches) for g in candidates}
     grid: dict = {}
     for step in steps:
         if step.kind == "output":
@@ -143,8 +146,8 @@ def search_mapping(probe: Probe, program: L.SOp, steps, examples: Sequence[Examp
         for g in candidates:
             iia, iia_all, moved = iia_score(examples, base_model, model_cf[g], base_prog, prog_cf)
             scores[g] = (iia if iia is not None else 0.0, iia_all, moved)
-        fitted = tuple(step.components)
-        best = max(candidates, key=lambda g: (round(scores[g][0], 3), g == fitted, -len(g)))
+        fitted = set(step.components)
+        best = max(candidates, key=lambda g: (round(scores[g][0], 3), bool(fitted & set(g)), -len(g)))
         step.best_component = best
         step.iia, step.iia_all = round(scores[best][0], 4), round(scores[best][1], 4)
         grid[step.expr.name] = {g: scores[g] for g in candidates}

@@ -106,11 +106,14 @@ class Probe:
     def outputs(self, examples: Sequence[Example]) -> list[list]:
         return self.run(examples)[0]
 
-    def run_patched(self, examples: Sequence[Example], components: Sequence[Component], src: np.ndarray) -> list[list]:
+    def run_patched(self, examples: Sequence[Example], components: Sequence[Component], src: np.ndarray,
+                    caches: dict[int, dict] | None = None) -> list[list]:
         """Outputs with every component in ``components`` given its activation on example ``src[e]`` (at the
-        model positions both inputs have) while example ``e`` runs: an interchange intervention."""
+        model positions both inputs have) while example ``e`` runs: an interchange intervention.  ``caches``:
+        the activations from :meth:`run` if already at hand."""
         names = {hook_name(c) for c in components}
-        _, caches = self.run(examples, names=lambda n: n in names)
+        if caches is None:
+            _, caches = self.run(examples, names=lambda n: n in names)
         act: dict[tuple[str, int], torch.Tensor] = {}  # (hook, example) -> [pos, ...]
         for idx in self.groups(examples):
             for name, value in caches[int(idx[0])].items():
