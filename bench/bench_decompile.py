@@ -233,11 +233,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="training step budget (default: 2000)")
     ap.add_argument("--max-len", type=int, default=16, help="N of the compiled models (default: 16)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n-inputs", type=int, help="inputs read per model (default: 1000, --quick 250)")
     ap.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scale = 4 if args.quick else 1
-    args.n_inputs, args.n_match, args.n_pairs = 1000 // scale, 1000 // scale, 200 // scale
+    n = args.n_inputs or 1000 // scale
+    args.n_inputs, args.n_match, args.n_pairs = n, n, max(50, n // 5)
     args.n_random, args.max_exhaustive = 2000 // scale, 20000 // scale
     results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                           f"{args.threads} thread(s)"}

@@ -312,6 +312,8 @@ def read_mlp(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> St
         for size in (1, 2):
             for combo in itertools.combinations(feats, size):
                 groups = F.combine([f.codes for f in combo])
+                if groups.max() >= 512:  # a table of more than 512 rows reads nothing
+                    continue
                 r2 = F.grouped_r2(act[rows], groups[rows], train[rows]) - 0.02 * (size - 1)
                 if best is None or r2 > best[0] + 1e-9:
                     best = (r2, combo, rows)

@@ -147,7 +147,7 @@ def named_selection(name: str, kc: np.ndarray, qc: np.ndarray, order: np.ndarray
 
 
 def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np.ndarray,
-                 rows: np.ndarray | None = None, max_table: int = 4096) -> SelectorFit | None:
+                 rows: np.ndarray | None = None, max_table: int = 4096, max_values: int = 64) -> SelectorFit | None:
     """The best predicate over every (key feature, query feature) pair, scored on the query ``rows``
     (default: all); see the module docstring."""
     n_rows = len(cells.train)
@@ -162,6 +162,7 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
             best = fit
 
     atoms = []
+    features = [f for f in features if f.n_values() <= max_values]  # a key or query of hundreds of values is no reading
     for kf in features:
         kc = kf.codes[cells.k]
         for qf in features:
