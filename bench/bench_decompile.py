@@ -121,7 +121,9 @@ def train_or_load(key: str, name: str, options: dict, cache: Path, steps: int):
     return model, task, summary
 
 
-def bench_trained(args) -> list[dict]:
+def bench_trained(args, results: dict | None = None) -> list[dict]:
+    """Train (or load) and decompile each case; with ``results``, the results so far are written after
+    every model (a long sweep can be read, or stopped, while it runs)."""
     rows = []
     cache = Path(args.cache)
     for key, name, options in trained_cases(args):
@@ -145,6 +147,8 @@ def bench_trained(args) -> list[dict]:
         print(f"{key:28s} learned {row['learned']:.3f} match {r.match_position:.4f}/{r.match_sequence:.4f} "
               f"iia {row['iia_mean'] if iias else float('nan'):.3f} ops {row['ops']} "
               f"{row['decompile_seconds']}s", flush=True)
+        if results is not None:
+            write({**results, "trained": rows}, Path(args.results_dir))
     return rows
 
 
@@ -247,7 +251,7 @@ def main() -> None:
         results["compiled"] = bench_compiled(args)
         write(results, Path(args.results_dir))
     if args.part in ("trained", "all"):
-        results["trained"] = bench_trained(args)
+        results["trained"] = bench_trained(args, results)
         write(results, Path(args.results_dir))
 
 

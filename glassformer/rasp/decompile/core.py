@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -121,7 +120,6 @@ def component_arrays(state: State, components: list[Component]) -> dict[Componen
     """For each component: ``out`` [rows, d_model] (what it adds to the residual stream), and for heads
     ``att`` [cells] (attention weight) and ``sink`` [rows] (weight on positions before the program's)."""
     probe, model = state.probe, state.probe.model
-    layers = sorted({c[1] for c in components})
     wanted = set()
     for c in components:
         wanted |= {f"blocks.{c[1]}.attn.z", f"blocks.{c[1]}.attn.pattern"} if c[0] == "head" else {f"blocks.{c[1]}.mlp_out"}
@@ -150,7 +148,6 @@ def component_arrays(state: State, components: list[Component]) -> dict[Componen
             pattern = cache[f"blocks.{layer}.attn.pattern"][:, h]  # [batch, q_pos, k_pos]
             out[c]["att"][cells] = pattern[:, off : off + n, off : off + n].reshape(-1).numpy()
             out[c]["sink"][rows] = pattern[:, off : off + n, :off].sum(-1).reshape(-1).numpy()
-    del layers
     return out
 
 
