@@ -102,8 +102,9 @@ def trained_reverse(tmp_path_factory):
 
 
 def test_trained_reverse_decompiles_to_a_faithful_program(trained_reverse, tmp_path):
-    """Measured over seeds 0-4 with 1 and 2 torch threads (see docs/decompile.md): training stops at 100%
-    after 100-250 steps and the program matches the model on 1.0000 of the 1,000 fresh inputs in every run."""
+    """Measured over seeds 0-4 with 1 and 2 torch threads (numbers in docs/decompile.md):
+    training stops at 100% at the first evaluation (50 steps) in every run, the program matches the model
+    on 1.0000 of the 1,000 fresh inputs, and the copy step's IIA is 1.000 (mapped to layer 0's heads)."""
     model, task, summary, result = trained_reverse
     assert summary["sequence_accuracy"] >= 0.99
     assert result.match_position >= 0.99 and result.match_sequence >= 0.99 and result.n_inputs == 1000
@@ -117,6 +118,8 @@ def test_trained_reverse_decompiles_to_a_faithful_program(trained_reverse, tmp_p
 
 
 def test_a_wrong_mapping_scores_low(trained_reverse):
+    """Measured over seeds 0-4 with 1 and 2 torch threads: the wrong mapping (head L1H3) scores IIA 0.000
+    in every run, the searched one 1.000."""
     model, task, summary, result = trained_reverse
     step = next(s for s in result.steps if s.kind == "aggregate")
     iia, wrong = wrong_mapping_iia(result, model, task, step)
