@@ -107,7 +107,7 @@ def make_probe(model, task=None) -> Probe:
     return task_probe(model, task)
 
 
-def decompile(model, task=None, *, n_inputs: int = 1000, n_match: int = 2000, n_pairs: int = 400, seed: int = 0,
+def decompile(model, task=None, *, n_inputs: int = 1000, n_match: int = 1000, n_pairs: int = 200, seed: int = 0,
               probe: Probe | None = None, progress: bool = False) -> Decompiled:
     """Decompile ``model`` (a CompiledModel, or a Transformer with its ``task``) into a RASP program.
 
