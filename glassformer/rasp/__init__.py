@@ -28,10 +28,14 @@ def compile(program, vocab, max_len, **options):
     return _compile(program, vocab=vocab, max_len=max_len, **options)
 
 
+# Imported last, and as functions: each shares its name with its module (``rasp.task`` is the function).
+from glassformer.rasp.task import task  # noqa: E402
+from glassformer.rasp.decompile import decompile  # noqa: E402
+
 __all__ = [
     "CATEGORICAL", "EQ", "FALSE", "GEQ", "GT", "LEQ", "LT", "NE", "NEQ", "NUMERICAL", "TRUE", "Aggregate",
     "Comparison", "Full", "Indices", "Length", "Map", "Maximum", "Minimum", "Predicate", "RASPExpr",
     "RaspCompileError", "RaspError", "RaspEvaluationError", "RaspProgramError", "Select", "Selector", "SelectorAnd",
     "SelectorNot", "SelectorOr", "SelectorWidth", "SequenceMap", "SOp", "Tokens", "categorical", "compile",
-    "evaluate", "indices", "length", "library", "numerical", "to_code", "to_dot", "to_graph", "tokens",
+    "decompile", "evaluate", "indices", "length", "library", "numerical", "task", "to_code", "to_dot", "to_graph", "tokens",
 ]

@@ -4,6 +4,7 @@
     glassformer rasp run reverse --input abc [--compiled --max-len 8]
     glassformer rasp compile reverse --vocab abcd --max-len 8 --out runs/reverse
     glassformer rasp compare reverse --max-len 6 --steps 1500 --out runs/reverse_compare
+    glassformer decompile RUN --out prog.py --report report.json   (registered here, a top-level command)
 
 PROGRAM is a library name, or ``FILE.py:NAME`` / ``FILE.py`` for a program of your own: NAME is a SOp
 (or a function of no arguments returning one) defined in the file; without NAME the file's ``program``.
@@ -61,8 +62,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("compare", help="train a model on the program's task and compare it with the compiled one",
-                       description="Train an encoder on the task the program solves, compile the program, and "
-                                   "compare accuracy, size and attention patterns (a table and a figure).")
+                       description="Train an encoder on the task the program solves, compile the program, decompile "
+                                   "both, and compare accuracy, size and the two programs step by step with each "
+                                   "step's IIA (a table and a figure).")
     _program_arg(p)
     p.add_argument("--vocab", help="the input vocabulary (default: the library entry's)")
     p.add_argument("--max-len", type=int, default=6, help="longest input (default: 6)")
@@ -74,8 +76,14 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed for data and initialisation (default: 0)")
     p.add_argument("--device", default="cpu", help="training device: cpu, cuda, mps or auto (default: cpu)")
+    p.add_argument("--decompile-inputs", type=int, default=600,
+                   help="inputs each model is read on when it is decompiled (default: 600)")
     p.add_argument("--out", help="folder for compare.json, compare.md and compare.png (default: print only)")
     p.set_defaults(func=cmd_compare)
+
+    from glassformer.rasp.decompile.cli import register as register_decompile
+
+    register_decompile(subparsers)  # the top-level `glassformer decompile RUN`
 
 
 def _program_arg(p: argparse.ArgumentParser) -> None:
@@ -215,13 +223,13 @@ def cmd_compare(args) -> int:
     try:
         comparison, _ = train_and_compare(
             compiled, steps=args.steps, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, quiet=not sys.stderr.isatty())
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, quiet=not sys.stderr.isatty(),
+            n_decompile=args.decompile_inputs)
     finally:
         torch.set_num_threads(threads)
     print(comparison.table())
     print()
-    for selector, (head, score) in comparison.best.items():
-        print(f"compiled {selector}: closest trained head {head} (score {score:.3f})")
+    print("decompiled trained model:\n" + comparison.programs["trained"]["source"])
     if args.out:
         files = write(comparison, args.out)
         print("wrote " + ", ".join(str(p) for p in files.values()))

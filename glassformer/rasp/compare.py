@@ -1,6 +1,12 @@
-"""Trained vs compiled: train an ordinary glassformer model on the task a RASP program solves, and put it
-beside the compiled one -- accuracy, size, and how closely each trained head attends like each
-compiled selector (the lens's pattern score).
+"""Trained vs compiled: train an ordinary glassformer model on the task a RASP program solves, decompile
+both it and the compiled model (``rasp.decompile``), and put them side by side -- accuracy, size, the
+decompiled programs, and each program step with the component it maps to and its interchange-intervention
+accuracy (IIA); and how well the trained model's program agrees with the original program.
+
+The attention-pattern score (1 - total variation between a trained head and a compiled head) is no
+longer part of the comparison: measured on reverse, histogram, frac_prevs and sort it did not separate a
+trained head from an untrained model or from trivial patterns (uniform attention and "attend to self"
+scored as high or higher).  ``train_and_compare(..., pattern_scores=True)`` still computes it.
 
 The task: inputs are random sequences of 1..max_len tokens from the vocabulary, laid out as the
 compiled model reads them ([BOS, x_1, ..., x_n], padded); the target at each position is the program's
@@ -96,31 +102,88 @@ class Comparison:
     compiled: dict  # the same for the compiled model
     selectors: list[str]  # compiled heads, "L{layer}H{head} node"
     trained_heads: list[str]  # "L{layer}H{head}"
-    scores: list[list[float]]  # [trained head][selector] pattern score (1 - total variation)
+    scores: list[list[float]]  # [trained head][selector] pattern score (1 - total variation), if asked for
     best: dict = field(default_factory=dict)  # selector -> (best trained head, score)
     example: dict = field(default_factory=dict)  # one input: each selector's pattern and its best trained head's
+    programs: dict = field(default_factory=dict)  # "trained" / "compiled" -> the decompiled program and its steps
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def table(self) -> str:
-        """Markdown: the two models side by side, then the head-by-selector score matrix."""
+        """Markdown: the two models side by side, then each decompiled program's steps with their IIA."""
         rows = ["| | trained | compiled |", "|---|---|---|"]
         for key in ("token_accuracy", "sequence_accuracy", "layers", "heads", "d_model", "params"):
             t, c = self.trained.get(key), self.compiled.get(key)
             fmt = (lambda v: f"{v:.4f}") if "accuracy" in key else (lambda v: f"{v:,}")
             rows.append(f"| {key} | {fmt(t)} | {fmt(c)} |")
-        rows += ["", "Pattern score (1 - total variation) of each trained head against each compiled selector:", "",
-                 "| trained head | " + " | ".join(self.selectors) + " |", "|---" * (len(self.selectors) + 1) + "|"]
-        for head, scores in zip(self.trained_heads, self.scores):
-            rows.append(f"| {head} | " + " | ".join(f"{s:.3f}" for s in scores) + " |")
+        if self.programs:
+            t, c = self.programs["trained"], self.programs["compiled"]
+            for key, label in (("match_sequence", "decompiled program = model (per input)"),
+                               ("agree_with_program", "decompiled program = original program (per input)"),
+                               ("ops", "decompiled program: operations"), ("table_entries", "decompiled program: table entries"),
+                               ("mean_iia", "mean IIA of its steps")):
+                fmt = (lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else f"{v:,}"))
+                rows.append(f"| {label} | {fmt(t.get(key))} | {fmt(c.get(key))} |")
+            for side in ("trained", "compiled"):
+                rows += ["", f"Decompiled {side} model, step by step:", "", "| step | kind | read from | mapped to | IIA |",
+                         "|---|---|---|---|---|"]
+                for st in self.programs[side]["steps"]:
+                    iia = "-" if st["iia"] is None else f"{st['iia']:.3f}"
+                    rows.append(f"| {st['name']} | {st['kind']} | {', '.join(st['components'])} | "
+                                f"{st['mapped_component'] or '-'} | {iia} |")
+        if self.scores:
+            rows += ["", "Pattern score (1 - total variation) of each trained head against each compiled selector:", "",
+                     "| trained head | " + " | ".join(self.selectors) + " |", "|---" * (len(self.selectors) + 1) + "|"]
+            for head, scores in zip(self.trained_heads, self.scores):
+                rows.append(f"| {head} | " + " | ".join(f"{s:.3f}" for s in scores) + " |")
         return "\n".join(rows)
+
+
+def decompiled_summary(result, original, inputs) -> dict:
+    """The JSON a comparison keeps of one decompiled program, with its agreement with ``original``."""
+    from glassformer.rasp.decompile.roundtrip import agreement
+
+    report = result.report()
+    iias = [s["iia"] for s in report["steps"] if s["iia"] is not None]
+    entries = ops = 0
+    from glassformer.rasp import language as L
+    from glassformer.rasp.decompile.program import PairSet, Table
+
+    for expr in L.walk(result.program):
+        if isinstance(expr, (L.Tokens, L.Indices)):
+            continue
+        ops += 1
+        for fn in (getattr(expr, "f", None), getattr(getattr(expr, "predicate", None), "fn", None)):
+            entries += len(fn.mapping) if isinstance(fn, Table) else len(fn.pairs) if isinstance(fn, PairSet) else 0
+    return {"source": result.source, "match_sequence": result.match_sequence, "match_position": result.match_position,
+            "agree_with_program": agreement(original, result.program, inputs)["agree"], "ops": ops,
+            "table_entries": entries, "mean_iia": sum(iias) / len(iias) if iias else None,
+            "steps": [{k: st[k] for k in ("name", "kind", "components", "mapped_component", "iia")}
+                      for st in report["steps"]]}
+
+
+def trained_probe(model: Transformer, compiled: CompiledModel, classes: list):
+    """A decompiler probe for a model trained on :class:`RaspTask`: the compiled model's input layout,
+    outputs read as the task's classes."""
+    from dataclasses import replace
+
+    from glassformer.rasp.decompile.probe import compiled_probe
+
+    def decode(logits):
+        return [classes[i] for i in logits.argmax(-1).tolist()]
+
+    return replace(compiled_probe(compiled), model=model, decode=decode, kind="trained",
+                   description=f"encoder trained on {compiled.program_name}")
 
 
 def train_and_compare(compiled: CompiledModel, *, steps: int = 1500, d_model: int = 64, n_layers: int | None = None,
                       n_heads: int | None = None, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-                      n_examples: int = 4000, device: str = "cpu", quiet: bool = True) -> tuple[Comparison, Transformer]:
-    """Train a model on ``compiled``'s task and compare; returns the comparison and the trained model."""
+                      n_examples: int = 4000, device: str = "cpu", quiet: bool = True, pattern_scores: bool = False,
+                      n_decompile: int = 600) -> tuple[Comparison, Transformer]:
+    """Train a model on ``compiled``'s task, decompile it and the compiled model (``n_decompile`` inputs
+    each), and compare; returns the comparison and the trained model."""
+    from glassformer.rasp.decompile import decompile
     from glassformer.train.trainer import TrainConfig, Trainer, evaluate as evaluate_model
 
     task = RaspTask(compiled, n_examples=n_examples, seed=seed)
@@ -141,11 +204,23 @@ def train_and_compare(compiled: CompiledModel, *, steps: int = 1500, d_model: in
     eval_batch = held.layout(held.examples)
     trained_acc = evaluate_model(model, _Fixed(eval_batch), n_batches=1, batch_size=len(held.examples))
     compiled_acc = _compiled_accuracy(compiled, held)
-    scores, selectors, heads, example = _pattern_scores(model, compiled, eval_batch)
-    best = {}
-    for j, sel in enumerate(selectors):
-        i = max(range(len(heads)), key=lambda i: scores[i][j])
-        best[sel] = (heads[i], scores[i][j])
+    scores, selectors, heads, example, best = [], [], [], {}, {}
+    if pattern_scores:
+        scores, selectors, heads, example = _pattern_scores(model, compiled, eval_batch)
+        for j, sel in enumerate(selectors):
+            i = max(range(len(heads)), key=lambda i: scores[i][j])
+            best[sel] = (heads[i], scores[i][j])
+        example = {"tokens": example["tokens"], "compiled": example["compiled"],
+                   "trained": [example["trained"][best[sel][0]] for sel in selectors]}
+    n_pairs = max(20, n_decompile // 5)
+    inputs = [xs for xs, _ in held.examples]
+    programs = {
+        "trained": decompiled_summary(decompile(None, probe=trained_probe(model, compiled, task.classes),
+                                                n_inputs=n_decompile, n_match=n_decompile, n_pairs=n_pairs, seed=seed),
+                                      compiled.program, inputs),
+        "compiled": decompiled_summary(decompile(compiled, n_inputs=n_decompile, n_match=n_decompile, n_pairs=n_pairs,
+                                                 seed=seed), compiled.program, inputs),
+    }
     comparison = Comparison(
         compiled.program_name,
         {"token_accuracy": trained_acc["token_accuracy"], "sequence_accuracy": trained_acc["sequence_accuracy"],
@@ -153,9 +228,7 @@ def train_and_compare(compiled: CompiledModel, *, steps: int = 1500, d_model: in
          "params": model.num_params(), "steps": steps},
         {**compiled_acc, "layers": cc.n_layers, "heads": sum(1 for b in compiled.blocks if b.kind == "attention"),
          "d_model": cc.d_model, "params": compiled.model.num_params()},
-        selectors, heads, scores, best,
-        {"tokens": example["tokens"], "compiled": example["compiled"],
-         "trained": [example["trained"][best[sel][0]] for sel in selectors]},
+        selectors, heads, scores, best, example, programs,
     )
     return comparison, model
 
@@ -222,6 +295,40 @@ def _pattern_scores(trained: Transformer, compiled: CompiledModel, batch: Batch)
 
 
 def plot(comparison: Comparison, path: str | Path) -> Path:
+    """The decompiled programs side by side: each step's IIA against the component it maps to, for the
+    trained and the compiled model, with accuracy, size and match in the titles.  (A comparison made
+    with ``pattern_scores=True`` and no programs gets the pattern-score figure.)"""
+    if not comparison.programs:
+        return _plot_pattern_scores(comparison, path)
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    sides = ("trained", "compiled")
+    n = max(len(comparison.programs[s]["steps"]) for s in sides)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * n * 2), 3.8), sharey=True)
+    for ax, side in zip(axes, sides):
+        prog, model = comparison.programs[side], getattr(comparison, side)
+        steps = [st for st in prog["steps"] if st["kind"] != "output"]
+        ax.bar(range(len(steps)), [st["iia"] or 0 for st in steps], color="tab:blue" if side == "trained" else "tab:green")
+        ax.set_xticks(range(len(steps)), [f"{st['name']}\n-> {st['mapped_component']}" for st in steps], rotation=30,
+                      ha="right", fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{side}: sequence accuracy {model['sequence_accuracy']:.3f}, {model['params']:,} params\n"
+                     f"decompiled: {prog['ops']} ops, match {prog['match_sequence']:.3f}, "
+                     f"= original {prog['agree_with_program']:.3f}", fontsize=8)
+    axes[0].set_ylabel("IIA of each step")
+    fig.suptitle(f"{comparison.program}: trained vs compiled, decompiled", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_pattern_scores(comparison: Comparison, path: str | Path) -> Path:
     """Top: the head-by-selector score heatmap, with both models' accuracy and size in the title.
     Below, on one held-out input: each compiled head's pattern over the best-matching trained head's."""
     import matplotlib
@@ -279,4 +386,4 @@ def write(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
     return {"json": out / "compare.json", "md": out / "compare.md", "png": plot(comparison, out / "compare.png")}
 
 
-__all__ = ["Comparison", "RaspTask", "plot", "train_and_compare", "write"]
+__all__ = ["Comparison", "RaspTask", "decompiled_summary", "plot", "train_and_compare", "trained_probe", "write"]

@@ -135,6 +135,8 @@ def _add_train(subparsers) -> None:
     what.add_argument("--text", metavar="FILE", help="a UTF-8 text file (or a folder from `glassformer prepare`) for language "
                       "modelling: next-token for a decoder, masked LM with --arch encoder")
     data_cli.add_data_sources(what)
+    what.add_argument("--rasp", metavar="PROGRAM", help="a RASP program's outputs as the task: a library name or "
+                      "FILE.py:NAME (options: --option vocab=abcd max_len=6 min_len=1)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. --option length=12 (repeatable)")
     p.add_argument("--block-size", type=int, help="text: context length in characters (default: 64)")
     p.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
@@ -278,8 +280,13 @@ def make_task(args, arch: str | None = None):
     task = data_cli.make_data_task(args, arch, parse_options(args.option))  # --text, --pairs, --labels, --images
     if task is not None:
         return task
+    if getattr(args, "rasp", None):
+        from glassformer.rasp.task import task as rasp_task
+
+        return rasp_task(args.rasp, **parse_options(args.option))
     if not args.task:
-        raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`), --text, --pairs, --labels or --images")
+        raise ConfigError("say what to train on: --task NAME (see `glassformer tasks`), --text, --pairs, --labels, "
+                          "--images or --rasp PROGRAM")
     return get_task(args.task, **parse_options(args.option))
 
 

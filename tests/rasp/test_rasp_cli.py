@@ -85,12 +85,13 @@ def test_every_option_has_help():
 
 def test_compare_trains_and_reports(tmp_path, capsys):
     code, out, _ = run(capsys, "rasp", "compare", "histogram", "--max-len", "4", "--steps", "60", "--d-model", "16",
-                       "--out", str(tmp_path / "cmp"))
-    assert code == 0 and "| token_accuracy |" in out and "closest trained head" in out
+                       "--decompile-inputs", "200", "--out", str(tmp_path / "cmp"))
+    assert code == 0 and "| token_accuracy |" in out and "Decompiled trained model, step by step" in out
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert data["compiled"]["sequence_accuracy"] == 1.0
-    assert len(data["scores"]) == 2 and len(data["scores"][0]) == 1  # 1 layer x 2 heads vs 1 compiled head
-    assert all(0.0 <= s <= 1.0 for row in data["scores"] for s in row)
+    compiled = data["programs"]["compiled"]  # the compiled model decompiles back to histogram
+    assert compiled["agree_with_program"] == 1.0 and any(s["kind"] == "width" and s["iia"] == 1.0 for s in compiled["steps"])
+    assert 0.0 <= data["programs"]["trained"]["match_sequence"] <= 1.0 and data["scores"] == []
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
 
 

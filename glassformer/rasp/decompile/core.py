@@ -1,0 +1,437 @@
+"""The decompiler: a model (and the inputs it reads) in, a RASP program out, step by step.
+
+1. **Prune** (:func:`prune`): mean-ablate each head and MLP; keep those whose ablation changes the
+   model's outputs, then check that ablating all the others at once keeps >= 99% of them.
+2. **Read each kept component, layer by layer**, over the features the program has so far (tokens,
+   indices, and every earlier step's SOp, evaluated by the interpreter):
+   * a head: its attention read as a selector (``fit.fit_selector``), and what it writes as the SOp among
+     ``Aggregate(select, v)`` (copy one value), ``SelectorWidth(select)`` (count) and a numerical
+     ``Aggregate`` of 0..1 marks of ``v`` (a mean) that best explains its output vector (held-out R^2);
+   * an MLP: a ``Map`` / ``SequenceMap`` table over the one or two features that best explain its output,
+     whose values are the MLP's distinct outputs (clusters of its output vectors), numbered 0, 1, ...
+3. **Read out** the output: a table from one to three features to the model's own prediction.
+
+Faithfulness (match, IIA) is measured in :mod:`glassformer.rasp.decompile.faithful`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from glassformer.rasp import language as L
+from glassformer.rasp.decompile import fit as F
+from glassformer.rasp.decompile.probe import Component, Example, Probe
+from glassformer.rasp.decompile.program import Pack, PairSet, Table, table_or_affine
+from glassformer.rasp.errors import RaspEvaluationError
+from glassformer.rasp.interpreter import Interpreter
+
+
+@dataclass
+class Step:
+    """One program step: the SOp it defines, the component(s) it reads, and how well it fits."""
+
+    expr: L.SOp
+    components: list[Component]
+    kind: str  # "aggregate" | "width" | "mean" | "map" | "output"
+    fit: float  # held-out R^2 of the component's output (heads, MLPs) or accuracy (output)
+    detail: str = ""
+    iia: float | None = None
+    iia_all: float | None = None
+    best_component: Component | None = None
+    necessity: float = 0.0  # fraction of outputs that change when the component is mean-ablated
+
+
+@dataclass
+class State:
+    """Everything the steps share: the examples, their rows and cells, interpreters, features."""
+
+    probe: Probe
+    examples: list[Example]
+    outputs: list[list]
+    starts: np.ndarray  # [examples] first row of each example
+    row_ex: np.ndarray  # [rows] example of each row
+    row_pos: np.ndarray  # [rows] program position of each row
+    cells: F.Cells
+    registry: F.Registry = field(default_factory=F.Registry)
+    interps: list[Interpreter] = field(default_factory=list)
+    failed: np.ndarray | None = None  # [examples] the interpreter raised on this input
+    features: list[F.Feature] = field(default_factory=list)
+    n_tables: int = 0
+    scored: np.ndarray | None = None  # [rows] bool: the task scores the model's output there
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_ex)
+
+    def values(self, expr: L.SOp) -> list:
+        """``expr``'s value at every row (None where the interpreter fails on the input)."""
+        out: list = []
+        for e, interp in enumerate(self.interps):
+            n = len(self.examples[e].xs)
+            try:
+                out += list(interp.run(expr))
+            except RaspEvaluationError:
+                self.failed[e] = True
+                out += [None] * n
+        return out
+
+    def add_feature(self, expr: L.SOp, layer: float, component=None) -> F.Feature:
+        codes = np.array([self.registry.code(v) for v in self.values(expr)], dtype=np.int64)
+        feature = F.Feature(expr.name, expr, codes, layer, component)
+        self.features.append(feature)
+        return feature
+
+    def table_name(self, stem: str) -> str:
+        self.n_tables += 1
+        return f"T_{stem}"
+
+
+def build_state(probe: Probe, examples: list[Example], outputs: list[list]) -> State:
+    lengths = np.array([len(ex.xs) for ex in examples])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    row_ex = np.repeat(np.arange(len(examples)), lengths)
+    row_pos = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.zeros(0, int)
+    qs, ks = [], []
+    for e, n in enumerate(lengths):
+        q, k = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        qs.append(starts[e] + q.reshape(-1))
+        ks.append(starts[e] + k.reshape(-1))
+    q = np.concatenate(qs)
+    k = np.concatenate(ks)
+    allowed = (row_pos[k] <= row_pos[q]) if probe.causal else np.ones(len(q), bool)
+    train = (row_ex % 2) == 0
+    state = State(probe, examples, outputs, starts, row_ex, row_pos, F.Cells(q, k, allowed, train))
+    state.scored = np.concatenate([np.array(ex.scored, bool) for ex in examples])
+    state.interps = [Interpreter(list(ex.xs)) for ex in examples]
+    state.failed = np.zeros(len(examples), bool)
+    state.add_feature(L.tokens, -1)
+    state.add_feature(L.indices, -1)
+    return state
+
+
+# -- reading activations ------------------------------------------------------------------------------
+
+
+def component_arrays(state: State, components: list[Component]) -> dict[Component, dict[str, np.ndarray]]:
+    """For each component: ``out`` [rows, d_model] (what it adds to the residual stream), and for heads
+    ``att`` [cells] (attention weight) and ``sink`` [rows] (weight on positions before the program's)."""
+    probe, model = state.probe, state.probe.model
+    wanted = set()
+    for c in components:
+        wanted |= {f"blocks.{c[1]}.attn.z", f"blocks.{c[1]}.attn.pattern"} if c[0] == "head" else {f"blocks.{c[1]}.mlp_out"}
+    _, caches = probe.run(state.examples, names=lambda n: n in wanted)
+    d = model.config.d_model
+    out = {c: {"out": np.zeros((state.n_rows, d), dtype=np.float32)} for c in components}
+    for c in components:
+        if c[0] == "head":
+            out[c]["att"] = np.zeros(len(state.cells.q), dtype=np.float32)
+            out[c]["sink"] = np.zeros(state.n_rows, dtype=np.float32)
+    cell_start = _cell_starts(state)
+    off = probe.offset
+    for idx in probe.groups(state.examples):
+        cache = caches[int(idx[0])]
+        n = len(state.examples[idx[0]].xs)
+        rows = (state.starts[idx][:, None] + np.arange(n)[None, :]).reshape(-1)  # [batch * n]
+        cells = (cell_start[idx][:, None] + np.arange(n * n)[None, :]).reshape(-1)  # [batch * n * n]
+        for c in components:
+            kind, layer, h = c
+            if kind == "mlp":
+                out[c]["out"][rows] = cache[f"blocks.{layer}.mlp_out"][:, off : off + n].reshape(-1, d).numpy()
+                continue
+            W_O = model.blocks[layer].attn.W_O[h].detach().float().cpu()  # [d_head, d_model]
+            z = cache[f"blocks.{layer}.attn.z"][:, off : off + n, h]  # [batch, n, d_head]
+            out[c]["out"][rows] = (z @ W_O).reshape(-1, d).numpy()
+            pattern = cache[f"blocks.{layer}.attn.pattern"][:, h]  # [batch, q_pos, k_pos]
+            out[c]["att"][cells] = pattern[:, off : off + n, off : off + n].reshape(-1).numpy()
+            out[c]["sink"][rows] = pattern[:, off : off + n, :off].sum(-1).reshape(-1).numpy()
+    return out
+
+
+def _cell_starts(state: State) -> np.ndarray:
+    lengths = np.array([len(ex.xs) for ex in state.examples])
+    return np.concatenate([[0], np.cumsum(lengths ** 2)[:-1]]).astype(np.int64)
+
+
+# -- steps --------------------------------------------------------------------------------------------
+
+
+def _selector_expr(state: State, fit: F.SelectorFit, stem: str) -> L.Selector:
+    reg = state.registry
+    key, query = fit.key.expr, fit.query.expr
+    if fit.kind == "named":
+        sel: L.Selector = Select(key, query, L.COMPARISONS[fit.predicate], f"select_{stem}")
+    elif fit.kind == "and":
+        a = Select(key, query, L.COMPARISONS[fit.predicate], f"select_{stem}_a")
+        b = Select(fit.second.key.expr, fit.second.query.expr, L.COMPARISONS[fit.second.predicate], f"select_{stem}_b")
+        sel = L.SelectorAnd(a, b, name=f"select_{stem}")
+    elif fit.kind == "map_eq":
+        mapping = {reg.values[q]: reg.values[k] for q, k in fit.mapping.items()}
+        fn = table_or_affine(state.table_name(f"{stem}_query"), mapping)
+        target = L.Map(fn, query, name=f"query_{stem}")
+        sel = Select(key, target, L.EQ, f"select_{stem}")
+    else:
+        pairs = {(reg.values[k], reg.values[q]) for k, q in fit.table}
+        sel = Select(key, query, PairSet(f"S_{stem}", pairs), f"select_{stem}")
+    if state.probe.causal and not (fit.key.expr is L.indices and fit.query.expr is L.indices and fit.kind != "and"):
+        causal = Select(L.indices, L.indices, L.LEQ, f"causal_{stem}")
+        sel = L.SelectorAnd(causal, sel, name=f"attend_{stem}")
+    return sel
+
+
+def Select(keys, queries, predicate, name):
+    return L.Select(keys, queries, predicate, name=name)
+
+
+def _available(state: State, layer: float) -> list[F.Feature]:
+    return [f for f in state.features if f.layer < layer]
+
+
+def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> Step:
+    """A kept head as ``Aggregate`` / ``SelectorWidth`` / a numerical mean (see the module docstring)."""
+    _, layer, h = comp
+    stem = f"l{layer}h{h}"
+    feats = _available(state, layer)
+    order = state.registry.order()
+    cells, act = state.cells, arrays["out"]
+    train_rows = cells.train
+    candidates = []  # (score, kind, selector fit, value feature, marks)
+    scored = state.scored
+    row_sets = [np.ones(state.n_rows, bool)] + ([scored] if not scored.all() else [])
+    for rows in row_sets:  # every position, and (for a task) only the positions the task scores
+        r2 = lambda groups: F.grouped_r2(act[rows], groups[rows], train_rows[rows])
+        for hard in (True, False):
+            y = F.cell_selection(arrays["att"], arrays["sink"], cells, hard)
+            sfit = F.fit_selector(y, feats, cells, order, rows)
+            if sfit is None:
+                continue
+            sel_cells = sfit.selected & cells.allowed
+            if hard:
+                for vf in feats:
+                    codes = _copied(sel_cells, cells, vf.codes, state.n_rows)
+                    conflict = float((codes[rows] == -2).mean())
+                    candidates.append((r2(codes) - conflict - 0.002, "aggregate", sfit, vf, None))
+            else:
+                width = np.bincount(cells.q, weights=sel_cells, minlength=state.n_rows).astype(np.int64)
+                candidates.append((r2(width) - 0.001, "width", sfit, None, None))
+                for vf in feats:
+                    marks = _fit_marks(sel_cells & rows[cells.q], cells, vf.codes, act, state.n_rows)
+                    if marks is None:
+                        continue
+                    mean = _mean_of(sel_cells, cells, vf.codes, marks, state.n_rows)
+                    candidates.append((r2(np.round(mean * 1e6).astype(np.int64)) - 0.004, "mean", sfit, vf, marks))
+    if not candidates:
+        return None
+    score, kind, sfit, vf, marks = max(candidates, key=lambda c: c[0])
+    sel = _selector_expr(state, sfit, stem)
+    reg = state.registry
+    if kind == "aggregate":
+        expr = L.Aggregate(sel, vf.expr, name=f"aggregate_{stem}")
+        detail = f"copies {vf.name} from the key its selector picks"
+    elif kind == "width":
+        expr = L.SelectorWidth(sel, name=f"width_{stem}")
+        detail = "counts the selected keys"
+    else:
+        table = {reg.values[c]: m for c, m in marks.items()}
+        mark = L.Map(Table(state.table_name(f"{stem}_marks"), table, 0), vf.expr, encoding=L.NUMERICAL,
+                     name=f"marks_{stem}")
+        expr = L.Aggregate(sel, mark, encoding=L.NUMERICAL, name=f"mean_{stem}")
+        detail = f"averages marks of {vf.name} over the selected keys"
+    step = Step(expr, [comp], kind, round(score, 4), f"{detail}; selector {sfit.kind} (row exactness {sfit.score:.3f})")
+    state.add_feature(expr, layer + 0.5, comp)
+    return step
+
+
+def _copied(sel_cells, cells: F.Cells, codes: np.ndarray, n_rows: int) -> np.ndarray:
+    """Per query row: the one code its selected keys share, -1 if none selected, -2 if they disagree."""
+    kc = codes[cells.k].astype(np.float64)
+    w = sel_cells.astype(np.float64)
+    count = np.bincount(cells.q, weights=w, minlength=n_rows)
+    lo = np.full(n_rows, np.inf)
+    hi = np.full(n_rows, -np.inf)
+    np.minimum.at(lo, cells.q[sel_cells], kc[sel_cells])
+    np.maximum.at(hi, cells.q[sel_cells], kc[sel_cells])
+    out = np.where(count == 0, -1, np.where(lo == hi, lo, -2))
+    return np.nan_to_num(out, nan=-1, posinf=-1, neginf=-1).astype(np.int64)
+
+
+def _fit_marks(sel_cells, cells: F.Cells, codes: np.ndarray, act: np.ndarray, n_rows: int) -> dict | None:
+    """Marks m(v) in 0..1 such that the head's output is (nearly) linear in the mean mark of the selected
+    keys: least squares of the output on the selected value distribution, then its main axis."""
+    vals = np.unique(codes[codes >= 0])
+    if len(vals) < 2 or len(vals) > 12:
+        return None
+    idx = np.searchsorted(vals, np.maximum(codes, 0))
+    dist = np.zeros((n_rows, len(vals)))
+    sel = sel_cells & (codes[cells.k] >= 0)
+    np.add.at(dist, (cells.q[sel], idx[cells.k[sel]]), 1.0)
+    count = dist.sum(1, keepdims=True)
+    use = count[:, 0] > 0
+    if use.sum() < len(vals) + 1:
+        return None
+    dist = dist[use] / count[use]
+    M, *_ = np.linalg.lstsq(dist, act[use], rcond=None)  # [values, d_model]
+    centred = M - M.mean(0)
+    u = np.linalg.svd(centred, full_matrices=False)[2][0]
+    proj = centred @ u  # [values]
+    span = proj.max() - proj.min()
+    if span < 1e-9:
+        return None
+    if abs(proj.min()) > abs(proj.max()):
+        proj = -proj
+    marks = (proj - proj.min()) / span
+    return {int(v): round(float(m), 4) for v, m in zip(vals, marks)}
+
+
+def _mean_of(sel_cells, cells: F.Cells, codes: np.ndarray, marks: dict, n_rows: int) -> np.ndarray:
+    lut = np.zeros(int(codes.max()) + 2)
+    for c, m in marks.items():
+        lut[c] = m
+    kc = codes[cells.k]
+    w = sel_cells & (kc >= 0)
+    total = np.bincount(cells.q, weights=np.where(w, lut[np.maximum(kc, 0)], 0.0), minlength=n_rows)
+    count = np.bincount(cells.q, weights=w, minlength=n_rows)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def read_mlp(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> Step:
+    """A kept MLP as a table over the one or two features that best explain its output."""
+    _, layer, _ = comp
+    feats = _available(state, layer + 0.75)
+    act, train = arrays["out"], state.cells.train
+    scored = state.scored
+    row_sets = [np.ones(state.n_rows, bool)] + ([scored] if not scored.all() else [])
+    best = None
+    for rows in row_sets:  # every position, and (for a task) only the positions the task scores
+        for size in (1, 2):
+            for combo in itertools.combinations(feats, size):
+                groups = F.combine([f.codes for f in combo])
+                if groups.max() >= 512:  # a table of more than 512 rows reads nothing
+                    continue
+                r2 = F.grouped_r2(act[rows], groups[rows], train[rows]) - 0.02 * (size - 1)
+                if best is None or r2 > best[0] + 1e-9:
+                    best = (r2, combo, rows)
+    r2, combo, rows = best
+    groups = F.combine([f.codes for f in combo])
+    clusters = F.cluster_means(act[rows], groups[rows])
+    reg = state.registry
+    mapping: dict = {}
+    seen = set()
+    for row in np.flatnonzero(rows):
+        g = int(groups[row])
+        if g in seen:
+            continue
+        seen.add(g)
+        key = tuple(reg.values[f.codes[row]] if f.codes[row] >= 0 else None for f in combo)
+        if any(k is None for k in key):
+            continue
+        mapping[key[0] if len(combo) == 1 else key] = clusters[g]
+    if len(combo) == 1 and len(set(mapping.values())) == len(mapping):
+        mapping = {k: k for k in mapping}  # one distinct output per input value: the MLP re-encodes its input
+    name = state.table_name(f"mlp{layer}")
+    if len(combo) == 1:
+        expr = L.Map(table_or_affine(name, mapping), combo[0].expr, name=f"mlp_l{layer}")
+    else:
+        expr = L.SequenceMap(Table(name, mapping, None, 2), combo[0].expr, combo[1].expr, name=f"mlp_l{layer}")
+    n_values = len(set(mapping.values()))
+    step = Step(expr, [comp], "map", round(r2, 4),
+                f"table over ({', '.join(f.name for f in combo)}) with {n_values} distinct outputs")
+    state.add_feature(expr, layer + 0.75, comp)
+    return step
+
+
+def read_output(state: State) -> Step:
+    """The output SOp: a table from 1-3 features to the model's prediction at the scored positions."""
+    scored = np.concatenate([np.array(ex.scored, bool) for ex in state.examples])
+    rows = np.flatnonzero(scored)
+    target = [state.outputs[state.row_ex[r]][state.row_pos[r]] for r in rows]
+    train = state.cells.train[rows]
+    reg = state.registry
+    feats = state.features
+    values = {id(f): [reg.values[c] if c >= 0 else None for c in f.codes[rows]] for f in feats}
+    best = None
+
+    def consider(combo):
+        nonlocal best
+        table, default, acc = F.fit_table(target, [values[id(f)] for f in combo], train)
+        acc -= 0.001 * (len(combo) - 1)
+        closeness = max(f.layer for f in combo)  # on a tie, read the features nearest the unembedding
+        if best is None or (round(acc, 4), closeness) > (round(best[0], 4), best[4]):
+            best = (acc, combo, table, default, closeness)
+
+    for size in (1, 2):
+        for combo in itertools.combinations(feats, size):
+            consider(combo)
+    if best[0] < 0.999:  # a third feature, added to the best pair (greedy forward selection)
+        pair = best[1]
+        for f in feats:
+            if all(f is not p for p in pair) and len(pair) == 2:
+                consider(pair + (f,))
+    acc, combo, table, default, _ = best
+    # refit on every row for the final table
+    table, default, _ = F.fit_table(target, [values[id(f)] for f in combo], np.ones(len(rows), bool))
+    raw = table
+    name = state.table_name("out")
+    if len(combo) == 1:
+        expr = L.Map(table_or_affine(name, raw, default), combo[0].expr, name="output")
+    elif len(combo) == 2:
+        expr = L.SequenceMap(Table(name, raw, default, 2), combo[0].expr, combo[1].expr, name="output")
+    else:
+        pack = L.SequenceMap(Pack(), combo[0].expr, combo[1].expr, name="packed")
+        raw3 = {((k[0], k[1]), k[2]): v for k, v in raw.items()}
+        expr = L.SequenceMap(Table(name, raw3, default, 2), pack, combo[2].expr, name="output")
+    comps = [f.component for f in combo if f.component is not None]
+    return Step(expr, comps, "output", round(acc, 4), f"table over ({', '.join(f.name for f in combo)})")
+
+
+# -- pruning ----------------------------------------------------------------------------------------
+
+
+def agreement(a: list[list], b: list[list], examples: list[Example]) -> float:
+    hits = total = 0
+    for x, y, ex in zip(a, b, examples):
+        for p, s in enumerate(ex.scored):
+            if s:
+                total += 1
+                hits += F.vkey(x[p]) == F.vkey(y[p])
+    return hits / max(total, 1)
+
+
+def prune(probe: Probe, examples: list[Example], base: list[list], threshold: float = 0.005,
+          keep_at: float = 0.99) -> tuple[list[Component], dict[Component, float]]:
+    """The components the output needs (see the module docstring) and each one's ablation effect."""
+    from glassformer.rasp.decompile.probe import hook_name
+
+    means = probe.means(examples, {hook_name(c) for c in probe.components()})
+    effect = {}
+    for c in probe.components():
+        effect[c] = 1 - agreement(probe.ablated(examples, [c], means), base, examples)
+    # Backward elimination: drop components, least needed first, while the rest keep >= keep_at of the
+    # outputs (single ablations miss redundancy: two heads doing one job each look unneeded alone).
+    dropped: list[Component] = []
+    for c in sorted(probe.components(), key=lambda c: (effect[c], -c[1], c[0] == "mlp")):
+        if effect[c] >= threshold:
+            continue
+        if agreement(probe.ablated(examples, dropped + [c], means), base, examples) >= keep_at:
+            dropped.append(c)
+    kept = [c for c in probe.components() if c not in dropped]
+    order = {c: i for i, c in enumerate(probe.components())}
+    return sorted(kept, key=order.get), effect
+
+
+@torch.no_grad()
+def read_program(probe: Probe, examples: list[Example], components: list[Component]) -> tuple[list[Step], State]:
+    """Steps 2 and 3 of the module docstring, on ``examples`` with the kept ``components``."""
+    outputs = probe.outputs(examples)
+    state = build_state(probe, examples, outputs)
+    arrays = component_arrays(state, components) if components else {}
+    steps = []
+    for comp in components:
+        step = read_head(state, comp, arrays[comp]) if comp[0] == "head" else read_mlp(state, comp, arrays[comp])
+        if step is not None:
+            steps.append(step)
+    steps.append(read_output(state))
+    return steps, state
