@@ -149,6 +149,10 @@ def task_from_spec(spec: dict | None, tokenizer=None):
     options = dict(spec.get("options", {}))
     if file_task_class(spec["name"]) is not None:  # text, masked-text, pairs, labels, digits, images
         return rebuild_file_task(spec["name"], options, tokenizer)
+    if spec["name"] == "rasp":  # a RASP program's outputs (glassformer.rasp.task builds on this package: import late)
+        from glassformer.rasp.task import RaspTask
+
+        return RaspTask(**options)
     task = get_task(spec["name"], **options)
     saved = spec.get("format", 1)  # checkpoints from before format versions hold the first layout
     if saved != task.format_version:
