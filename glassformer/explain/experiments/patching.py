@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 
 from glassformer.explain.experiments import ExperimentResult
-from glassformer.explain.experiments.induction_heads import D_VOCAB, FULL, QUICK
+from glassformer.explain.experiments.induction_heads import D_VOCAB, QUICK
 from glassformer.lens import logit_diff_metric, patch_heads, patch_layers_positions, repeated_random_tokens
 from glassformer.lens.toys import train_induction_model
+
+FULL = {"steps": 2000, "d_model": 64, "n_heads": 4, "n_ctx": 32, "max_len": 10, "lr": 1e-3}  # the default run
 
 NAME = "patching"
 DESCRIPTION = "Which residual-stream positions and which heads carry the answer of an induction task? (activation patching)"
@@ -39,7 +41,7 @@ def clean_and_corrupted(n: int, batch: int, generator: torch.Generator) -> tuple
 
 def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     out = Path(out)
-    settings = QUICK if quick else FULL
+    settings = {k: v for k, v in (QUICK if quick else FULL).items() if k != "snap_every"}  # train_induction_model's arguments
     model, _ = train_induction_model(seed=seed, **settings)
     n = settings["max_len"]
     clean, corrupted, answer, wrong = clean_and_corrupted(n, 32, torch.Generator().manual_seed(seed + 2))
