@@ -22,6 +22,21 @@ The derivations (the guide, section "Backward", walks through them):
 * LayerNorm:  x_hat = (x - mu) / sigma,  y = x_hat w + b
       dw = sum(dy * x_hat),  db = sum(dy),  g = dy * w,  dx = (g - mean(g) - x_hat mean(g * x_hat)) / sigma
 * Cross-entropy of softmax(logits) against target t:  d_logits = (softmax(logits) - onehot(t)) / N.
+* RMSNorm:  y = x / r * w,  r = sqrt(mean(x^2) + eps)
+      dw = sum(dy * x / r),  g = dy * w,  dx = (g - (x / r) mean(g * x / r)) / r
+* Grouped-query attention: kv head g serves query heads g r .. g r + r - 1, so K and V are repeated r
+  times along the head axis before the scores; backwards, each kv head's dK, dV is the sum over its r
+  query heads.
+* RoPE rotates Q and K by an angle per position, Q' = R_p Q; R_p is orthogonal, so dQ = R_p^T dQ' =
+  R_{-p} dQ' (the same rotation by the opposite angle). ALiBi adds a constant bias to S: nothing to
+  differentiate, the gradient of S is unchanged.
+* Gated MLP:  gate = x W_gate + b_gate,  lin = x W_in + b_in,  h = act(gate) * lin,  out = h W_out + b_out
+      d_lin = dh * act(gate),  d_gate = dh * lin * act'(gate),  dx = d_gate W_gate^T + d_lin W_in^T,
+      with silu' = sigmoid(x) (1 + x (1 - sigmoid(x))).
+* Embeddings: embed = W_E[tokens] picks rows, so dW_E[t] = sum of d_embed over the positions holding t
+  (a scatter-add); likewise dW_pos[p] = sum over the batch of d_embed at position p.
+* A whole model is these pieces in sequence, each residual addition copying its gradient to both
+  branches: :func:`model_backward` (``tests/explain/test_gradients.py`` checks it against autograd).
 
 Everything is batched over a leading ``batch`` axis; parameter gradients sum over it.
 """
@@ -57,24 +72,33 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.nd
 # -- attention --------------------------------------------------------------------------------------------
 
 
-def attention_forward(params: dict, x: np.ndarray, y: np.ndarray | None = None, *, scale: float, causal: bool) -> tuple[np.ndarray, dict]:
+def attention_forward(params: dict, x: np.ndarray, y: np.ndarray | None = None, *, scale: float, causal: bool,
+                      rope: tuple[int, float] | None = None, bias: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """out = sum_h softmax(c (x W_Q[h] + b_Q[h]) (y W_K[h] + b_K[h])^T + mask) (y W_V[h] + b_V[h]) W_O[h] + b_O.
 
     ``params`` holds W_Q, W_K, W_V [heads, d_model, d_head], W_O [heads, d_head, d_model] and optionally
     b_Q, b_K, b_V [heads, d_head], b_O [d_model]; x [batch, q_pos, d_model], y (keys/values; default x)
     [batch, k_pos, d_model]. Returns (out [batch, q_pos, d_model], tape for :func:`attention_backward`).
+    W_K, W_V may have fewer heads (grouped-query attention); ``rope = (d_rot, base)`` rotates Q and K;
+    ``bias`` [heads, q_pos, k_pos] is added to the scores (ALiBi).
     """
     _check_heads(params)
     y = x if y is None else y
+    group = params["W_Q"].shape[0] // params["W_K"].shape[0]  # query heads per key/value head
     Q = ref.project(x, params["W_Q"], params.get("b_Q"))  # [batch, q_pos, heads, d_head]
-    K = ref.project(y, params["W_K"], params.get("b_K"))  # [batch, k_pos, heads, d_head]
+    K = ref.project(y, params["W_K"], params.get("b_K"))  # [batch, k_pos, kv_heads, d_head]
     V = ref.project(y, params["W_V"], params.get("b_V"))
+    if rope is not None:
+        Q, K = ref.rope(Q, np.arange(x.shape[1]), *rope), ref.rope(K, np.arange(y.shape[1]), *rope)
+    K, V = np.repeat(K, group, axis=2), np.repeat(V, group, axis=2)  # [batch, k_pos, heads, d_head]
     S = ref.attention_scores(Q, K, scale)  # [batch, heads, q_pos, k_pos]
+    if bias is not None:
+        S = S + bias
     allowed = ref.allowed_keys(np.arange(x.shape[1]), np.arange(y.shape[1]), causal, None)
     P = ref.softmax(ref.mask(S, allowed))  # [batch, heads, q_pos, k_pos]
     Z = ref.attend(P, V)  # [batch, q_pos, heads, d_head]
     out = ref.combine_heads(Z, params["W_O"], params.get("b_O"))  # [batch, q_pos, d_model]
-    tape = dict(x=x, y=y, Q=Q, K=K, V=V, P=P, Z=Z, scale=scale, self_attention=y is x)
+    tape = dict(x=x, y=y, Q=Q, K=K, V=V, P=P, Z=Z, scale=scale, self_attention=y is x, group=group, rope=rope)
     return out, tape
 
 
@@ -94,6 +118,13 @@ def attention_backward(params: dict, tape: dict, d_out: np.ndarray) -> dict[str,
     dS = softmax_backward(P, dP)  # [batch, heads, q_pos, k_pos]
     dQ = c * np.einsum("bhqk,bkhe->bqhe", dS, K)  # c dS K          [batch, q_pos, heads, d_head]
     dK = c * np.einsum("bhqk,bqhe->bkhe", dS, Q)  # c dS^T Q        [batch, k_pos, heads, d_head]
+    group = tape["group"]
+    if group > 1:  # each kv head's gradient is the sum over the query heads it serves
+        b, k, h, e = dK.shape
+        dK, dV = (d.reshape(b, k, h // group, group, e).sum(3) for d in (dK, dV))  # [batch, k_pos, kv_heads, d_head]
+    if tape["rope"] is not None:  # undo the rotation: R_p^T = R_{-p}
+        dQ = ref.rope(dQ, -np.arange(x.shape[1]), *tape["rope"])
+        dK = ref.rope(dK, -np.arange(y.shape[1]), *tape["rope"])
     for name, inp, d in (("Q", x, dQ), ("K", y, dK), ("V", y, dV)):
         grads[f"W_{name}"] = np.einsum("bpd,bphe->hde", inp, d)  # input^T d   [heads, d_model, d_head]
         if params.get(f"b_{name}") is not None:
@@ -173,9 +204,79 @@ def layer_norm_backward(params: dict, tape: dict, dy: np.ndarray) -> dict[str, n
     return grads
 
 
+# -- RMSNorm, the gated MLP, embeddings -------------------------------------------------------------------
+
+
+def rms_norm_forward(params: dict, x: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, dict]:
+    """y = x / r * w,  r = sqrt(mean(x^2) + eps)."""
+    y, r = ref.rms_norm(x, params["w"], eps)  # [batch, pos, d_model], [batch, pos, 1]
+    return y, dict(x_hat=x / r, r=r)
+
+
+def rms_norm_backward(params: dict, tape: dict, dy: np.ndarray) -> dict[str, np.ndarray]:
+    """dw = sum(dy x_hat),  dx = (g - x_hat mean(g x_hat)) / r  with g = dy w, x_hat = x / r."""
+    x_hat, r = tape["x_hat"], tape["r"]
+    g = dy * params["w"]  # [batch, pos, d_model]
+    return {"w": (dy * x_hat).sum((0, 1)), "x": (g - x_hat * (g * x_hat).mean(-1, keepdims=True)) / r}
+
+
+GATES = {"swiglu": "silu", "geglu": "gelu"}  # gated MLP -> the nonlinearity on its gate
+
+
+def _gate_derivative(act: str, pre: np.ndarray) -> np.ndarray:
+    if act == "silu":
+        sig = 1.0 / (1.0 + np.exp(-pre))
+        return sig * (1.0 + pre * (1.0 - sig))
+    return activation_derivative(act, pre)
+
+
+def gated_mlp_forward(params: dict, x: np.ndarray, act: str = "swiglu") -> tuple[np.ndarray, dict]:
+    """out = (act(x W_gate + b_gate) * (x W_in + b_in)) W_out + b_out (SwiGLU: act = SiLU; GeGLU: GELU)."""
+    if act not in GATES:
+        raise InputError(f"unknown gated activation {act!r}; known: {', '.join(GATES)}")
+    gate = ref.linear(x, params["W_gate"], params.get("b_gate"))  # [batch, pos, d_mlp]
+    lin = ref.linear(x, params["W_in"], params.get("b_in"))  # [batch, pos, d_mlp]
+    a = ref.GATES[act](gate)  # [batch, pos, d_mlp]
+    h = a * lin
+    out = ref.linear(h, params["W_out"], params.get("b_out"))  # [batch, pos, d_model]
+    return out, dict(x=x, gate=gate, lin=lin, a=a, h=h, act=GATES[act])
+
+
+def gated_mlp_backward(params: dict, tape: dict, d_out: np.ndarray) -> dict[str, np.ndarray]:
+    """d_lin = dh act(gate),  d_gate = dh lin act'(gate),  dx = d_gate W_gate^T + d_lin W_in^T."""
+    x, gate, lin, a, h = (tape[k] for k in ("x", "gate", "lin", "a", "h"))
+    grads = {"W_out": np.einsum("bpm,bpd->md", h, d_out)}  # h^T d_out   [d_mlp, d_model]
+    if params.get("b_out") is not None:
+        grads["b_out"] = d_out.sum((0, 1))
+    dh = d_out @ params["W_out"].T  # [batch, pos, d_mlp]
+    d_lin = dh * a
+    d_gate = dh * lin * _gate_derivative(tape["act"], gate)
+    for name, d in (("gate", d_gate), ("in", d_lin)):
+        grads[f"W_{name}"] = np.einsum("bpd,bpm->dm", x, d)  # x^T d   [d_model, d_mlp]
+        if params.get(f"b_{name}") is not None:
+            grads[f"b_{name}"] = d.sum((0, 1))
+    grads["x"] = d_gate @ params["W_gate"].T + d_lin @ params["W_in"].T  # [batch, pos, d_model]
+    return grads
+
+
+def embedding_backward(tokens: np.ndarray, d_embed: np.ndarray, d_vocab: int) -> np.ndarray:
+    """dW_E [d_vocab, d_model]: row t is the sum of d_embed [batch, pos, d_model] over the positions holding t."""
+    dW_E = np.zeros((d_vocab, d_embed.shape[-1]))
+    np.add.at(dW_E, tokens.reshape(-1), d_embed.reshape(-1, d_embed.shape[-1]))  # scatter-add
+    return dW_E
+
+
+def positions_backward(d_embed: np.ndarray, n_ctx: int) -> np.ndarray:
+    """dW_pos [n_ctx, d_model]: row p is the sum over the batch of d_embed at position p."""
+    dW_pos = np.zeros((n_ctx, d_embed.shape[-1]))
+    dW_pos[: d_embed.shape[1]] = d_embed.sum(0)
+    return dW_pos
+
+
 def _check_heads(params: dict) -> None:
     missing = [k for k in ("W_Q", "W_K", "W_V", "W_O") if k not in params]
     if missing:
         raise InputError(f"attention parameters missing: {', '.join(missing)}")
-    if params["W_K"].shape[0] != params["W_Q"].shape[0]:
-        raise InputError("attention_forward expects one key/value head per query head (no grouped-query attention)")
+    if params["W_Q"].shape[0] % params["W_K"].shape[0]:
+        raise InputError(f"{params['W_Q'].shape[0]} query heads cannot be shared evenly by {params['W_K'].shape[0]} "
+                         f"key/value heads")
