@@ -280,3 +280,102 @@ def _check_heads(params: dict) -> None:
     if params["W_Q"].shape[0] % params["W_K"].shape[0]:
         raise InputError(f"{params['W_Q'].shape[0]} query heads cannot be shared evenly by {params['W_K'].shape[0]} "
                          f"key/value heads")
+
+
+# -- a whole model ----------------------------------------------------------------------------------------
+
+MODEL_BACKWARD_COVERS = "decoder or encoder (tokens in, no qk_norm / embed_norm / MLM head / key padding)"
+
+
+def model_backward(params: dict, config, tokens: np.ndarray, targets: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """(L, dL/dparam for every parameter, keyed by the model's names) for L = mean cross-entropy of the
+    logits at every position against ``targets`` [batch, pos]; ``params`` as :func:`reference.params_of`.
+
+    Forward through embeddings, blocks (Pre-LN: x + Sublayer(Norm(x)); Post-LN: Norm(x + Sublayer(x))),
+    the final norm and the unembedding, keeping each piece's tape; then backward in reverse order, a
+    residual addition sending its gradient both into the sublayer and past it."""
+    c = config
+    if c.arch not in ("decoder", "encoder") or c.input != "tokens" or c.qk_norm or c.embed_norm or c.unembed_transform \
+            or c.positional not in ("learned", "sinusoidal", "none", "rope", "alibi") or (c.arch == "encoder" and c.n_classes):
+        raise InputError(f"model_backward covers a {MODEL_BACKWARD_COVERS}; not this configuration")
+    tokens, targets = np.asarray(tokens), np.asarray(targets)
+    batch, n = tokens.shape
+    positions = np.arange(n)
+    rope = (int(c.d_head * c.rope_fraction), c.rope_base) if c.positional == "rope" else None
+    bias = ref.alibi_bias(c.n_heads, positions, positions) if c.positional == "alibi" else None
+
+    def sub(prefix: str) -> dict:
+        return {k[len(prefix) + 1:]: v for k, v in params.items() if k.startswith(prefix + ".")}
+
+    def norm_forward(name: str, x: np.ndarray):
+        if c.norm == "none" or (name == "ln_final" and not c.final_norm):
+            return x, None
+        fwd = layer_norm_forward if c.norm == "layernorm" else rms_norm_forward
+        return fwd(sub(name), x, c.norm_eps)
+
+    def norm_backward(name: str, tape, dy: np.ndarray) -> np.ndarray:
+        if tape is None:
+            return dy
+        g = (layer_norm_backward if c.norm == "layernorm" else rms_norm_backward)(sub(name), tape, dy)
+        grads.update({f"{name}.{k}": v for k, v in g.items() if k != "x"})
+        return g["x"]
+
+    def sublayers(i: int) -> list[tuple[str, str]]:
+        return [(f"blocks.{i}.attn", f"blocks.{i}.ln1")] + ([] if c.attn_only else [(f"blocks.{i}.mlp", f"blocks.{i}.ln2")])
+
+    def sub_forward(name: str, h: np.ndarray):
+        if name.endswith("attn"):
+            return attention_forward(sub(name), h, scale=c.scale, causal=c.causal, rope=rope, bias=bias)
+        if c.act in GATES:
+            return gated_mlp_forward(sub(name), h, c.act)
+        return mlp_forward(sub(name), h, c.act)
+
+    def sub_backward(name: str, tape, d_out: np.ndarray) -> np.ndarray:
+        backward = attention_backward if name.endswith("attn") else gated_mlp_backward if c.act in GATES else mlp_backward
+        g = backward(sub(name), tape, d_out)
+        grads.update({f"{name}.{k}": v for k, v in g.items() if k != "x"})
+        return g["x"]
+
+    # forward
+    x = ref.embed(params["embed.W_E"], tokens)  # [batch, pos, d_model]
+    if c.positional == "learned":
+        x = x + ref.learned_positions(params["pos_embed.W_pos"], positions)
+    elif c.positional == "sinusoidal":
+        x = x + ref.sinusoidal_positions(positions, c.d_model)
+    tapes = []
+    for i in range(c.n_layers):
+        for name, ln in sublayers(i):
+            if c.norm_position == "pre":
+                h, t_norm = norm_forward(ln, x)
+                out, t_sub = sub_forward(name, h)
+                x = x + out
+            else:
+                out, t_sub = sub_forward(name, x)
+                x, t_norm = norm_forward(ln, x + out)
+            tapes.append((name, ln, t_norm, t_sub))
+    x_final, t_final = norm_forward("ln_final", x)  # [batch, pos, d_model]
+    W_U = params["embed.W_E"].T if c.tie_embeddings else params["unembed.W_U"]  # [d_model, d_vocab]
+    logits = ref.unembed(x_final, W_U, params.get("unembed.b_U"))  # [batch, pos, d_vocab]
+    loss, d_logits = cross_entropy(logits.reshape(batch * n, -1), targets.reshape(-1))
+    d_logits = d_logits.reshape(logits.shape)  # [batch, pos, d_vocab]
+
+    # backward
+    grads: dict[str, np.ndarray] = {}
+    dW_U = np.einsum("bpd,bpv->dv", x_final, d_logits)  # x^T d_logits   [d_model, d_vocab]
+    if "unembed.b_U" in params:
+        grads["unembed.b_U"] = d_logits.sum((0, 1))
+    dx = norm_backward("ln_final", t_final, d_logits @ W_U.T)  # [batch, pos, d_model]
+    for name, ln, t_norm, t_sub in reversed(tapes):
+        if c.norm_position == "pre":  # x + Sublayer(Norm(x)): the gradient passes by and through
+            dx = dx + norm_backward(ln, t_norm, sub_backward(name, t_sub, dx))
+        else:  # Norm(x + Sublayer(x)): first through the norm, then by and through
+            ds = norm_backward(ln, t_norm, dx)
+            dx = ds + sub_backward(name, t_sub, ds)
+    grads["embed.W_E"] = embedding_backward(tokens, dx, params["embed.W_E"].shape[0])
+    if c.tie_embeddings:
+        grads["embed.W_E"] = grads["embed.W_E"] + dW_U.T
+    else:
+        grads["unembed.W_U"] = dW_U
+    if c.positional == "learned":
+        grads["pos_embed.W_pos"] = positions_backward(dx, params["pos_embed.W_pos"].shape[0])
+    return loss, grads
