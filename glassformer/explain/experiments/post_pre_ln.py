@@ -140,7 +140,7 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, full: bool = False) ->
         f"{100 * mean[('post', 'no warm-up', top)]:.0f}%."
     )
     best = {pos: max([lr for w in warmups for lr in trained_at(pos, w)], default=None) for pos in ("post", "pre")}
-    if best["pre"] and best["post"]:
+    if best["pre"] and best["post"] and best["pre"] > best["post"]:
         finding += f" Pre-LN trained at up to {best['pre'] / best['post']:.0f}x the largest rate at which Post-LN trained."
     for pos in ("post", "pre"):
         helped = [lr for lr in lrs if mean[(pos, "warm-up", lr)] > mean[(pos, "no warm-up", lr)] + 0.1]
