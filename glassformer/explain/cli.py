@@ -2,7 +2,7 @@
 
     glassformer explain DIR|CONFIG --input ... [--out FILE.md|FILE.html]    a forward pass, equation by equation
     glassformer diagram DIR|CONFIG [--expanded] [--out FILE.svg]            the architecture as an SVG
-    glassformer experiment NAME [--out DIR] [--quick] [--seed N]            answer a question by experiment
+    glassformer experiment NAME [--out DIR] [--quick|--full] [--seed N]     answer a question by experiment
     glassformer experiment --list                                           the questions that can be asked
 
 ``DIR`` is a checkpoint folder (or a training run's folder); ``CONFIG`` a ``.json``/``.toml`` model config,
@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--list", action="store_true", help="list the experiments and the question each answers")
         p.add_argument("--out", help="output folder (default: experiments/NAME)")
         p.add_argument("--quick", action="store_true", help="the reduced version the tests run (seconds, same finding)")
+        p.add_argument("--full", action="store_true", help="the longer version (more steps or seeds), where there is one")
         p.add_argument("--seed", type=int, default=0, help="random seed; results are reproducible from it (default: 0)")
         p.set_defaults(func=cmd_experiment)
 
@@ -142,7 +143,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if not args.name:
         raise InputError(f"name an experiment (or --list); available: {', '.join(experiments)}")
     out = Path(args.out) if args.out else Path("experiments") / args.name
-    result = run_experiment(args.name, out, quick=args.quick, seed=args.seed)
+    result = run_experiment(args.name, out, quick=args.quick, seed=args.seed, full=args.full)
     print(result.finding)
     print(f"\nwrote {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0

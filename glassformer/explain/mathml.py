@@ -17,6 +17,8 @@ An unknown command raises InputError, so a typo in an equation fails loudly inst
 
 from __future__ import annotations
 
+import re
+
 from html import escape
 
 from glassformer.errors import InputError
@@ -120,7 +122,7 @@ class _Parser:
         if end < 0:
             raise self.error("unclosed '{'")
         text, self.i = self.tex[self.i + 1 : end], end + 1
-        return text
+        return re.sub(r"\\([_%#&$ ])", r"\1", text)  # TeX escapes read literally: \mathrm{resid\_mid} -> resid_mid
 
     def parse_atom(self) -> str:
         c = self.peek()

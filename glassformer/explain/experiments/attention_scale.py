@@ -89,11 +89,16 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     u, s = results["unscaled"][big], results["scaled"][big]
     finding = (
         f"Without the scale the scores' standard deviation grows like sqrt(d_k): {results['unscaled'][small]['score_std']:.1f} at "
-        f"d_k = {small}, {u['score_std']:.1f} at d_k = {big}. The softmax saturates: at d_k = {big} the largest weight in a "
+        f"d_k = {small}, {u['score_std']:.1f} at d_k = {big}. "
+        + ("The softmax saturates: " if u["max_weight"] > 0.9 else "The softmax does not saturate here: ")
+        + f"at d_k = {big} the largest weight in a "
         f"row averages {u['max_weight']:.2f} (entropy {u['entropy_bits']:.2f} bits of a possible {math.log2(n_keys):.0f}), "
         f"and the gradient reaching the scores of a typical row (the median) is {u['grad_scores']:.2g}, "
-        f"{s['grad_scores'] / max(u['grad_scores'], 1e-300):.2g}x smaller than with the scale: a saturated softmax passes "
-        f"almost no gradient back. Dividing by sqrt(d_k) keeps all of them flat across widths: score std "
+        f"{s['grad_scores'] / max(u['grad_scores'], 1e-300):.2g}x smaller than with the scale"
+        + (": a saturated softmax passes almost no gradient back. " if s["grad_scores"] > 100 * u["grad_scores"] else ". ")
+        + ("Dividing by sqrt(d_k) keeps all of them flat across widths: " if all(
+            0.8 < results["scaled"][d]["score_std"] < 1.25 for d in widths) else "With the scale: ")
+        + f"score std "
         f"{min(results['scaled'][d]['score_std'] for d in widths):.2f}-{max(results['scaled'][d]['score_std'] for d in widths):.2f}, "
         f"largest weight {s['max_weight']:.2f}, gradient {s['grad_scores']:.2g}."
     )

@@ -23,6 +23,7 @@ DESCRIPTION = "After which layer does a character-level Shakespeare model know t
 
 DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "shakespeare" / "tiny.txt"
 QUICK = {"d_model": 64, "n_layers": 3, "n_heads": 4, "block_size": 32, "batch_size": 16, "steps": 250, "lens_steps": 100, "lr": 3e-3}
+DEFAULT = {"d_model": 64, "n_layers": 4, "n_heads": 4, "block_size": 48, "batch_size": 32, "steps": 600, "lens_steps": 150, "lr": 3e-3}
 FULL = {"d_model": 128, "n_layers": 4, "n_heads": 4, "block_size": 64, "batch_size": 32, "steps": 1500, "lens_steps": 400, "lr": 2e-3}
 SHOWN = "To be, or not to be, that is the question"  # the example line of the grid figure
 
@@ -37,13 +38,13 @@ def layer_stats(lens: LensResult, targets: torch.Tensor) -> dict[str, list[float
     }
 
 
-def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
+def run(out: Path, *, quick: bool = False, seed: int = 0, full: bool = False) -> ExperimentResult:
     from glassformer.train import TextTask, TrainConfig, Trainer, model_for_task
 
     out = Path(out)
     if not DATA.is_file():
         raise InputError(f"the Shakespeare text is not at {DATA.resolve()} (shared/data beside the repository)")
-    s = QUICK if quick else FULL
+    s = QUICK if quick else FULL if full else DEFAULT
     torch.manual_seed(seed)
     task = TextTask(DATA, block_size=s["block_size"], seed=seed)
     model = model_for_task(task, "decoder", d_model=s["d_model"], n_layers=s["n_layers"], n_heads=s["n_heads"])
@@ -76,15 +77,23 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     plain_mid = sum(stats["kl_to_final"][i] for i in mid) / max(len(mid), 1)
     tuned_mid = sum(tuned_stats["kl_to_final"][i] for i in mid) / max(len(mid), 1)
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    acc, kl = stats["accuracy"], stats["kl_to_final"]
+    rising = all(b >= a - 0.01 for a, b in zip(acc, acc[1:])) and acc[-1] > acc[0] + 0.05
+    falling = all(b <= a + 0.01 for a, b in zip(kl, kl[1:]))
     finding = (
         f"A {s['n_layers']}-layer, d_model {s['d_model']} character model trained for {s['steps']} steps reaches "
         f"{summary['loss']:.2f} nats per character on held-out text. Read through the logit lens, the residual stream "
-        f"predicts the next character with top-1 accuracy {fmt(stats['accuracy'])} at {', '.join(plain.labels)} "
-        f"(0_pre is the embeddings alone, final the model's output): the prediction is assembled layer by layer. "
-        f"The KL divergence from the final prediction falls {fmt(stats['kl_to_final'])} nats. A tuned lens (one affine "
-        f"map per layer, {s['lens_steps']} steps of the project's Trainer) reads the intermediate layers much closer to "
-        f"the final prediction: mean KL {tuned_mid:.2f} against {plain_mid:.2f} for the plain logit lens over the "
-        f"intermediate layers (per layer: {fmt(tuned_stats['kl_to_final'])}; accuracy {fmt(tuned_stats['accuracy'])})."
+        f"predicts the next character with top-1 accuracy {fmt(acc)} at {', '.join(plain.labels)} "
+        f"(0_pre is the embeddings alone, final the model's output)"
+        + (": accuracy rises with depth, the prediction is assembled layer by layer. " if rising else
+           ": accuracy does not rise steadily with depth in this run. ")
+        + f"The KL divergence from the final prediction is {fmt(kl)} nats"
+        + (" (falling with depth). " if falling else " (not falling steadily with depth). ")
+        + f"A tuned lens (one affine map per layer, {s['lens_steps']} steps of the project's Trainer) gives mean KL "
+        f"{tuned_mid:.2f} over the intermediate layers against {plain_mid:.2f} for the plain logit lens"
+        + (": it reads them closer to the final prediction" if tuned_mid < plain_mid else
+           ": no closer than the plain logit lens in this run")
+        + f" (per layer: {fmt(tuned_stats['kl_to_final'])}; accuracy {fmt(tuned_stats['accuracy'])})."
     )
     metrics = {
         "held_out_loss": summary["loss"], "layers": plain.labels,

@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 
 from glassformer.explain.experiments import ExperimentResult
-from glassformer.explain.experiments.induction_heads import D_VOCAB, FULL, QUICK
+from glassformer.explain.experiments.induction_heads import D_VOCAB, QUICK
 from glassformer.lens import logit_diff_metric, patch_heads, patch_layers_positions, repeated_random_tokens
 from glassformer.lens.toys import train_induction_model
+
+FULL = {"steps": 2000, "d_model": 64, "n_heads": 4, "n_ctx": 32, "max_len": 10, "lr": 1e-3}  # the default run
 
 NAME = "patching"
 DESCRIPTION = "Which residual-stream positions and which heads carry the answer of an induction task? (activation patching)"
@@ -39,7 +41,7 @@ def clean_and_corrupted(n: int, batch: int, generator: torch.Generator) -> tuple
 
 def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     out = Path(out)
-    settings = QUICK if quick else FULL
+    settings = {k: v for k, v in (QUICK if quick else FULL).items() if k != "snap_every"}  # train_induction_model's arguments
     model, _ = train_induction_model(seed=seed, **settings)
     n = settings["max_len"]
     clean, corrupted, answer, wrong = clean_and_corrupted(n, 32, torch.Generator().manual_seed(seed + 2))
@@ -63,13 +65,15 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     post_layer1_best = int(resid_post.values[1].argmax())
     finding = (
         f"On clean inputs the model prefers the induction answer by {heads.clean:.2f} logits; on corrupted ones by "
-        f"{heads.corrupted:.2f} (it follows the corrupted copy). Patching one head's output at a time, the heads that "
+        f"{heads.corrupted:.2f}{' (it follows the corrupted copy)' if heads.corrupted < 0 else ''}. Patching one head's output at a time, the heads that "
         f"restore more than 10% of that difference are {named}, {carried:.0%} together; no layer-0 head restores more "
-        f"than {layer0_max:.0%} (the previous-token head only writes keys, and the keys are the same in both runs). "
-        f"In the residual stream the answer sits at position {labels[post_layer0_best]} after layer 0 "
-        f"(patching it restores {float(resid_post.values[0, post_layer0_best]):.0%}) and has moved to the last position "
-        f"{labels[post_layer1_best]} after layer 1 ({float(resid_post.values[1, post_layer1_best]):.0%}): layer 1's "
-        f"induction heads move it."
+        f"than {layer0_max:.0%}"
+        + (" (a previous-token head only writes keys, and the keys are the same in both runs). " if layer0_max < 0.2 else ". ")
+        + f"In the residual stream the answer sits at position {labels[post_layer0_best]} after layer 0 "
+        f"(patching it restores {float(resid_post.values[0, post_layer0_best]):.0%}) and at position "
+        f"{labels[post_layer1_best]} after layer 1 ({float(resid_post.values[1, post_layer1_best]):.0%})"
+        + (": layer 1's heads move it." if labels[post_layer1_best] == labels[-1] and carriers and all(l == 1 for l, _ in carriers)
+           else ".")
     )
     metrics = {
         "clean_logit_diff": heads.clean, "corrupted_logit_diff": heads.corrupted,
