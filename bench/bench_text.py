@@ -55,7 +55,7 @@ def default_recipe(text: Path, steps: int | None, tiny: bool = False, flags: tup
         argv += [f"--{k.replace('_', '-')}={v}" for k, v in SMOKE_SIZE.items()]
     args = build_parser().parse_args(argv)
     task = make_task(args)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed if args.seed is not None else 0)  # the CLI's default seed
     model = Transformer(model_config(args, task, "decoder"))
     return model, task, train_config(args, task, None)
 

@@ -233,11 +233,7 @@ def test_every_architecture_is_explorable(options):
     if options["arch"] == "encoder-decoder":
         with pytest.raises(GlassformerError, match="source input"):
             ex.run({"text": "1 2"})
-    if options.get("attention") == "linear":
-        with pytest.raises(GlassformerError, match="not attention='linear'"):
-            ex.path(body)
-    else:
-        assert ex.path(body)["sections"]
+    assert ex.path(body)["sections"]  # the explain trace covers every variant, linear attention included
 
 
 def test_trained_models_show_the_decompiled_program_when_the_decompiler_exists(decoder, monkeypatch):

@@ -94,6 +94,8 @@ def fill(model, tokenizer, text: str, top_k: int = 1) -> tuple[str, list[list[tu
     device = next(model.parameters()).device
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([ids], device=device))[0].float(), dim=-1)  # [pos, d_vocab]
+    special = set(getattr(tokenizer, "special_ids", {}).values()) | {mask_id}
+    probs[:, sorted(i for i in special if i < probs.shape[-1])] = 0.0  # a blank is filled with text, never [MASK]
     filled, choices = list(ids), []
     for i in blanks:
         p, top = probs[i].topk(top_k)
