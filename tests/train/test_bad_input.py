@@ -10,7 +10,7 @@ import torch
 
 from glassformer import ModelConfig
 from glassformer.cli import main
-from glassformer.errors import CheckpointError, ConfigError, OutputError
+from glassformer.errors import ConfigError, OutputError
 from glassformer.lens.cache import ActivationCache
 from glassformer.model.generate import left_pad, unpad
 from glassformer.train import TrainConfig, Trainer, get_task, model_for_task
