@@ -33,6 +33,7 @@ import torch
 
 from glassformer.errors import InputError
 from glassformer.model.attention import fused_qkv
+from glassformer.model.decode import LeanDecoder, hooks_attached, lean_decoding_unsupported
 
 
 def _check_tokens(model, tokens: torch.Tensor, name: str = "tokens") -> None:
@@ -66,6 +67,9 @@ class _Stepper:
         self.cache = model.new_cache() if use_cache else None
         self.rolls = use_cache and rolls_past_context(model.config)
         self.fed = 0  # how many tokens of the sequence the cache holds
+        self.lean = None  # the lean step (decode.py): a plain decoder, no hook attached, no padding
+        self.lean_ok = (use_cache and attention_mask is None and lean_decoding_unsupported(model) is None
+                        and not hooks_attached(model))
 
     def _run(self, tokens: torch.Tensor, cache, start: int) -> torch.Tensor:
         """The model on ``tokens`` = positions start.. of the sequence (the cache holding those before)."""
@@ -86,6 +90,11 @@ class _Stepper:
         if self.attention_mask is not None and self.attention_mask.shape[1] < sequence.shape[1]:  # generated tokens are real
             grow = sequence.shape[1] - self.attention_mask.shape[1]
             self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(sequence.shape[0], grow)], dim=1)
+        if self.lean_ok and (sequence.shape[1] <= self.n_ctx or (self.rolls and self.lean is not None)):
+            if self.lean is None:  # the prompt (it fits n_ctx), then one token per step
+                self.lean = LeanDecoder(self.model, sequence.shape[0])
+            logits = self.lean.step(sequence[:, self.lean.seen :])  # [batch, d_vocab_out]
+            return logits.float()
         if self.cache is not None and (sequence.shape[1] <= self.n_ctx or self.rolls):
             if self.fed == 0 and sequence.shape[1] > self.n_ctx:  # a prompt longer than the context: its last n_ctx tokens
                 self.fed = sequence.shape[1] - self.n_ctx
@@ -104,6 +113,8 @@ class _Stepper:
         """Follow the rows ``index`` (beam search)."""
         if self.cache is not None:
             self.cache.reorder(index)
+        if self.lean is not None:
+            self.lean.reorder(index)
         if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
             if self.src_attention_mask is not None:

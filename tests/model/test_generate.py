@@ -254,3 +254,72 @@ def test_left_padding_is_refused_where_positions_are_absolute_blocks():
     tokens, mask = left_pad([[1, 2, 3], [4]])
     with pytest.raises(InputError, match="attention_mask.*sparse_pattern='fixed'"):
         generate(model, tokens, 2, attention_mask=mask)
+
+
+LEAN_VARIANTS = [dict(), dict(positional="rope"), dict(positional="sinusoidal"), dict(positional="none"),
+                 dict(positional="rope", n_kv_heads=2, qk_norm=True, norm="rmsnorm", act="swiglu", bias=False),
+                 dict(norm_position="post"), dict(parallel_residual=True), dict(embed_norm=True, tie_embeddings=True)]
+
+
+@pytest.mark.parametrize("variant", LEAN_VARIANTS)
+def test_lean_decoding_step_gives_the_logits_of_the_plain_forward(variant):
+    """The lean step (static cache, fused QKV, no mask, no hook dispatch) computes the plain forward's last logits:
+    the prompt first, then one token per step, up to n_ctx positions."""
+    from glassformer.model.decode import LeanDecoder, lean_decoding_unsupported
+
+    model = make(seed=1, **variant)
+    assert lean_decoding_unsupported(model) is None
+    lean = LeanDecoder(model, batch=2)
+    sequence = PROMPT
+    with torch.no_grad():
+        logits = lean.step(sequence)
+        for _ in range(model.config.n_ctx - PROMPT.shape[1]):
+            torch.testing.assert_close(logits, model(sequence)[:, -1], rtol=0, atol=1e-5)
+            sequence = torch.cat([sequence, torch.randint(0, V, (2, 1))], dim=1)
+            logits = lean.step(sequence[:, -1:])
+
+
+@pytest.mark.parametrize("variant", LEAN_VARIANTS[:5])
+def test_greedy_generation_is_the_same_with_and_without_a_hook(variant):
+    """With a hook attached anywhere, generate steps aside from the lean path (the hook sees every step) and emits
+    the same tokens, which are the argmax of the plain forward."""
+    model = make(seed=2, **variant)
+    with torch.no_grad():
+        for p in model.parameters():  # far from uniform, so that a wrong key would change the argmax
+            p.normal_(std=0.3)
+    lean = generate(model, PROMPT, 10, greedy=True)
+    seen = []
+    with model.hooks({"blocks.1.attn.pattern": lambda pattern, hook: seen.append(pattern.shape)}):
+        hooked = generate(model, PROMPT, 10, greedy=True)
+    assert len(seen) == 10 and seen[0][-2:] == (3, 3) and seen[1][-2:] == (1, 4)  # the prompt, then one query per step
+    assert torch.equal(lean, hooked)
+    sequence = PROMPT
+    with torch.no_grad():
+        for _ in range(10):
+            sequence = torch.cat([sequence, model(sequence)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(lean, sequence)
+
+
+def test_a_hook_that_changes_activations_changes_what_generate_emits():
+    model = make(seed=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.3)
+    plain = generate(model, PROMPT, 8, greedy=True)
+    with model.hooks({"blocks.0.attn_out": lambda x, hook: x * 0}):
+        ablated = generate(model, PROMPT, 8, greedy=True)
+        with torch.no_grad():
+            first = model(PROMPT)[:, -1].argmax(-1)  # the ablated model's own first choice
+    assert torch.equal(ablated[:, 3], first) and not torch.equal(plain, ablated)
+
+
+def test_lean_beam_search_follows_the_beams_as_the_general_path():
+    model = make(seed=4, positional="rope")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.3)
+    lean, lean_scores = beam_search(model, None, PROMPT, 6, beam_size=3, return_scores=True)
+    with model.hooks({"blocks.0.resid_pre": lambda x, hook: None}):
+        general, scores = beam_search(model, None, PROMPT, 6, beam_size=3, return_scores=True)
+    assert torch.equal(lean, general)
+    torch.testing.assert_close(lean_scores, scores, rtol=0, atol=1e-5)
