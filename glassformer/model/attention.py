@@ -145,9 +145,9 @@ class Attention(nn.Module):
             if prefix is not None:  # ... preceded by a Transformer-XL memory's
                 y = torch.cat([prefix, x], dim=1)  # [batch, k_pos, d_model]
                 k_positions = torch.arange(positions[0] - prefix.shape[1], positions[-1] + 1, device=x.device)
-            q, k, v = self._project_qkv(x, y)
-            q = self._queries(q, positions)  # [batch, q_pos, heads, d_head]
-            k, v = self._keys_values(k, v, k_positions)  # [batch, k_pos, kv_heads, d_head]
+            q, k, v, rotated = self._project_qkv(x, y, positions)
+            q = self._queries(q, positions, rotated)  # [batch, q_pos, heads, d_head]
+            k, v = self._keys_values(k, v, k_positions, rotated)  # [batch, k_pos, kv_heads, d_head]
             z = self.attend(q, k, v, q_positions=positions, k_positions=k_positions, key_padding=key_padding, cache=cache)
         z = self.z(z)  # [batch, q_pos, heads, d_head]
         if self.result.fns:  # each head's write into the residual stream, built only when watched
@@ -157,7 +157,7 @@ class Attention(nn.Module):
         W_O = self.W_O.reshape(heads * d_head, -1)  # [heads * d_head, d_model]
         return F.linear(z.reshape(batch, q_pos, heads * d_head), W_O.T, self.b_O)  # [batch, q_pos, d_model]
 
-    def _project_qkv(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project_qkv(self, x: torch.Tensor, y: torch.Tensor, positions: torch.Tensor):
         """q = x W_Q + b_Q [batch, q_pos, heads, d_head]; k = y W_K + b_K, v = y W_V + b_V [batch, k_pos, kv_heads, d_head].
 
         For self-attention (y = x) the three are one matmul against [W_Q | W_K | W_V]: the same equations, one
@@ -165,21 +165,31 @@ class Attention(nn.Module):
         rebuilt from the parameters on every call (so gradients reach W_Q, W_K, W_V), except inside
         :func:`fused_qkv` (generation), which makes it once. While a per-head input (``q_input``, ``k_input``,
         ``v_input``) is hooked, or with a Transformer-XL memory (the keys also read the memory's positions),
-        each projection is made on its own."""
+        each projection is made on its own.
+
+        Returns q, k, v and whether RoPE is already applied: with nothing hooked on q or k and no QK-norm, q and k
+        are rotated together, as one view [batch, pos, heads + kv_heads, d_head] of the fused output (one set of
+        rotation ops instead of two; the same numbers)."""
         split = self.q_input.fns or self.k_input.fns or self.v_input.fns
         if split:
             return (self._split_project(x, self.q_input, self.W_Q, self.b_Q), self._split_project(y, self.k_input, self.W_K, self.b_K),
-                    self._split_project(y, self.v_input, self.W_V, self.b_V))
+                    self._split_project(y, self.v_input, self.W_V, self.b_V), False)
         if y is not x:
-            return self._project(x, self.W_Q, self.b_Q), self._project(y, self.W_K, self.b_K), self._project(y, self.W_V, self.b_V)
+            return (self._project(x, self.W_Q, self.b_Q), self._project(y, self.W_K, self.b_K), self._project(y, self.W_V, self.b_V),
+                    False)
         if self.W_QKV is not None and not torch.is_grad_enabled():  # the copy fused_qkv made carries no gradient
             W, b = self.W_QKV  # [d_model, (heads + 2 kv_heads) * d_head], [(heads + 2 kv_heads) * d_head]
         else:
             W, b = self.fused_qkv_weights(detach=False)
         qkv = F.linear(x, W.T, b)  # [batch, pos, (heads + 2 kv_heads) * d_head]
         (batch, pos, _), h, kv, e = x.shape, self.n_heads, self.n_kv_heads, self.d_head
-        q, k, v = qkv.view(batch, pos, h + 2 * kv, e).split_with_sizes([h, kv, kv], dim=2)
-        return q, k, v  # views of qkv: [batch, pos, heads | kv_heads | kv_heads, d_head]
+        qkv = qkv.view(batch, pos, h + 2 * kv, e)
+        if self.rotary is not None and self.q_norm is None and not (self.q.fns or self.k.fns):
+            qk = self.rotary(qkv[:, :, : h + kv], positions)  # [batch, pos, heads + kv_heads, d_head], rotated
+            q, k = qk.split_with_sizes([h, kv], dim=2)
+            return q, k, qkv[:, :, h + kv :], True
+        q, k, v = qkv.split_with_sizes([h, kv, kv], dim=2)
+        return q, k, v, False  # views of qkv: [batch, pos, heads | kv_heads | kv_heads, d_head]
 
     def _split_project(self, x: torch.Tensor, point: HookPoint, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """x W + b for every head ([batch, pos, heads, d_head]). While the optional hook ``point``
@@ -199,19 +209,19 @@ class Attention(nn.Module):
         b = None if self.b_Q is None else torch.cat([self.b_Q, self.b_K, self.b_V]).flatten()
         return (W.detach(), None if b is None else b.detach()) if detach else (W, b)
 
-    def _queries(self, q: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Hook q, then QK-norm and RoPE: [batch, q_pos, heads, d_head]."""
+    def _queries(self, q: torch.Tensor, positions: torch.Tensor, rotated: bool = False) -> torch.Tensor:
+        """Hook q, then QK-norm and RoPE (unless ``rotated`` already): [batch, q_pos, heads, d_head]."""
         q = self.q(q)
         if self.q_norm is not None:
             q = self.q_norm(q)
-        return self.rotary(q, positions) if self.rotary is not None else q
+        return self.rotary(q, positions) if self.rotary is not None and not rotated else q
 
-    def _keys_values(self, k, v, k_positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hook k and v, then QK-norm and RoPE on k: [batch, k_pos, kv_heads, d_head]."""
+    def _keys_values(self, k, v, k_positions: torch.Tensor | None, rotated: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hook k and v, then QK-norm and RoPE on k (unless ``rotated`` already): [batch, k_pos, kv_heads, d_head]."""
         k, v = self.k(k), self.v(v)
         if self.k_norm is not None:
             k = self.k_norm(k)
-        if self.rotary is not None:
+        if self.rotary is not None and not rotated:
             k = self.rotary(k, k_positions)
         return k, v
 

@@ -109,8 +109,10 @@ class LeanDecoder:
         q, k, v = qkv.split_with_sizes([heads, kv, kv], dim=2)
         if attn.q_norm is not None:
             q, k = attn.q_norm(q), attn.k_norm(k)
-        if attn.rotary is not None:
-            q, k = attn.rotary(q, positions), attn.rotary(k, positions)
+            if attn.rotary is not None:
+                q, k = attn.rotary(q, positions), attn.rotary(k, positions)
+        elif attn.rotary is not None:  # q and k rotated together: one view of qkv
+            q, k = attn.rotary(qkv[:, :, : heads + kv], positions).split_with_sizes([heads, kv], dim=2)
         p = self.seen
         slot = p % self.n_ctx
         cache[0, :, :, slot : slot + n] = k.transpose(1, 2)  # [batch, kv_heads, n, d_head]

@@ -59,6 +59,8 @@ class RMSNorm(nn.Module):
         self.output = HookPoint()  # [batch, pos, d_model]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.scale.active or self.output.active):  # fused kernel when nothing is watching
+            return nn.functional.rms_norm(x, x.shape[-1:], self.w, self.eps)
         scale = self.scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
         return self.output(x / scale * self.w)
 

@@ -63,14 +63,30 @@ class Rotary(ExactFrequencies):
         return self.base ** (-torch.arange(0, self.d_rot, 2, dtype=torch.float64) / self.d_rot)  # [d_rot / 2]
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """x [batch, pos, heads, d_head], positions [pos] -> x rotated, same shape."""
-        angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # [pos, d_rot / 2]
-        cos = angles.cos().repeat(1, 2)[None, :, None, :]  # [1, pos, 1, d_rot]
-        sin = angles.sin().repeat(1, 2)[None, :, None, :]
+        """x [batch, pos, heads, d_head], positions [pos] -> x rotated, same shape.
+
+        Written as x' = x cos + roll(x, d_rot/2) sin_signed, with sin_signed = (-sin, sin): roll swaps the two
+        halves (x_{i+d_rot/2}, x_i), the sign makes the first half's term negative; three ops and their backward
+        instead of the slices, negation and concatenation of rotate-half. The cos / sin tables are made once for
+        the queries and reused for the keys of the same call (the same ``positions`` tensor)."""
+        cos, sin = self._tables(positions, x.dtype)  # [1, pos, 1, d_rot] each
+        if self.d_rot == x.shape[-1]:
+            return x * cos + x.roll(self.d_rot // 2, dims=-1) * sin
         x_rot, x_pass = x[..., : self.d_rot], x[..., self.d_rot :]
-        half = self.d_rot // 2
-        rotated_half = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)  # (-x2, x1)
-        return torch.cat([x_rot * cos.to(x.dtype) + rotated_half * sin.to(x.dtype), x_pass], dim=-1)
+        return torch.cat([x_rot * cos + x_rot.roll(self.d_rot // 2, dims=-1) * sin, x_pass], dim=-1)
+
+    def _tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos(p theta) and (-sin, sin)(p theta) for every position, repeated over both halves: [1, pos, 1, d_rot]."""
+        cached = self.__dict__.get("_last")
+        if cached is not None and cached[0] is positions and cached[1] == dtype and not torch.compiler.is_compiling():
+            return cached[2], cached[3]
+        angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # [pos, d_rot / 2]
+        cos, sin = angles.cos(), angles.sin()
+        cos = torch.cat([cos, cos], dim=-1)[None, :, None, :].to(dtype)  # [1, pos, 1, d_rot]
+        sin = torch.cat([-sin, sin], dim=-1)[None, :, None, :].to(dtype)
+        if not torch.compiler.is_compiling():
+            self.__dict__["_last"] = (positions, dtype, cos, sin)  # a plain attribute: not a buffer, not saved
+        return cos, sin
 
     def describe(self) -> Description:
         return Description(

@@ -34,9 +34,9 @@ from glassformer.train.trainer import TrainConfig, Trainer, evaluate, task_from_
 # 1.599 against the classic recipe's 1.839, in 1.23x its time (recipe "D" in core_text.md).
 TASK_DEFAULTS = dict(d_model=64, n_layers=2, n_heads=4, steps=2000, batch_size=64, lr=3e-3, warmup_steps=100,
                      eval_every=200, eval_batches=4, beta2=0.95)
-TEXT_DEFAULTS = dict(d_model=128, n_layers=4, n_heads=4, steps=1700, batch_size=12, lr=3e-3, warmup_steps=100,
+TEXT_DEFAULTS = dict(d_model=128, n_layers=4, n_heads=4, steps=1800, batch_size=12, lr=3e-3, warmup_steps=100,
                      eval_every=250, eval_batches=20, beta2=0.99, block_size=64,
-                     positional="rope", act="swiglu", norm="rmsnorm", bias=False, tie_embeddings=True)
+                     positional="rope", act="swiglu", norm="layernorm", bias=False, tie_embeddings=True)
 TEXT_MODEL_DEFAULTS = ("positional", "act", "norm", "bias", "tie_embeddings")
 DEMO = dict(task="reverse", length=8, d_model=64, n_layers=2, n_heads=4, steps=1500, batch_size=64, lr=3e-3,
             warmup_steps=50, eval_every=50, eval_batches=8, target=1.0, n_examples=6)
