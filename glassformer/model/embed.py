@@ -36,7 +36,7 @@ class Embed(nn.Module):
         self.output = HookPoint()  # named "embed"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.output(self.W_E[tokens])  # [batch, pos, d_model]
+        return self.output(F.embedding(tokens, self.W_E))  # W_E[tokens]: [batch, pos, d_model] (its backward: no sort)
 
     def describe(self) -> Description:
         d_vocab, d_model = self.W_E.shape
@@ -53,7 +53,7 @@ class LearnedPositional(nn.Module):
         self.output = HookPoint()  # named "pos_embed"
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.output(self.W_pos[positions])  # [pos, d_model] ([batch, pos, d_model] for per-row positions)
+        return self.output(F.embedding(positions, self.W_pos))  # W_pos[positions]: [pos, d_model] ([batch, pos, d_model] for per-row positions)
 
     def describe(self) -> Description:
         n_ctx, d_model = self.W_pos.shape
