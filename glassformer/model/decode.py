@@ -75,7 +75,7 @@ class LeanDecoder:
             attn = block.attn
             W, b = attn.fused_qkv_weights()  # [d_model, (heads + 2 kv_heads) * d_head]
             W_O = attn.W_O.detach().reshape(attn.n_heads * attn.d_head, -1)  # [heads * d_head, d_model]
-            cache = like.new_zeros(2, batch, attn.n_kv_heads, c.n_ctx, attn.d_head)  # K and V [batch, kv_heads, n_ctx, d_head]
+            cache = like.new_empty(2, batch, attn.n_kv_heads, c.n_ctx, attn.d_head)  # K and V [batch, kv_heads, n_ctx, d_head]
             b_O = None if attn.b_O is None else attn.b_O.detach()
             self.layers.append((block, attn, W.T.contiguous(), b, W_O.T.contiguous(), b_O, cache))
         self.seen = 0  # positions written so far
