@@ -419,12 +419,11 @@ def cmd_sample(args) -> int:
     n_new = args.max_new_tokens if args.max_new_tokens is not None else (answer_len or 200)
     greedy = args.greedy or (task is not None and not isinstance(task, TextTask) and args.temperature is None and args.top_k is None and args.top_p is None)
     src = None
-    if config.arch == "encoder-decoder":
-        if task is None or not getattr(task, "sep", ""):
-            raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
-        src, ids = ids, torch.tensor([tokenizer.encode(task.sep)], device=device)  # the prompt is the source
-    generator = torch.Generator(device=device).manual_seed(args.seed)
     stops = getattr(task, "stop_tokens", None)  # a pairs model ends its answer with [EOS]
+    if config.arch == "encoder-decoder":  # the prompt is the source; the decoder starts from the start token
+        src, start, stops = _seq2seq_start(checkpoint, task, args.prompt, stops)
+        ids = torch.tensor([start], device=device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
     if args.beam:  # deterministic: one search answers every sample
         out = model.beam_search(src, tokens=ids, max_new_tokens=n_new, beam_size=args.beam, use_cache=not args.no_cache, stop_tokens=stops)
         out = out.expand(args.num_samples, -1)
@@ -436,8 +435,23 @@ def cmd_sample(args) -> int:
     for row in out:
         row = row[ids.shape[1]:].tolist()
         completion = tokenizer.decode(row[: row.index(stops[0])] if stops and stops[0] in row else row)
-        print(f"{args.prompt} -> {completion}" if task is not None and not isinstance(task, TextTask) else args.prompt + completion)
+        arrow = src is not None or (task is not None and not isinstance(task, TextTask))  # an answer, not a continuation
+        print(f"{args.prompt} -> {completion}" if arrow else args.prompt + completion)
     return 0
+
+
+def _seq2seq_start(checkpoint, task, prompt: str, stops):
+    """An encoder-decoder's (source ids [1, src_pos], decoder start ids, stop ids): a pairs task's separator and
+    [EOS], or an imported T5's decoder_start_token_id and eos_token_id (``extra.json``'s ``seq2seq``)."""
+    from glassformer.train.inputs import encode_input, seq2seq_tokens
+
+    src = encode_input(checkpoint, prompt, what="--prompt", source=True)  # [1, src_pos]
+    if task is not None and getattr(task, "sep", ""):
+        return src, checkpoint.tokenizer.encode(task.sep), stops
+    tokens = seq2seq_tokens(checkpoint)
+    if tokens is None:
+        raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
+    return src, [int(tokens["decoder_start_token_id"])], [int(tokens["eos_token_id"])]
 
 
 def _check_prompt_fits(n_tokens: int, config: ModelConfig, task) -> None:
