@@ -10,6 +10,7 @@ This is the whole model, written so that each function is one line of the guide 
     attn_out   = sum_h z_h W_O[h] + b_O                              combine_heads
     mlp_out    = act(x W_in + b_in) W_out + b_out                    mlp
     Pre-LN:  x + Sublayer(Norm(x))       Post-LN:  Norm(x + Sublayer(x))
+    Parallel (GPT-J, GPT-NeoX):  x + Attn(Norm1(x)) + MLP(Norm2(x))
     logits     = Norm_final(resid_L) W_U + b_U                       unembed
 
 and every variant the model offers (``reference_variants``: T5 bias, sliding / sparse / linear / Linformer
@@ -326,6 +327,10 @@ class _Stack:
                 self.segment[i] = (h if prefix is None else np.concatenate([prefix, h], axis=1))[:, -self.cfg.memory_len :]
             return self.rec(f"{b}.attn_out", out)
 
+        if self.cfg.parallel_residual:  # GPT-J / GPT-NeoX: both sublayers read x;  x + Attn(Norm1(x)) + MLP(Norm2(x))
+            attn_out = attn(self.norm(f"{b}.ln1", x))
+            mlp_out = self.rec(f"{b}.mlp_out", self.mlp(f"{b}.mlp", self.norm(f"{b}.ln2", x)))
+            return self.rec(f"{b}.resid_post", self.rec(f"{b}.resid_mid", x + attn_out) + mlp_out)
         x = self.rec(f"{b}.resid_mid", self.residual(x, f"{b}.ln1", attn))
         if memory is not None:
             cross = lambda h: self.rec(
@@ -389,9 +394,6 @@ def forward(
     segment's values, as ``run_with_cache`` does).
     """
     record = record or (lambda name, value: None)
-    if config.parallel_residual:  # GPT-NeoX's parallel block is not written out here yet
-        raise InputError("the NumPy reference writes out the sequential block; parallel_residual=True (GPT-NeoX / "
-                         "Pythia) is not covered yet")
     tokens = _as_images(tokens, config) if config.input == "patches" else _as_tokens(tokens, "tokens", config)
     pad = None if attention_mask is None else np.asarray(attention_mask)
     memory = None

@@ -133,6 +133,8 @@ class _Builder:
     def block(self, p: str, i: int) -> Section:
         block = self.stack(p).blocks[i]
         b = f"{p}blocks.{i}"
+        if block.parallel:
+            return self.parallel_block(p, i, block)
         equation, rule, where = RESIDUAL_EQUATIONS[block.residual]
         normed = not isinstance(block.ln1, NoNorm)
         intro = f"{rule}: ${equation}$ for every sublayer." if normed else "No normalisation: x ← x + Sublayer(x)."
@@ -147,6 +149,28 @@ class _Builder:
             resid = f"{b}.resid_mid_cross"
         if block.mlp is not None:
             section.steps += self.sublayer(p, b, block.ln2, "ln2", "mlp_out", resid, "resid_post", pre, lambda: self.mlp(p, f"{b}.mlp", block.mlp))
+        return section
+
+    def parallel_block(self, p: str, i: int, block) -> Section:
+        """GPT-J / GPT-NeoX: x <- x + Attn(Norm1(x)) + MLP(Norm2(x)); both sublayers read the block's input."""
+        b, rows, d = f"{p}blocks.{i}", self.labels[p], self.d_model
+        section = Section(f"Block {i}", r"Parallel residual (GPT-J, GPT-NeoX / Pythia): $x \leftarrow x + \mathrm{Attn}(\mathrm{Norm}_1(x))"
+                          r" + \mathrm{MLP}(\mathrm{Norm}_2(x))$: the attention and the MLP both read the block's input x, "
+                          "and both outputs are added to it at once.")
+        x = f"{b}.resid_pre"
+        section.steps.append(self.norm_step("Norm before the attention (ln1)", f"{b}.ln1", block.ln1, self.resid("input: residual stream x", x, rows=rows), rows))
+        section.steps += attention_steps(self, f"{b}.attn", block.attn, cross=False)
+        section.steps.append(self.norm_step("Norm before the MLP (ln2), of the same x", f"{b}.ln2", block.ln2,
+                                            self.resid("input: residual stream x (not x + attn_out)", x, rows=rows), rows))
+        section.steps += self.mlp(p, f"{b}.mlp", block.mlp)
+        section.steps.append(Step(
+            "Residual addition of both sublayers",
+            [r"\mathrm{resid\_mid} = \mathrm{resid\_pre} + \mathrm{attn\_out}",
+             r"\mathrm{resid\_post} = \mathrm{resid\_mid} + \mathrm{mlp\_out} = x + \mathrm{attn\_out} + \mathrm{mlp\_out}"],
+            [f"{dims(pos=len(rows), d_model=d)} + {dims(pos=len(rows), d_model=d)} + {dims(pos=len(rows), d_model=d)}"],
+            "Both outputs are added to the stream the block read; resid_mid (the hook point) is the partial sum with the attention only.",
+            [self.resid("resid_mid", f"{b}.resid_mid", rows=rows), self.resid("resid_post", f"{b}.resid_post", rows=rows)],
+        ))
         return section
 
     def sublayer(self, p, b, norm, norm_name, out, resid_in, resid_out, pre: bool, body) -> list[Step]:
@@ -314,9 +338,6 @@ def trace(model, tokens, *, src=None, tokenizer=None, max_rows: int = 8, max_col
         raise InputError(f"a {cfg.arch!r} model takes no source sequence")
     if max_rows < 2 or max_cols < 2:
         raise InputError("max_rows and max_cols must be at least 2")
-    if cfg.parallel_residual:
-        raise InputError("explain writes out the sequential block; parallel_residual=True (GPT-NeoX / Pythia: "
-                         "x + Attn(Norm1(x)) + MLP(Norm2(x))) is not traced yet")
     if residual_labels is not None and len(residual_labels) != cfg.d_model:
         raise InputError(f"residual_labels has {len(residual_labels)} names but the model has d_model = {cfg.d_model}")
     was_training = model.training
