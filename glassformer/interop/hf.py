@@ -33,6 +33,8 @@ CONVERTERS: dict[str, Converter] = {
     "gpt_neox": neox.convert,
     "opt": opt.convert,
     "gemma": gemma.convert,
+    "gemma2": gemma.convert_gemma2,
+    "gemma3_text": gemma.convert_gemma2,
     "t5": t5.convert,
 }
 
