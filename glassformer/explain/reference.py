@@ -394,6 +394,9 @@ def forward(
     segment's values, as ``run_with_cache`` does).
     """
     record = record or (lambda name, value: None)
+    gemma = [f for f in ("sandwich_norm", "attn_softcap", "logit_softcap", "global_every") if getattr(config, f)]
+    if gemma:  # Gemma 2 / 3's fields (interop/gemma.py) are not written out here yet
+        raise InputError(f"the NumPy reference does not cover {', '.join(gemma)} (Gemma 2 / 3) yet")
     tokens = _as_images(tokens, config) if config.input == "patches" else _as_tokens(tokens, "tokens", config)
     pad = None if attention_mask is None else np.asarray(attention_mask)
     memory = None

@@ -338,6 +338,9 @@ def trace(model, tokens, *, src=None, tokenizer=None, max_rows: int = 8, max_col
         raise InputError(f"a {cfg.arch!r} model takes no source sequence")
     if max_rows < 2 or max_cols < 2:
         raise InputError("max_rows and max_cols must be at least 2")
+    if cfg.sandwich_norm:  # attn_out / mlp_out are the post-normed outputs; the steps before them are not written out
+        raise InputError("explain writes out a sublayer's output as its heads' (or MLP's) sum; sandwich_norm=True (Gemma 2 / 3: "
+                         "x + Norm_post(Sublayer(Norm(x)))) is not traced yet")
     if residual_labels is not None and len(residual_labels) != cfg.d_model:
         raise InputError(f"residual_labels has {len(residual_labels)} names but the model has d_model = {cfg.d_model}")
     was_training = model.training

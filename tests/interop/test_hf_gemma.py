@@ -88,3 +88,16 @@ def test_gemma2_fields_are_their_equations():
                        (dict(attention="sliding", window=3, global_every=2, rope_local_base=10.0), "rope_local_base")):
         with pytest.raises(ConfigError, match=match):
             ModelConfig(**{**base, **bad})
+
+
+def test_explain_refuses_what_it_does_not_write_out():
+    """explain and the NumPy reference name the Gemma 2 fields they do not write out, rather than show wrong equations."""
+    from glassformer.errors import InputError
+    from glassformer.explain import reference as ref
+    from glassformer.explain.trace import trace
+
+    model = from_hf(gemma2_or_3(2))
+    with pytest.raises(InputError, match="sandwich_norm"):
+        trace(model, [1, 2, 3])
+    with pytest.raises(InputError, match="sandwich_norm, attn_softcap, logit_softcap, global_every"):
+        ref.forward(ref.params_of(model), model.config, [[1, 2, 3]])
