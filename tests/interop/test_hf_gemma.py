@@ -90,14 +90,45 @@ def test_gemma2_fields_are_their_equations():
             ModelConfig(**{**base, **bad})
 
 
-def test_explain_refuses_what_it_does_not_write_out():
-    """explain and the NumPy reference name the Gemma 2 fields they do not write out, rather than show wrong equations."""
-    from glassformer.errors import InputError
+@pytest.mark.parametrize("version", [2, 3])
+def test_explain_writes_out_gemma2_and_3(version, tmp_path):
+    """The NumPy reference (soft-caps, sandwich norms, per-layer sliding / global attention and RoPE bases) equals
+    the imported model at every hook in float64; the explain trace shows each sandwich norm, every hook number is
+    the model's, and the output shown before a sandwich norm, normalised, is the sublayer output the stream adds."""
+    import numpy as np
+
     from glassformer.explain import reference as ref
     from glassformer.explain.trace import trace
 
-    model = from_hf(gemma2_or_3(2))
-    with pytest.raises(InputError, match="sandwich_norm"):
-        trace(model, [1, 2, 3])
-    with pytest.raises(InputError, match="sandwich_norm, attn_softcap, logit_softcap, global_every"):
-        ref.forward(ref.params_of(model), model.config, [[1, 2, 3]])
+    model = from_hf(gemma2_or_3(version)).double()
+    x = tokens(pos=13)
+    logits, cache = model.run_with_cache(x)
+    recorded = {}
+    ref_logits = ref.forward(ref.params_of(model), model.config, x.numpy(), record=recorded.__setitem__)
+    assert set(recorded) == set(cache), set(recorded) ^ set(cache)
+    for name, value in cache.items():
+        np.testing.assert_allclose(recorded[name], value.numpy(), rtol=1e-9, atol=1e-10, err_msg=name)
+    np.testing.assert_allclose(ref_logits, logits.detach().numpy(), rtol=1e-9, atol=1e-10)
+
+    doc = trace(model, x[0])
+    steps = [step for section in doc.sections for step in section.steps]
+    assert sum("sandwich norm" in step.title for step in steps) == 2 * model.config.n_layers
+    shown = [t for step in steps for t in step.tensors]
+    for t in shown:
+        if t.source == "hook":
+            parts = t.index.strip("[]").split(", ") if t.index else []
+            index = tuple(slice(None) if p == ":" else slice(int(p[:-1]), None) if p.endswith(":") else int(p) for p in parts)
+            np.testing.assert_allclose(t.values, cache[t.name].numpy()[index], rtol=1e-12)
+    before = next(t for t in shown if t.caption == "attn_out before its sandwich norm" and t.name.startswith("blocks.1."))
+    block = model.blocks[1]
+    normed = block.ln1_post(torch.from_numpy(before.values)[None])
+    torch.testing.assert_close(normed, cache["blocks.1.attn_out"][:1])
+    if version == 2:
+        assert any("\\tanh" in eq for step in steps for eq in step.equations)  # the caps are written out
+    hf = gemma2_or_3(version)
+    hf.save_pretrained(tmp_path / "gemma")
+    from glassformer.cli import main
+
+    assert main(["import", str(tmp_path / "gemma"), "--out", str(tmp_path / "run"), "--no-tokenizer"]) == 0
+    assert main(["explain", str(tmp_path / "run"), "--input", "3,1,4,1,5", "--out", str(tmp_path / "forward.html")]) == 0
+    assert "sandwich norm" in (tmp_path / "forward.html").read_text()
