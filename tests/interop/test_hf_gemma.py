@@ -132,3 +132,6 @@ def test_explain_writes_out_gemma2_and_3(version, tmp_path):
     assert main(["import", str(tmp_path / "gemma"), "--out", str(tmp_path / "run"), "--no-tokenizer"]) == 0
     assert main(["explain", str(tmp_path / "run"), "--input", "3,1,4,1,5", "--out", str(tmp_path / "forward.html")]) == 0
     assert "sandwich norm" in (tmp_path / "forward.html").read_text()
+    assert main(["diagram", str(tmp_path / "run"), "--expanded", "--out", str(tmp_path / "model.svg")]) == 0
+    svg = (tmp_path / "model.svg").read_text()
+    assert all(f'module="blocks.{i}.ln{j}_post"' in svg for i in range(model.config.n_layers) for j in (1, 2))  # drawn
