@@ -395,7 +395,7 @@ def _complete(model: Transformer, tokenizer, prompt: str, n_new: int) -> str:
 
 
 def cmd_sample(args) -> int:
-    from glassformer.train.inputs import encode_input
+    from glassformer.train.inputs import encode_input, seq2seq_prompt
 
     if args.num_samples < 1:
         raise InputError(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -421,7 +421,7 @@ def cmd_sample(args) -> int:
     src = None
     stops = getattr(task, "stop_tokens", None)  # a pairs model ends its answer with [EOS]
     if config.arch == "encoder-decoder":  # the prompt is the source; the decoder starts from the start token
-        src, start, stops = _seq2seq_start(checkpoint, task, args.prompt, stops)
+        src, start, stops = seq2seq_prompt(checkpoint, task, args.prompt, stops)
         ids = torch.tensor([start], device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     if args.beam:  # deterministic: one search answers every sample
@@ -438,20 +438,6 @@ def cmd_sample(args) -> int:
         arrow = src is not None or (task is not None and not isinstance(task, TextTask))  # an answer, not a continuation
         print(f"{args.prompt} -> {completion}" if arrow else args.prompt + completion)
     return 0
-
-
-def _seq2seq_start(checkpoint, task, prompt: str, stops):
-    """An encoder-decoder's (source ids [1, src_pos], decoder start ids, stop ids): a pairs task's separator and
-    [EOS], or an imported T5's decoder_start_token_id and eos_token_id (``extra.json``'s ``seq2seq``)."""
-    from glassformer.train.inputs import encode_input, seq2seq_tokens
-
-    src = encode_input(checkpoint, prompt, what="--prompt", source=True)  # [1, src_pos]
-    if task is not None and getattr(task, "sep", ""):
-        return src, checkpoint.tokenizer.encode(task.sep), stops
-    tokens = seq2seq_tokens(checkpoint)
-    if tokens is None:
-        raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
-    return src, [int(tokens["decoder_start_token_id"])], [int(tokens["eos_token_id"])]
 
 
 def _check_prompt_fits(n_tokens: int, config: ModelConfig, task) -> None:

@@ -102,6 +102,18 @@ def decoder_input(tokens: dict, values: list[int]) -> list[int]:
     return values if values[:1] == [start] else [start, *values]
 
 
+def seq2seq_prompt(checkpoint, task, prompt: str, stops):
+    """What an encoder-decoder decodes from: (source ids [1, src_pos], decoder start ids, stop ids). A pairs task's
+    separator and [EOS] (``stops``), or an imported T5's decoder_start_token_id and eos_token_id (``seq2seq_tokens``)."""
+    src = encode_input(checkpoint, prompt, what="--prompt", source=True)  # [1, src_pos]
+    if task is not None and getattr(task, "sep", ""):
+        return src, checkpoint.tokenizer.encode(task.sep), stops
+    tokens = seq2seq_tokens(checkpoint)
+    if tokens is None:
+        raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
+    return src, [int(tokens["decoder_start_token_id"])], [int(tokens["eos_token_id"])]
+
+
 def parse_ids(text: str, what: str) -> list[int]:
     """Token ids written as '3,1,4' or '3 1 4'."""
     parts = [s for s in re.split(r"[,\s]+", text.strip()) if s]
