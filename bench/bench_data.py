@@ -8,8 +8,8 @@ For each file size (default 1 GiB, and a 16 MiB control), the script
 3. runs ``glassformer train --text DIR`` for a few steps in its own process (the token file memory-mapped: a batch
    reads only the windows it draws);
 
-and records each process's wall time and peak resident set size (``ru_maxrss`` of that child, from ``os.wait4``).
-If the file were read whole, peak RSS would grow with its size (1 GiB of text is 4 GiB as Python's UTF-32 str);
+and records each process's wall time and peak memory, split into private memory and mapped file pages. If the
+file were read whole, private memory would grow with its size (1 GiB of text is 4 GiB as Python's UTF-32 str);
 it should be the same for 16 MiB and 1 GiB. The files are deleted afterwards.
 
     python bench/bench_data.py              # 1 GiB and 16 MiB (minutes: prepare reads 1 GiB twice)
@@ -54,18 +54,46 @@ def write_text(path: Path, size: int, seed: int = 0) -> int:
     return written
 
 
+def _status_kb(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon (private memory) and RssFile (mapped file pages) of a running process, in kB."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:  # it has just exited
+        return {}
+    fields = (line.split(":", 1) for line in lines if line.startswith(("VmRSS:", "RssAnon:", "RssFile:")))
+    return {key: int(value.split()[0]) for key, value in fields}
+
+
 def measured(argv: list[str]) -> dict:
-    """Run ``python -m glassformer ARGV`` as a child process: its wall time and peak RSS (its own ru_maxrss)."""
+    """Run ``python -m glassformer ARGV`` as a child process: its wall time, its peak RSS and the
+    peaks of its private memory (RssAnon) and of its mapped file pages (RssFile: libraries, and the token file's
+    pages while they sit in the page cache, which the kernel may drop at any time), sampled every 20 ms."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "glassformer", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(child.pid, 0)
+    peaks: dict[str, int] = {}
+    while child.poll() is None:  # (its output is a few lines: the pipe never fills)
+        for key, kb in _status_kb(child.pid).items():
+            peaks[key] = max(peaks.get(key, 0), kb)
+        time.sleep(0.02)
     seconds = time.perf_counter() - start
     output = child.stdout.read().decode(errors="replace")
-    child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"glassformer {' '.join(argv)} failed ({child.returncode}):\n{output}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "output": output.strip().splitlines()[-2:]}
+    return {"seconds": seconds, "peak_rss_mb": peaks.get("VmRSS", 0) / 1024, "peak_anon_mb": peaks.get("RssAnon", 0) / 1024,
+            "peak_file_mb": peaks.get("RssFile", 0) / 1024, "output": output.strip().splitlines()[-2:]}
+
+
+def drop_from_page_cache(path: Path) -> None:
+    """Evict this one file's clean pages from the page cache (POSIX_FADV_DONTNEED), so training reads it cold, as it
+    would a corpus written long before; other files are not touched."""
+    if hasattr(os, "posix_fadvise"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def one_size(size: int, steps: int, work: Path) -> dict:
@@ -73,12 +101,17 @@ def one_size(size: int, steps: int, work: Path) -> dict:
     write_text(text, size)
     prep = measured(["prepare", str(text), "--tokenizer", "char", "--out", str(prepared), "--quiet"])
     tokens_bytes = (prepared / "tokens.bin").stat().st_size
+    drop_from_page_cache(prepared / "tokens.bin")
     train = measured(["train", "--text", str(prepared), "--steps", str(steps), "--block-size", "64", "--batch-size", "16",
                       "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--eval-every", "0", "--eval-batches", "2",
                       "--quiet", "--out", str(run)])
     for path in (text, prepared, run):  # the gigabytes go at once
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return {"file_mib": size / MiB, "tokens_bin_mib": tokens_bytes / MiB, "prepare": prep, "train": train, "steps": steps}
+
+
+def memory(step: dict) -> str:
+    return f"{step['peak_rss_mb']:.0f} MB ({step['peak_anon_mb']:.0f} / {step['peak_file_mb']:.0f})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,17 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         for mib in sizes:
             result = one_size(mib * MiB, args.steps, Path(tmp))
             rows.append(result)
-            print(f"{mib} MiB: prepare {result['prepare']['seconds']:.0f} s, peak RSS {result['prepare']['peak_rss_mb']:.0f} MB; "
-                  f"train {result['steps']} steps {result['train']['seconds']:.0f} s, peak RSS {result['train']['peak_rss_mb']:.0f} MB")
+            print(f"{mib} MiB: prepare {result['prepare']['seconds']:.0f} s, {memory(result['prepare'])}; "
+                  f"train {result['steps']} steps {result['train']['seconds']:.0f} s, {memory(result['train'])}")
     table = markdown_table(
-        ["text file", "tokens.bin", "prepare: time", "prepare: peak RSS", f"train ({args.steps} steps): time", "train: peak RSS"],
-        [[f"{r['file_mib']:,.0f} MiB", f"{r['tokens_bin_mib']:,.0f} MiB", f"{r['prepare']['seconds']:.0f} s", f"{r['prepare']['peak_rss_mb']:.0f} MB",
-          f"{r['train']['seconds']:.0f} s", f"{r['train']['peak_rss_mb']:.0f} MB"] for r in rows],
+        ["text file", "tokens.bin", "prepare: time", "prepare: peak RSS (private / mapped files)", f"train ({args.steps} steps): time",
+         "train: peak RSS (private / mapped files)"],
+        [[f"{r['file_mib']:,.0f} MiB", f"{r['tokens_bin_mib']:,.0f} MiB", f"{r['prepare']['seconds']:.0f} s", memory(r["prepare"]),
+          f"{r['train']['seconds']:.0f} s", memory(r["train"])] for r in rows],
     )
     md = (f"# Streaming a large text file: `glassformer prepare` + training, peak RSS\n\n{table}\n\n"
-          "Each step is its own process (`python -m glassformer ...`, one torch thread); peak RSS is that process's "
-          "`ru_maxrss` (so it includes Python and PyTorch themselves, about 250-400 MB). A character tokenizer; the "
-          "model is 2 layers, d_model 64, batch 16 x 64. The files were written to /tmp and deleted afterwards.\n\n"
+          "Each step is its own process (`python -m glassformer ...`, one torch thread), its memory sampled every 20 ms "
+          "from /proc: peak resident set, of it private memory (RssAnon: Python, PyTorch, the model, a 4 MiB piece of "
+          "text being tokenized) and mapped file pages (RssFile: shared libraries, and the token file's pages while the "
+          "page cache holds them; the kernel drops those under memory pressure). The token file is evicted from the page "
+          "cache before training, as a corpus prepared long before would be. A character tokenizer; the model is 2 "
+          "layers, d_model 64, batch 16 x 64. The files were written to /tmp and deleted afterwards.\n\n"
           f"Machine: {machine.get('cpu')}, load {machine.get('load_average_1m') or 0:.1f} at the start (times are not comparable "
           "across loads; the RSS is the point).\n")
     save_results("data", {"machine": machine, "rows": rows, "steps": args.steps}, md, args.results_dir)
