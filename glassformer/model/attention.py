@@ -312,7 +312,8 @@ class Attention(nn.Module):
     def scores_tex(self, head: int) -> str:
         """scores_h = scale q k^T (+ the positional bias), masked outside :meth:`allowed_tex`."""
         scale = r"\frac{1}{\sqrt{d_{\mathrm{head}}}}" if abs(self.scale * self.d_head**0.5 - 1) < 1e-12 else f"{self.scale:.4g}"
-        eq = rf"\mathrm{{scores}} = {scale}\, q k^\top" if self.softcap is None else rf"\mathrm{{scores}} = {self.softcap:g} \tanh({scale}\, q k^\top / {self.softcap:g})" + getattr(self.score_bias, "score_term", "").replace("_h", f"_{{{head}}}")
+        qk = rf"{scale}\, q k^\top" if self.softcap is None else rf"{self.softcap:g} \tanh({scale}\, q k^\top / {self.softcap:g})"
+        eq = rf"\mathrm{{scores}} = {qk}" + getattr(self.score_bias, "score_term", "").replace("_h", f"_{{{head}}}")
         allowed = self.allowed_tex()
         return eq + (rf" \quad (-\infty \text{{ unless }} {allowed})" if allowed else "")
 
