@@ -107,7 +107,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         inputs = read_image(args.input, model)
     else:  # encoded as every command encodes it (a compiled program: BOS first)
         inputs = encode_input(checkpoint, args.input)[0].tolist()
-    src = encode_input(checkpoint, args.src, what="--src")[0].tolist() if args.src is not None else None
+    src = encode_input(checkpoint, args.src, what="--src", source=True)[0].tolist() if args.src is not None else None
     doc = trace(model, inputs, src=src, tokenizer=tokenizer, max_rows=args.max_rows, max_cols=args.max_cols,
                 residual_labels=residual_labels(checkpoint))
     if args.out:

@@ -304,6 +304,10 @@ class _Column:
             self.y = self.norm_box(norm_name, norm, "branch")
         self.arrow(self.resid() if not pre or not has_norm else "")
         body()
+        post = getattr(block, norm_name.rsplit(".", 1)[-1] + "_post", None)  # Gemma 2 / 3: the sublayer's output normed too
+        if post is not None:
+            self.arrow("")
+            self.y = self.norm_box(norm_name + "_post", post, "branch")
         self.arrow(self.resid(), GAP * 0.8)
         add = self.y + 9
         d.plus(self.cx, add)

@@ -10,6 +10,9 @@ This is the whole model, written so that each function is one line of the guide 
     attn_out   = sum_h z_h W_O[h] + b_O                              combine_heads
     mlp_out    = act(x W_in + b_in) W_out + b_out                    mlp
     Pre-LN:  x + Sublayer(Norm(x))       Post-LN:  Norm(x + Sublayer(x))
+    Parallel (GPT-J, GPT-NeoX):  x + Attn(Norm1(x)) + MLP(Norm2(x))
+    Gemma 2 / 3: sandwich norms x + Norm_post(Sublayer(Norm(x))), soft_cap c tanh(s / c) on scores and logits,
+                 every k-th layer global among sliding-window ones (each block reads its ``layer_config``)
     logits     = Norm_final(resid_L) W_U + b_U                       unembed
 
 and every variant the model offers (``reference_variants``: T5 bias, sliding / sparse / linear / Linformer
@@ -122,6 +125,12 @@ def alibi_bias(n_heads: int, q_positions: np.ndarray, k_positions: np.ndarray) -
 def attention_scores(q: np.ndarray, k: np.ndarray, scale: float) -> np.ndarray:
     """scores[h] = scale * q_h k_h^T:  [q_pos, d_head] @ [d_head, k_pos] -> [batch, heads, q_pos, k_pos]"""
     return np.einsum("bqhe,bkhe->bhqk", q, k) * scale
+
+
+def soft_cap(x: np.ndarray, cap: float | None) -> np.ndarray:
+    """c tanh(x / c): every value squashed into (-c, c), nearly unchanged where |x| << c (Gemma 2's soft-capping
+    of attention scores and of the logits); x itself when there is no cap."""
+    return x if cap is None else cap * np.tanh(x / cap)
 
 
 def allowed_keys(q_positions: np.ndarray, k_positions: np.ndarray, causal: bool, key_padding: np.ndarray | None) -> np.ndarray:
@@ -273,7 +282,7 @@ class _Stack:
 
     def softmax_pattern(self, name, q, k, v, positions, k_positions, key_padding, causal, cross):
         """softmax(scale q k^T + bias) over the keys the pattern allows: full, sliding window or sparse."""
-        scores = attention_scores(q, k, self.cfg.scale)  # [batch, heads, q_pos, k_pos]
+        scores = soft_cap(attention_scores(q, k, self.cfg.scale), self.cfg.attn_softcap)  # [batch, heads, q_pos, k_pos]
         if not cross:
             scores = scores + self.score_bias(name, positions, k_positions, causal)
         if cross or self.cfg.attention == "full":  # a query left with no key (pure padding) attends to all
@@ -315,8 +324,18 @@ class _Stack:
         return linear(post, self.get(f"{name}.W_out"), self.get(f"{name}.b_out"))  # [batch, pos, d_model]
 
     def block(self, i: int, x, positions, key_padding, causal, memory=None, memory_padding=None) -> np.ndarray:
-        """One layer: self-attention, [cross-attention], MLP, each in its residual rule."""
+        """One layer, built from its own config (``layer_config``: Gemma 2 / 3's global layers among sliding ones)."""
+        stack_config, self.cfg = self.cfg, self.cfg.layer_config(i)
+        try:
+            return self.layer(i, x, positions, key_padding, causal, memory, memory_padding)
+        finally:
+            self.cfg = stack_config
+
+    def layer(self, i: int, x, positions, key_padding, causal, memory=None, memory_padding=None) -> np.ndarray:
+        """One layer: self-attention, [cross-attention], MLP, each in its residual rule; with sandwich norms
+        (Gemma 2 / 3) each sublayer's output is normalised too: x + Norm_post(Sublayer(Norm(x)))."""
         b = f"blocks.{i}"
+        post = (lambda name, out: self.norm(name, out)) if self.cfg.sandwich_norm else (lambda name, out: out)
         x = self.rec(f"{b}.resid_pre", x)
 
         def attn(h):
@@ -324,8 +343,12 @@ class _Stack:
             out = self.attention(f"{b}.attn", h, None, positions, key_padding, causal, prefix)
             if self.segment is not None:  # mem_l <- the last M rows of [mem_l ; h]
                 self.segment[i] = (h if prefix is None else np.concatenate([prefix, h], axis=1))[:, -self.cfg.memory_len :]
-            return self.rec(f"{b}.attn_out", out)
+            return self.rec(f"{b}.attn_out", post(f"{b}.ln1_post", out))
 
+        if self.cfg.parallel_residual:  # GPT-J / GPT-NeoX: both sublayers read x;  x + Attn(Norm1(x)) + MLP(Norm2(x))
+            attn_out = attn(self.norm(f"{b}.ln1", x))
+            mlp_out = self.rec(f"{b}.mlp_out", self.mlp(f"{b}.mlp", self.norm(f"{b}.ln2", x)))
+            return self.rec(f"{b}.resid_post", self.rec(f"{b}.resid_mid", x + attn_out) + mlp_out)
         x = self.rec(f"{b}.resid_mid", self.residual(x, f"{b}.ln1", attn))
         if memory is not None:
             cross = lambda h: self.rec(
@@ -333,7 +356,7 @@ class _Stack:
             )
             x = self.rec(f"{b}.resid_mid_cross", self.residual(x, f"{b}.ln_cross", cross))
         if not self.cfg.attn_only:
-            x = self.residual(x, f"{b}.ln2", lambda h: self.rec(f"{b}.mlp_out", self.mlp(f"{b}.mlp", h)))
+            x = self.residual(x, f"{b}.ln2", lambda h: self.rec(f"{b}.mlp_out", post(f"{b}.ln2_post", self.mlp(f"{b}.mlp", h))))
         return self.rec(f"{b}.resid_post", x)
 
     def embed(self, inputs: np.ndarray) -> np.ndarray:
@@ -389,9 +412,6 @@ def forward(
     segment's values, as ``run_with_cache`` does).
     """
     record = record or (lambda name, value: None)
-    if config.parallel_residual:  # GPT-NeoX's parallel block is not written out here yet
-        raise InputError("the NumPy reference writes out the sequential block; parallel_residual=True (GPT-NeoX / "
-                         "Pythia) is not covered yet")
     tokens = _as_images(tokens, config) if config.input == "patches" else _as_tokens(tokens, "tokens", config)
     pad = None if attention_mask is None else np.asarray(attention_mask)
     memory = None
@@ -421,7 +441,7 @@ def forward(
         pre = stack.rec("unembed_transform.pre", linear(x, params["unembed_transform.W_T"], params.get("unembed_transform.b_T")))
         x = stack.rec("unembed_transform", stack.norm("unembed_transform.ln", ACTIVATIONS[config.act](pre)))
     W_U = params["embed.W_E"].T if config.tie_embeddings else params["unembed.W_U"]
-    logits = unembed(x, W_U, params.get("unembed.b_U"))  # [batch, pos, d_vocab_out]
+    logits = soft_cap(unembed(x, W_U, params.get("unembed.b_U")), config.logit_softcap)  # [batch, pos, d_vocab_out]
     record("logits", logits)
     return logits
 

@@ -133,6 +133,8 @@ class _Builder:
     def block(self, p: str, i: int) -> Section:
         block = self.stack(p).blocks[i]
         b = f"{p}blocks.{i}"
+        if block.parallel:
+            return self.parallel_block(p, i, block)
         equation, rule, where = RESIDUAL_EQUATIONS[block.residual]
         normed = not isinstance(block.ln1, NoNorm)
         intro = f"{rule}: ${equation}$ for every sublayer." if normed else "No normalisation: x ← x + Sublayer(x)."
@@ -149,6 +151,28 @@ class _Builder:
             section.steps += self.sublayer(p, b, block.ln2, "ln2", "mlp_out", resid, "resid_post", pre, lambda: self.mlp(p, f"{b}.mlp", block.mlp))
         return section
 
+    def parallel_block(self, p: str, i: int, block) -> Section:
+        """GPT-J / GPT-NeoX: x <- x + Attn(Norm1(x)) + MLP(Norm2(x)); both sublayers read the block's input."""
+        b, rows, d = f"{p}blocks.{i}", self.labels[p], self.d_model
+        section = Section(f"Block {i}", r"Parallel residual (GPT-J, GPT-NeoX / Pythia): $x \leftarrow x + \mathrm{Attn}(\mathrm{Norm}_1(x))"
+                          r" + \mathrm{MLP}(\mathrm{Norm}_2(x))$: the attention and the MLP both read the block's input x, "
+                          "and both outputs are added to it at once.")
+        x = f"{b}.resid_pre"
+        section.steps.append(self.norm_step("Norm before the attention (ln1)", f"{b}.ln1", block.ln1, self.resid("input: residual stream x", x, rows=rows), rows))
+        section.steps += attention_steps(self, f"{b}.attn", block.attn, cross=False)
+        section.steps.append(self.norm_step("Norm before the MLP (ln2), of the same x", f"{b}.ln2", block.ln2,
+                                            self.resid("input: residual stream x (not x + attn_out)", x, rows=rows), rows))
+        section.steps += self.mlp(p, f"{b}.mlp", block.mlp)
+        section.steps.append(Step(
+            "Residual addition of both sublayers",
+            [r"\mathrm{resid\_mid} = \mathrm{resid\_pre} + \mathrm{attn\_out}",
+             r"\mathrm{resid\_post} = \mathrm{resid\_mid} + \mathrm{mlp\_out} = x + \mathrm{attn\_out} + \mathrm{mlp\_out}"],
+            [f"{dims(pos=len(rows), d_model=d)} + {dims(pos=len(rows), d_model=d)} + {dims(pos=len(rows), d_model=d)}"],
+            "Both outputs are added to the stream the block read; resid_mid (the hook point) is the partial sum with the attention only.",
+            [self.resid("resid_mid", f"{b}.resid_mid", rows=rows), self.resid("resid_post", f"{b}.resid_post", rows=rows)],
+        ))
+        return section
+
     def sublayer(self, p, b, norm, norm_name, out, resid_in, resid_out, pre: bool, body) -> list[Step]:
         """Pre-LN: x = x + Sublayer(Norm(x));  Post-LN: x = Norm(x + Sublayer(x))."""
         rows, d = self.labels[p], self.d_model
@@ -159,6 +183,9 @@ class _Builder:
             if normed:
                 steps.append(self.norm_step(f"Norm before the {label} ({norm_name})", f"{b}.{norm_name}", norm, self.resid("input: residual stream", resid_in, rows=rows), rows))
             steps += body()
+            post = getattr(self.model.get_submodule(b), f"{norm_name}_post", None)  # Gemma 2 / 3's sandwich norm
+            if post is not None:
+                steps.append(self.norm_step(f"Norm of the {label}'s output ({norm_name}_post): sandwich norm", f"{b}.{norm_name}_post", post, None, rows))
             steps.append(Step(
                 f"Residual addition after the {label}",
                 [rf"\mathrm{{{_tex(resid_out)}}} = \mathrm{{{_tex(resid_in.rsplit('.', 1)[-1])}}} + \mathrm{{{_tex(out)}}}"],
@@ -193,8 +220,27 @@ class _Builder:
                           tensors=[self.hook("post", f"{m}.post", rows=rows)]))
         out = [self.param("W_out", f"{m}.W_out", cols=self.resid_labels)] + ([self.param("b_out", f"{m}.b_out", cols=self.resid_labels)] if f"{m}.b_out" in self.params else [])
         steps.append(Step("MLP: output", eq[3:], [f"{dims(pos=n, d_mlp=f)} @ {dims(d_mlp=f, d_model=d)} -> {dims(pos=n, d_model=d)}"],
-                          tensors=out + [self.resid("mlp_out", m.rsplit(".", 1)[0] + ".mlp_out", rows=rows)]))
+                          tensors=out + [self.sublayer_output("mlp_out", m.rsplit(".", 1)[0] + ".mlp_out", rows)]))
         return steps
+
+    def sublayer_output(self, caption: str, name: str, rows) -> Shown:
+        """A sublayer's output, the hook ``name`` (``...attn_out`` / ``...mlp_out``); with a sandwich norm (Gemma 2 / 3)
+        that hook holds the normed output, so the output before its norm is shown, computed from the cached z (heads
+        combined by W_O) or post (times W_out), plus the bias."""
+        block = name.rsplit(".", 1)[0]
+        post = getattr(self.model.get_submodule(block), "ln1_post" if name.endswith(".attn_out") else "ln2_post", None)
+        if post is None or name.endswith("cross_attn_out"):
+            return self.resid(caption, name, rows=rows)
+        if name.endswith(".attn_out"):
+            source, z = f"{block}.attn.z", self.cache[f"{block}.attn.z"][0].double().cpu().numpy()  # [pos, heads, d_head]
+            value, bias = np.einsum("qhe,hed->qd", z, self.params[f"{block}.attn.W_O"].astype(np.float64)), f"{block}.attn.b_O"
+            expr = f"{source} @ W_O"
+        else:
+            source, act = f"{block}.mlp.post", self.cache[f"{block}.mlp.post"][0].double().cpu().numpy()  # [pos, d_mlp]
+            value, bias, expr = act @ self.params[f"{block}.mlp.W_out"].astype(np.float64), f"{block}.mlp.b_out", f"{block}.mlp.post @ W_out"
+        if bias in self.params:
+            value, expr = value + self.params[bias], expr + " + b"
+        return Shown(f"{caption} before its sandwich norm", "derived", expr, "[0]", value, rows, self.resid_labels)
 
     def final(self, p: str) -> list[Step]:
         stack, rows = self.stack(p), self.labels[p]
@@ -314,9 +360,6 @@ def trace(model, tokens, *, src=None, tokenizer=None, max_rows: int = 8, max_col
         raise InputError(f"a {cfg.arch!r} model takes no source sequence")
     if max_rows < 2 or max_cols < 2:
         raise InputError("max_rows and max_cols must be at least 2")
-    if cfg.parallel_residual:
-        raise InputError("explain writes out the sequential block; parallel_residual=True (GPT-NeoX / Pythia: "
-                         "x + Attn(Norm1(x)) + MLP(Norm2(x))) is not traced yet")
     if residual_labels is not None and len(residual_labels) != cfg.d_model:
         raise InputError(f"residual_labels has {len(residual_labels)} names but the model has d_model = {cfg.d_model}")
     was_training = model.training

@@ -95,7 +95,7 @@ def attention_steps(b, a: str, attn, cross: bool) -> list:
     tensors = [b.param(f"W_O[{h}]", f"{a}.W_O", (h,), cols=b.resid_labels) for h in range(attn.n_heads)]
     if f"{a}.b_O" in b.params:
         tensors.append(b.param("b_O", f"{a}.b_O", cols=b.resid_labels))
-    tensors.append(b.hook(out.rsplit(".", 1)[-1], out, rows=q_rows, cols=b.resid_labels))
+    tensors.append(b.sublayer_output(out.rsplit(".", 1)[-1], out, q_rows))
     steps.append(Step(
         f"{_title(a)}: heads combined by W_O",
         [r"\mathrm{out} = \sum_{h} z_h W_O^{h} + b_O \quad (= \mathrm{Concat}(z_0, \ldots) W_O)"],

@@ -39,6 +39,7 @@ class Subject:
     out_labels: list[str] = field(default_factory=list)  # one per output logit (d_vocab_out)
     example: str = ""  # the input the page starts with
     task: dict | None = None  # the training task's spec {"name", "options"} (what the decompiler reads)
+    seq2seq: dict | None = None  # an imported T5's decoder start / end ids: its decoder input gets the start token
     _in_labels: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -79,6 +80,10 @@ class Subject:
             if not text:
                 raise InputError(f"{what} is empty: type some text")
             ids = [int(i) for i in self.tokenizer.encode(text)]
+            if self.seq2seq is not None and what == "input":  # the decoder's input, as Hugging Face builds it
+                from glassformer.train.inputs import decoder_input
+
+                ids = decoder_input(self.seq2seq, ids)
         else:
             parts = [s for s in re.split(r"[,\s]+", text.strip()) if s]
             if not parts:
@@ -199,7 +204,9 @@ def load_subject(path: str | Path, *, seed: int = 0, device: str | None = "cpu")
         return Subject(name, "compiled", compiled.model, compiled.tokenizer(), compiled)
     kind = "imported" if isinstance(ckpt.extra, dict) and ckpt.extra.get("imported_from") else "trained"
     task = ckpt.task if isinstance(ckpt.task, dict) and "name" in ckpt.task else None
-    return Subject(name, kind, ckpt.model.eval(), ckpt.tokenizer, example=_task_example(ckpt), task=task)
+    from glassformer.train.inputs import seq2seq_tokens
+
+    return Subject(name, kind, ckpt.model.eval(), ckpt.tokenizer, example=_task_example(ckpt), task=task, seq2seq=seq2seq_tokens(ckpt))
 
 
 def _task_example(ckpt) -> str:

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "import", help="turn a local Hugging Face model folder into a glassformer checkpoint",
         description="Convert a Hugging Face model folder (config.json + *.safetensors; GPT-2, Llama, Mistral, Qwen2, BERT, "
-        "GPT-NeoX/Pythia) and its tokenizer into a glassformer checkpoint that sample, inspect, explain and diagram read.",
+        "GPT-NeoX/Pythia, OPT, Gemma, T5) and its tokenizer into a glassformer checkpoint that sample, inspect, explain and diagram read.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by save_pretrained (config.json, *.safetensors, tokenizer.json)")
     p.add_argument("--out", required=True, help="the checkpoint folder to write")
@@ -60,6 +60,10 @@ def import_folder(model_dir: str | Path, out: str | Path, tokenizer: bool = True
         raise CheckpointError(f"{model_dir}: the tokenizer has {tok.vocab_size} tokens but the model only {model.config.d_vocab}")
     source = json.loads((model_dir / "config.json").read_text())
     extra = {"imported_from": str(model_dir.resolve()), "model_type": source.get("model_type")}
+    if model.config.arch == "encoder-decoder":  # where decoding starts and ends (sample, inspect, explain read it)
+        from glassformer.interop.t5 import special_tokens
+
+        extra["seq2seq"] = special_tokens(source)
     return save_checkpoint(out, model, tokenizer=tok, extra=extra)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from glassformer.errors import CheckpointError, ConfigError
-from glassformer.interop import bert, gemma, gpt2, llama, neox, opt
+from glassformer.interop import bert, gemma, gpt2, llama, neox, opt, t5
 from glassformer.interop.source import HFSource, read_source
 from glassformer.model import ModelConfig, Transformer
 
@@ -33,6 +33,9 @@ CONVERTERS: dict[str, Converter] = {
     "gpt_neox": neox.convert,
     "opt": opt.convert,
     "gemma": gemma.convert,
+    "gemma2": gemma.convert_gemma2,
+    "gemma3_text": gemma.convert_gemma2,
+    "t5": t5.convert,
 }
 
 

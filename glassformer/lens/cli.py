@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     inputs: object = encode_input(checkpoint, args.input, args.tokens)  # as sample encodes it (a compiled program: BOS first)
     if model.encoder is not None:
-        inputs = {"tokens": inputs, "src": encode_input(checkpoint, args.src, args.src_tokens, what="--src", ids_flag="--src-tokens")}
+        inputs = {"tokens": inputs, "src": encode_input(checkpoint, args.src, args.src_tokens, what="--src", ids_flag="--src-tokens", source=True)}
     elif args.src or args.src_tokens:
         raise InputError(f"--src is only for encoder-decoder models; this one is {model.config.arch!r}")
     answer = None

@@ -92,6 +92,7 @@ class Attention(nn.Module):
         h, kv, d, e = config.n_heads, config.n_kv_heads, config.d_model, config.d_head
         self.n_heads, self.n_kv_heads, self.d_head = h, kv, e
         self.causal, self.cross, self.scale = causal, cross, config.scale
+        self.softcap = config.attn_softcap  # Gemma 2: scores = c tanh(scale q k^T / c), before bias and mask
         self.W_Q = weight(config, h, d, e)
         self.W_K = weight(config, kv, d, e)
         self.W_V = weight(config, kv, d, e)
@@ -268,15 +269,21 @@ class Attention(nn.Module):
         mask = attention_mask(positions, torch.arange(k.shape[1], device=q.device), False, key_padding)
         return self.softmax_attention(q, self.expand_kv(k), self.expand_kv(v), None, mask, plain_causal=False)
 
+    def cap(self, scores: torch.Tensor) -> torch.Tensor:
+        """Attention logit soft-capping (Gemma 2): c tanh(scores / c), which keeps every score in (-c, c); the
+        identity without ``attn_softcap``."""
+        return scores if self.softcap is None else self.softcap * torch.tanh(scores / self.softcap)
+
     def softmax_attention(self, q, k, v, bias, mask, plain_causal: bool) -> torch.Tensor:
-        """softmax(scale q k^T + bias, masked) v, explicitly when a hook watches scores/pattern, else fused."""
-        if self.scores.active or self.pattern.active:
+        """softmax(scale q k^T + bias, masked) v, explicitly when a hook watches scores/pattern (or the scores are
+        soft-capped, which the fused kernel cannot do), else fused."""
+        if self.scores.active or self.pattern.active or self.softcap is not None:
             return self._explicit(q, k, v, bias, mask)
         return self._fused(q, k, v, bias, mask, plain_causal)
 
     def _explicit(self, q, k, v, bias, mask) -> torch.Tensor:
         """The equations one by one, with hooks on scores and pattern."""
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale  # [batch, heads, q_pos, k_pos]
+        scores = self.cap(torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale)  # [batch, heads, q_pos, k_pos]
         if bias is not None:
             scores = scores + bias
         if mask is not None:
@@ -315,7 +322,8 @@ class Attention(nn.Module):
     def scores_tex(self, head: int) -> str:
         """scores_h = scale q k^T (+ the positional bias), masked outside :meth:`allowed_tex`."""
         scale = r"\frac{1}{\sqrt{d_{\mathrm{head}}}}" if abs(self.scale * self.d_head**0.5 - 1) < 1e-12 else f"{self.scale:.4g}"
-        eq = rf"\mathrm{{scores}} = {scale}\, q k^\top" + getattr(self.score_bias, "score_term", "").replace("_h", f"_{{{head}}}")
+        qk = rf"{scale}\, q k^\top" if self.softcap is None else rf"{self.softcap:g} \tanh({scale}\, q k^\top / {self.softcap:g})"
+        eq = rf"\mathrm{{scores}} = {qk}" + getattr(self.score_bias, "score_term", "").replace("_h", f"_{{{head}}}")
         allowed = self.allowed_tex()
         return eq + (rf" \quad (-\infty \text{{ unless }} {allowed})" if allowed else "")
 

@@ -5,6 +5,8 @@ each wrapped in a residual connection with a norm placed as the config says.
     Post-LN (norm_position="post"):  x = Norm(x + Sublayer(x))      (the paper's Figure 1)
     Parallel (parallel_residual):    x = x + Attn(Norm1(x)) + MLP(Norm2(x))   (GPT-J, GPT-NeoX / Pythia: both
                                      sublayers read the block's input; resid_mid = x + Attn(Norm1(x)) for hooks)
+    Sandwich (sandwich_norm):        x = x + Norm_post(Sublayer(Norm(x)))     (Gemma 2 / 3: ``ln1_post``, ``ln2_post``;
+                                     attn_out and mlp_out are the normed outputs, what the stream adds)
 
 The self-attention is the pattern ``config.attention`` asks for (``patterns/``). With a Transformer-XL
 memory (``segment_memory.py``) the self-attention also reads the memory's states as extra keys/values,
@@ -66,6 +68,9 @@ class Block(nn.Module):
             self.mlp_out = HookPoint()
         self.resid_post = HookPoint()
         self.parallel = config.parallel_residual
+        post = config.sandwich_norm  # Gemma 2: a norm on each sublayer's output too
+        self.ln1_post = make_norm(config) if post else None
+        self.ln2_post = make_norm(config) if post and self.mlp is not None else None
 
     def forward(
         self,
@@ -86,7 +91,7 @@ class Block(nn.Module):
             out = self.attn(h, positions=positions, key_padding=attention_mask, cache=cache, prefix=prefix)
             if segment is not None:
                 segment.update(h)
-            return self.attn_out(self.drop(out))
+            return self.attn_out(self.drop(out if self.ln1_post is None else self.ln1_post(out)))
 
         if self.parallel:  # both sublayers read the block's input x
             mlp_out = self.mlp_out(self.drop(self.mlp(self.ln2(x))))  # [batch, pos, d_model]
@@ -100,5 +105,8 @@ class Block(nn.Module):
 
             x = self.resid_mid_cross(self.residual(x, self.ln_cross, cross_attention))
         if self.mlp is not None:
-            x = self.residual(x, self.ln2, lambda h: self.mlp_out(self.drop(self.mlp(h))))
+            x = self.residual(x, self.ln2, lambda h: self.mlp_out(self.drop(self._mlp_post(self.mlp(h)))))
         return self.resid_post(x)  # [batch, pos, d_model]
+
+    def _mlp_post(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.ln2_post is None else self.ln2_post(out)  # [batch, pos, d_model]

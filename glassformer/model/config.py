@@ -82,6 +82,12 @@ class ModelConfig:
     image_size: int | None = None  # input="patches": images are image_size x image_size pixels
     patch_size: int | None = None  # input="patches": cut into patch_size x patch_size patches
     n_channels: int = 1  # input="patches": colour channels
+    # -- Gemma 2 / 3 (docs/interop.md) --
+    attn_softcap: float | None = None  # scores = c tanh(scores / c) before the mask: attention logit soft-capping
+    logit_softcap: float | None = None  # logits = c tanh(logits / c): final logit soft-capping
+    sandwich_norm: bool = False  # x + Norm_post(Sublayer(Norm(x))): a second norm on each sublayer's output
+    global_every: int | None = None  # attention="sliding": layers global_every-1, 2*global_every-1, ... see every key
+    rope_local_base: float | None = None  # global_every: the sliding layers' RoPE base (rope_base: the global layers')
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -137,13 +143,14 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.unembed_transform needs a plain (not gated) act, got act = {self.act!r}")
         if self.qk_norm and self.norm == "none":
             raise ConfigError("ModelConfig.qk_norm needs norm = 'layernorm' or 'rmsnorm' (QK-norm uses the same norm type)")
-        for name in ("attn_scale", "norm_eps", "rope_base", "init_std"):
+        for name in ("attn_scale", "norm_eps", "rope_base", "init_std", "attn_softcap", "logit_softcap", "rope_local_base"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"ModelConfig.{name} = {value!r} must be a positive, finite number")
         if self.parallel_residual and (self.norm_position != "pre" or self.attn_only or self.arch == "encoder-decoder"):
             raise ConfigError("ModelConfig.parallel_residual needs norm_position='pre', an MLP (attn_only=False) and no cross-attention")
         _check_variants(self)
+        _check_gemma(self)
 
     # -- derived -------------------------------------------------------------------------------------
 
@@ -180,6 +187,17 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
         return cls(**data)
+
+    def layer_config(self, layer: int) -> ModelConfig:
+        """The config block ``layer`` of a stack is built from: itself, except with ``global_every`` (Gemma 2 / 3's
+        alternating layers), where block l is global (attention="full") when (l + 1) % global_every == 0 and
+        sliding-window otherwise, its RoPE base ``rope_local_base`` where that is set."""
+        if self.global_every is None:
+            return self
+        plain = {"global_every": None, "rope_local_base": None}
+        if (layer + 1) % self.global_every == 0:
+            return self.replace(attention="full", window=None, **plain)
+        return self.replace(rope_base=self.rope_local_base or self.rope_base, **plain)
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (derived fields are re-derived unless given)."""
@@ -290,6 +308,18 @@ def _check_variants(c: ModelConfig) -> None:
             )
     elif c.image_size is not None or c.patch_size is not None:
         raise ConfigError("ModelConfig.image_size / patch_size are only used with input='patches'")
+
+
+def _check_gemma(c: ModelConfig) -> None:
+    """Gemma 2 / 3's fields: sandwich norms need pre-norm blocks with a norm; alternating layers need sliding attention."""
+    if c.sandwich_norm and (c.norm_position != "pre" or c.norm == "none" or c.parallel_residual):
+        raise ConfigError("ModelConfig.sandwich_norm needs norm_position='pre', a norm (not 'none') and no parallel_residual")
+    if c.global_every is not None:
+        _require_positive_int("global_every", c.global_every)
+        if c.attention != "sliding":
+            raise ConfigError(f"ModelConfig.global_every alternates sliding-window and global layers: it needs attention='sliding', not {c.attention!r}")
+    if c.rope_local_base is not None and (c.global_every is None or c.positional != "rope"):
+        raise ConfigError("ModelConfig.rope_local_base is the sliding layers' RoPE base: it needs positional='rope' and global_every")
 
 
 _TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}

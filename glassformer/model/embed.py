@@ -107,10 +107,13 @@ def make_positional(config: ModelConfig) -> nn.Module | None:
 
 
 class Unembed(nn.Module):
-    """logits = x W_U + b_U: read each position's residual vector out as scores over the vocabulary."""
+    """logits = x W_U + b_U: read each position's residual vector out as scores over the vocabulary.
+    With ``softcap`` c (Gemma 2's final logit soft-capping): logits = c tanh((x W_U + b_U) / c), in (-c, c)."""
 
-    def __init__(self, d_model: int, d_vocab_out: int, bias: bool, tied_to: Embed | None = None, init_std: float = 0.02):
+    def __init__(self, d_model: int, d_vocab_out: int, bias: bool, tied_to: Embed | None = None, init_std: float = 0.02,
+                 softcap: float | None = None):
         super().__init__()
+        self.softcap = softcap
         # Tied: W_U is W_E^T, read from the embedding at call time (one parameter, two uses).
         self._tied_to = [tied_to] if tied_to is not None else None  # a list hides it from the module tree
         self.W_U = None if tied_to is not None else normal(d_model, d_vocab_out, std=init_std)
@@ -122,16 +125,19 @@ class Unembed(nn.Module):
         return self._tied_to[0].W_E.T if self._tied_to is not None else self.W_U
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.T, self.b_U)  # [batch, pos, d_vocab_out]: one op, one logits buffer
+        logits = F.linear(x, self.weight.T, self.b_U)  # [batch, pos, d_vocab_out]: one op, one logits buffer
+        return logits if self.softcap is None else self.softcap * torch.tanh(logits / self.softcap)
 
     def describe(self) -> Description:
         d_model, d_vocab_out = self.weight.shape
         tied = self._tied_to is not None
         return Description(
             "Unembedding W_U" + (" = W_Eᵀ (tied)" if tied else ""),
-            (r"\mathrm{logits} = x W_U" + (" + b_U" if self.b_U is not None else ""),),
+            (r"\mathrm{logits} = x W_U" + (" + b_U" if self.b_U is not None else ""),
+             *([rf"\mathrm{{logits}} \leftarrow {self.softcap:g} \tanh(\mathrm{{logits}} / {self.softcap:g})"] if self.softcap else [])),
             "The final residual stream read out as scores over the vocabulary."
-            + (" Tied embeddings: W_U = W_E^T (the embedding matrix, transposed)." if tied else ""),
+            + (" Tied embeddings: W_U = W_E^T (the embedding matrix, transposed)." if tied else "")
+            + (f" Soft-capped: c tanh(logits / c) squashes them into (-{self.softcap:g}, {self.softcap:g})." if self.softcap else ""),
             f"[d_model={d_model}, d_vocab_out={d_vocab_out}]",
         )
 

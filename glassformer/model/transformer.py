@@ -40,7 +40,7 @@ class Encoder(nn.Module):
         self.pos_embed = make_positional(config)
         self.ln_embed = make_norm(config) if config.embed_norm else None
         self.drop = make_dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, causal=False) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config.layer_config(i), causal=False) for i in range(config.n_layers))
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,12 +75,13 @@ class Transformer(TokenizerMixin, HookedMixin, nn.Module):
         self.drop = make_dropout(config.dropout)
         n_blocks = config.n_decoder_layers if encoder_decoder else config.n_layers
         self.blocks = nn.ModuleList(
-            Block(config, causal=config.causal, cross_attention=encoder_decoder) for _ in range(n_blocks)
+            Block(config.layer_config(i), causal=config.causal, cross_attention=encoder_decoder) for i in range(n_blocks)
         )
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
         self.unembed_transform = UnembedTransform(config) if config.unembed_transform else None
         self.unembed = None if vision else Unembed(
-            config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None, config.init_std
+            config.d_model, config.d_vocab_out, config.bias, self.embed if config.tie_embeddings else None, config.init_std,
+            softcap=config.logit_softcap,
         )
         self.logits = HookPoint()  # [batch, pos, d_vocab_out]
         self.classifier = SequenceClassifier(config) if config.n_classes else None  # every weight is drawn (init.py)

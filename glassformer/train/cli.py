@@ -396,7 +396,7 @@ def _complete(model: Transformer, tokenizer, prompt: str, n_new: int) -> str:
 
 
 def cmd_sample(args) -> int:
-    from glassformer.train.inputs import encode_input
+    from glassformer.train.inputs import encode_input, seq2seq_prompt
 
     if args.num_samples < 1:
         raise InputError(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -420,12 +420,11 @@ def cmd_sample(args) -> int:
     n_new = args.max_new_tokens if args.max_new_tokens is not None else (answer_len or 200)
     greedy = args.greedy or (task is not None and not isinstance(task, TextTask) and args.temperature is None and args.top_k is None and args.top_p is None)
     src = None
-    if config.arch == "encoder-decoder":
-        if task is None or not getattr(task, "sep", ""):
-            raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
-        src, ids = ids, torch.tensor([tokenizer.encode(task.sep)], device=device)  # the prompt is the source
-    generator = torch.Generator(device=device).manual_seed(args.seed)
     stops = getattr(task, "stop_tokens", None)  # a pairs model ends its answer with [EOS]
+    if config.arch == "encoder-decoder":  # the prompt is the source; the decoder starts from the start token
+        src, start, stops = seq2seq_prompt(checkpoint, task, args.prompt, stops)
+        ids = torch.tensor([start], device=device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
     if args.beam:  # deterministic: one search answers every sample
         out = model.beam_search(src, tokens=ids, max_new_tokens=n_new, beam_size=args.beam, use_cache=not args.no_cache, stop_tokens=stops)
         out = out.expand(args.num_samples, -1)
@@ -437,7 +436,8 @@ def cmd_sample(args) -> int:
     for row in out:
         row = row[ids.shape[1]:].tolist()
         completion = tokenizer.decode(row[: row.index(stops[0])] if stops and stops[0] in row else row)
-        print(f"{args.prompt} -> {completion}" if task is not None and not isinstance(task, TextTask) else args.prompt + completion)
+        arrow = src is not None or (task is not None and not isinstance(task, TextTask))  # an answer, not a continuation
+        print(f"{args.prompt} -> {completion}" if arrow else args.prompt + completion)
     return 0
 
 

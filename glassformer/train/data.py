@@ -40,7 +40,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_tokens(path: str | Path, tokenizer: Tokenizer | None = None) -> tuple[np.memmap, Tokenizer]:
+def load_tokens(path: str | Path, tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, Tokenizer]:
     """``(tokens, tokenizer)``: the whole file's token ids as a read-only memory map, building and
     caching it on first use (the file is read in pieces, never whole: :mod:`glassformer.train.stream`).
     With no tokenizer, a CharTokenizer of the file's characters is made (and cached beside the tokens).
@@ -67,7 +67,7 @@ def load_tokens(path: str | Path, tokenizer: Tokenizer | None = None) -> tuple[n
     file = folder / f"tokens-{tokenizer.fingerprint()[:16]}.{dtype.name}"
     if not file.is_file():
         stream.write_tokens(path, tokenizer, file)
-    return np.memmap(file, dtype=dtype, mode="r"), tokenizer
+    return stream.map_tokens(file, dtype), tokenizer
 
 
 class TextTask:

@@ -14,6 +14,9 @@ The rules, in order:
 * a tokenizer: its encoding of the text; an encoder classifier trained on a task with a class token
   reads it at position 0, so it is put in front when the text does not start with it.
 * no tokenizer: the text must be token ids.
+* an imported encoder-decoder (T5; ``extra.json`` holds ``seq2seq``): the decoder's input (not ``source=True``)
+  is what Hugging Face feeds it, the start token (T5: ``<pad>``) then the text's tokens without the ``</s>`` the
+  tokenizer appends (``decoder_input``); the source keeps it.
 
 ``residual_labels(checkpoint)`` names the residual dimensions of a compiled model (``tokens=a``,
 ``indices=3``), for the tools that show the residual stream (inspect, explain, diagram).
@@ -59,7 +62,7 @@ def residual_labels(checkpoint) -> list[str] | None:
 
 
 def encode_input(checkpoint, text: str | None = None, ids: str | None = None, *, what: str = "--input",
-                 ids_flag: str = "--tokens") -> torch.Tensor:
+                 ids_flag: str = "--tokens", source: bool = False) -> torch.Tensor:
     """The ids [1, pos] that ``checkpoint.model`` reads for the user's ``text`` (or literal ``ids``), by the
     rules of the module docstring, on the model's device."""
     if text is not None and ids is not None:
@@ -73,12 +76,42 @@ def encode_input(checkpoint, text: str | None = None, ids: str | None = None, *,
     elif checkpoint.tokenizer is not None:
         values = [int(i) for i in checkpoint.tokenizer.encode(text)]
         values = _with_class_token(checkpoint, text, values)
+        if not source and seq2seq_tokens(checkpoint) is not None:
+            values = decoder_input(seq2seq_tokens(checkpoint), values)
     else:
         values = parse_ids(text, what)
     if not values:
         raise InputError(f"{what} {text if ids is None else ids!r} encodes to no tokens")
     device = next(checkpoint.model.parameters()).device
     return torch.tensor([values], dtype=torch.long, device=device)  # [1, pos]
+
+
+def seq2seq_tokens(checkpoint) -> dict | None:
+    """An imported encoder-decoder's ``{"decoder_start_token_id": ..., "eos_token_id": ...}`` (``extra.json``'s
+    ``seq2seq``, written by ``glassformer import``), or None for every other checkpoint."""
+    extra = getattr(checkpoint, "extra", None)
+    tokens = extra.get("seq2seq") if isinstance(extra, dict) else None
+    return tokens if isinstance(tokens, dict) and {"decoder_start_token_id", "eos_token_id"} <= set(tokens) else None
+
+
+def decoder_input(tokens: dict, values: list[int]) -> list[int]:
+    """The decoder input Hugging Face builds from a target (``_shift_right``): the start token, then the target's
+    tokens; the ``</s>`` a T5 tokenizer appends is the answer's end, not part of the input, so it is dropped."""
+    start, eos = int(tokens["decoder_start_token_id"]), int(tokens["eos_token_id"])
+    values = values[:-1] if values and values[-1] == eos else values
+    return values if values[:1] == [start] else [start, *values]
+
+
+def seq2seq_prompt(checkpoint, task, prompt: str, stops):
+    """What an encoder-decoder decodes from: (source ids [1, src_pos], decoder start ids, stop ids). A pairs task's
+    separator and [EOS] (``stops``), or an imported T5's decoder_start_token_id and eos_token_id (``seq2seq_tokens``)."""
+    src = encode_input(checkpoint, prompt, what="--prompt", source=True)  # [1, src_pos]
+    if task is not None and getattr(task, "sep", ""):
+        return src, checkpoint.tokenizer.encode(task.sep), stops
+    tokens = seq2seq_tokens(checkpoint)
+    if tokens is None:
+        raise InputError(f"{checkpoint.path}: an encoder-decoder needs its task's start token to decode")
+    return src, [int(tokens["decoder_start_token_id"])], [int(tokens["eos_token_id"])]
 
 
 def parse_ids(text: str, what: str) -> list[int]:

@@ -150,7 +150,25 @@ def open_prepared(path: str | Path):
     file = path / TOKENS
     if not file.is_file() or file.stat().st_size != n * dtype.itemsize:
         raise InputError(f"{file} is missing or truncated: expected {n} tokens of {dtype.name}")
-    return np.memmap(file, dtype=dtype, mode="r", shape=(n,)), load_tokenizer(path)
+    return map_tokens(file, dtype), load_tokenizer(path)
 
 
-__all__ = ["CHUNK_BYTES", "check_text_file", "is_prepared", "iter_text_chunks", "open_prepared", "prepare", "scan_chars", "write_tokens"]
+def map_tokens(file: str | Path, dtype) -> np.ndarray:
+    """The token file as a read-only array backed by a memory map: nothing is read until a window is indexed.
+
+    Training reads windows at random places, so the map is marked ``MADV_RANDOM``: without it the kernel reads
+    ahead around every page a window touches (8 MiB per fault on a disk whose read_ahead_kb is 8192), which
+    reads far more of the file than the batches use and keeps it resident in the process (measured:
+    bench/results/core_data.md)."""
+    import mmap
+
+    with open(file, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return np.zeros(0, dtype=dtype)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # stays valid after the file is closed
+    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_RANDOM"):  # Linux, macOS; elsewhere the default read-ahead
+        mapped.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(mapped, dtype=dtype)  # [n_tokens], read-only
+
+
+__all__ = ["CHUNK_BYTES", "check_text_file", "is_prepared", "iter_text_chunks", "map_tokens", "open_prepared", "prepare", "scan_chars", "write_tokens"]

@@ -44,3 +44,43 @@ def test_parallel_residual_is_its_equation():
     torch.testing.assert_close(cache["blocks.0.resid_post"], x + cache["blocks.0.attn_out"] + cache["blocks.0.mlp_out"])
     with pytest.raises(ConfigError, match="parallel_residual needs norm_position='pre'"):
         ModelConfig(parallel_residual=True, norm_position="post")
+
+
+def test_explain_writes_out_an_imported_pythia(tmp_path, capsys):
+    """The parallel block in the NumPy reference equals the imported model at every hook (float64), and the explain
+    trace shows it: both norms read x, one residual step adds both outputs, every number the model's own."""
+    import numpy as np
+
+    from glassformer.cli import main
+    from glassformer.explain import reference as ref
+    from glassformer.explain.trace import trace
+
+    hf = neox(use_parallel_residual=True, rotary_pct=0.5)
+    model = from_hf(hf).double()
+    x = tokens(pos=9)
+    logits, cache = model.run_with_cache(x)
+    recorded = {}
+    ref_logits = ref.forward(ref.params_of(model), model.config, x.numpy(), record=recorded.__setitem__)
+    assert set(recorded) == set(cache), set(recorded) ^ set(cache)
+    for name, value in cache.items():
+        np.testing.assert_allclose(recorded[name], value.numpy(), rtol=1e-9, atol=1e-10, err_msg=name)
+    np.testing.assert_allclose(ref_logits, logits.detach().numpy(), rtol=1e-9, atol=1e-10)
+
+    doc = trace(model, x[0])
+    block = next(s for s in doc.sections if s.title == "Block 1")
+    assert "Parallel residual" in block.intro
+    titles = [step.title for step in block.steps]
+    assert titles[-1] == "Residual addition of both sublayers" and sum("Residual addition" in t for t in titles) == 1
+    ln2 = next(step for step in block.steps if step.title.startswith("Norm before the MLP"))
+    assert ln2.tensors[0].name == "blocks.1.resid_pre"  # the MLP's norm reads the block's input, not resid_mid
+    shown = [t for s in doc.sections for step in s.steps for t in step.tensors if t.source == "hook"]
+    assert {"blocks.1.resid_mid", "blocks.1.mlp_out", "blocks.1.resid_post", "blocks.1.ln2"} <= {t.name for t in shown}
+    for t in shown:  # every number shown is the model's: its index reads "[0, :, 1, :]", "[0, 3:]" or ""
+        parts = t.index.strip("[]").split(", ") if t.index else []
+        index = tuple(slice(None) if p == ":" else slice(int(p[:-1]), None) if p.endswith(":") else int(p) for p in parts)
+        np.testing.assert_allclose(t.values, cache[t.name].numpy()[index], rtol=1e-12)
+
+    hf.save_pretrained(tmp_path / "pythia")
+    assert main(["import", str(tmp_path / "pythia"), "--out", str(tmp_path / "run"), "--no-tokenizer"]) == 0
+    assert main(["explain", str(tmp_path / "run"), "--input", "3,1,4,1,5", "--out", str(tmp_path / "forward.html")]) == 0
+    assert "Parallel residual" in (tmp_path / "forward.html").read_text()

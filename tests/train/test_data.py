@@ -1,6 +1,7 @@
 """TextTask: windows are real stretches of the right split, the token cache is memory-mapped and keyed
 by the file's content, other tokenizers and large vocabularies, and errors for bad files."""
 
+import mmap
 import random
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_every_start_is_reachable_and_seeded(tmp_path):
 def test_token_cache_is_memory_mapped_and_keyed_by_content(tmp_path):
     path = write(tmp_path, TEXT)
     tokens, tok = load_tokens(path)
-    assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16 and len(tokens) == len(TEXT)
+    assert isinstance(tokens.base.obj, mmap.mmap) and tokens.dtype == np.uint16 and len(tokens) == len(TEXT)  # memory-mapped
     assert tok.decode(tokens) == TEXT
     cached = sorted(p.name for p in cache_dir().rglob("tokens-*"))
     assert len(cached) == 1 and cached[0].endswith(".uint16")

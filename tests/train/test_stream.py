@@ -1,6 +1,7 @@
 """Large text files stream: read in pieces, tokenized into a memory-mapped array, trained on without ever
 holding the file; and every bad data file gets its own clear error."""
 
+import mmap
 import tracemalloc
 
 import numpy as np
@@ -59,7 +60,7 @@ def test_prepare_and_train_within_a_memory_limit(tmp_path):
         tracemalloc.stop()
     assert peak_prepare < limit < size and peak_train < limit, (peak_prepare, peak_train, size)
     tokens, saved = stream.open_prepared(out)
-    assert isinstance(tokens, np.memmap) and saved == tokenizer and len(tokens) == len(path.read_text())
+    assert isinstance(tokens.base.obj, mmap.mmap) and saved == tokenizer and len(tokens) == len(path.read_text())  # memory-mapped
     np.testing.assert_array_equal(tokens[:1000], tokenizer.encode_array(path.read_text()[:1000]))
     assert batch.inputs.shape == (16, 64) and torch.equal(batch.inputs[:, 1:], batch.targets[:, :-1])
 

@@ -32,7 +32,7 @@ class PatternAttention(Attention):
     def block_scores(self, q, k, q_positions, k_positions) -> torch.Tensor:
         """scale * q k^T + bias(q_positions, k_positions) for stacks of blocks:
         q [batch, heads, ..., Q, d_head], k [batch, heads, ..., K, d_head] -> [batch, heads, ..., Q, K]."""
-        scores = q @ k.transpose(-1, -2) * self.scale
+        scores = self.cap(q @ k.transpose(-1, -2) * self.scale)
         if self.score_bias is not None:
             scores = scores + self.score_bias(q_positions, k_positions)  # [heads, ..., Q, K]
         return scores
@@ -60,7 +60,7 @@ class PatternAttention(Attention):
 
     def dense(self, q, k, v, q_positions, k_positions, key_padding) -> torch.Tensor:
         """The definition, with hooks: [batch, q_pos, heads, d_head] from q, k, v [batch, pos, heads, d_head]."""
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale  # [batch, heads, q_pos, k_pos]
+        scores = self.cap(torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale)  # [batch, heads, q_pos, k_pos]
         if self.score_bias is not None:
             scores = scores + self.score_bias(q_positions, k_positions)
         allowed = self.allowed(q_positions, k_positions)[None, None]  # [1, 1, q_pos, k_pos]

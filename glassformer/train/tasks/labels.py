@@ -17,48 +17,34 @@ from pathlib import Path
 
 import torch
 
-from glassformer.errors import ConfigError, InputError
+from glassformer.errors import InputError
 from glassformer.train.batch import Batch
-from glassformer.train.tasks.base import check_choice, check_int
-from glassformer.train.tasks.records import DEFAULT_MAX_TOKENS, build_tokenizer, encode_field, pad, read_records, split_rows
+from glassformer.train.tasks.records import DEFAULT_MAX_TOKENS, RecordTask, build_tokenizer, encode_field, pad
 from glassformer.train.tokenizers import CLS, PAD
 
 
-class LabelsTask:
+class LabelsTask(RecordTask):
     """(text, label) records from a TSV / CSV / JSONL file; ``split`` "train" or "val" (a fixed 10%)."""
 
     name = "labels"
+    kind = "labels"
     description = "text classification from a TSV, CSV or JSONL file of text and label (encoder)"
     archs = ("encoder",)
     cls_token = CLS  # what the classifier reads at position 0
     metric_aliases = {"accuracy": "sequence_accuracy"}
 
-    def __init__(self, path: str | Path, split: str = "train", tokenizer=None, block_size: int | None = None,
-                 too_long: str = "cut", seed: int = 0):
-        self.path = Path(path)
-        self.split = check_choice(self.name, "split", split, ("train", "val", "test"))
-        self.seed = check_int(self.name, "seed", seed, 0)
-        self.block_size = None if block_size is None else check_int(self.name, "block_size", block_size, 2)
-        self.too_long = too_long
-        self.generator = torch.Generator().manual_seed(seed)
-        records = read_records(self.path, "labels")
+    def _encode(self, tokenizer, records: list[tuple[str, str]], rows: list[int]) -> int:
         self.class_names = sorted({label.strip() for _, label in records})
         if len(self.class_names) < 2:
             raise InputError(f"{self.path}: every record has the label {self.class_names[0]!r}; a classifier needs 2 or more classes")
         self.tokenizer = build_tokenizer(tokenizer, [t for t, _ in records], self.path, [PAD, CLS])
         self.pad_id, self.cls_id = self.tokenizer.token_to_id(PAD), self.tokenizer.token_to_id(CLS)
         self.max_tokens = (self.block_size or DEFAULT_MAX_TOKENS) - 1  # [CLS] takes one position
-        texts, self.n_cut = encode_field(self.tokenizer, [t for t, _ in records], self.max_tokens, too_long, self.path, "text")
-        self.n_records = len(records)
-        self._n_ctx = self.block_size or 1 + max(len(t) for t in texts)
+        texts, self.n_cut = encode_field(self.tokenizer, [t for t, _ in records], self.max_tokens, self.too_long, self.path, "text")
         index = {name: i for i, name in enumerate(self.class_names)}
-        rows = split_rows(len(records), split, seed=0).tolist()
         self.texts = [[self.cls_id] + texts[i] for i in rows]
         self.labels = torch.tensor([index[records[i][1].strip()] for i in rows])  # [n]
-
-    @property
-    def options(self) -> dict:
-        return {"path": str(self.path), "split": self.split, "block_size": self.block_size, "too_long": self.too_long, "seed": self.seed}
+        return self.block_size or 1 + max(len(t) for t in texts)
 
     @property
     def n_classes(self) -> int:
@@ -68,29 +54,9 @@ class LabelsTask:
     def class_chars(self) -> list[str]:  # the name ``glassformer sample`` prints classes by
         return self.class_names
 
-    @property
-    def d_vocab(self) -> int:
-        return self.tokenizer.vocab_size
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def n_ctx(self, arch: str = "encoder") -> int:
-        check_choice(self.name, "arch", arch, self.archs)
-        return self._n_ctx
-
-    def with_split(self, split: str) -> "LabelsTask":
-        return LabelsTask(self.path, split, tokenizer=self.tokenizer, block_size=self.block_size, too_long=self.too_long, seed=self.seed)
-
     def rows(self, index: list[int]) -> Batch:
         inputs, mask = pad([self.texts[i] for i in index], self.pad_id)  # [batch, pos] each
         return Batch(inputs, self.labels[index], None, attention_mask=mask)
-
-    def batch(self, batch_size: int, arch: str = "encoder", generator: torch.Generator | None = None) -> Batch:
-        if arch not in self.archs:
-            raise ConfigError(f"task {self.name!r} supports arch in {list(self.archs)}, got {arch!r}")
-        g = self.generator if generator is None else generator
-        return self.rows(torch.randint(0, len(self.texts), (batch_size,), generator=g).tolist())
 
     def __repr__(self) -> str:
         return f"LabelsTask({str(self.path)!r}, split={self.split!r}, records={len(self)}, classes={self.class_names})"

@@ -16,70 +16,39 @@ reports exact match and token accuracy.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from glassformer.errors import ConfigError
 from glassformer.train.batch import Batch
-from glassformer.train.tasks.base import check_choice, check_int
-from glassformer.train.tasks.records import DEFAULT_MAX_TOKENS, build_tokenizer, encode_field, pad, read_records, split_rows
+from glassformer.train.tasks.records import DEFAULT_MAX_TOKENS, RecordTask, build_tokenizer, encode_field, pad
 from glassformer.train.tokenizers import BOS, EOS, PAD
 
 
-class PairsTask:
+class PairsTask(RecordTask):
     """Source -> target pairs from a TSV / JSONL file; ``split`` "train" or "val" (a fixed 10%)."""
 
     name = "pairs"
+    kind = "pairs"
     description = "sequence-to-sequence pairs from a TSV or JSONL file (encoder-decoder)"
     archs = ("encoder-decoder",)
     n_classes = 0
     sep = BOS  # the decoder's start token (``glassformer sample`` starts from it)
     metric_aliases = {"exact_match": "sequence_accuracy"}
 
-    def __init__(self, path: str | Path, split: str = "train", tokenizer=None, block_size: int | None = None,
-                 too_long: str = "cut", seed: int = 0):
-        self.path = Path(path)
-        self.split = check_choice(self.name, "split", split, ("train", "val", "test"))
-        self.seed = check_int(self.name, "seed", seed, 0)
-        self.block_size = None if block_size is None else check_int(self.name, "block_size", block_size, 2)
-        self.too_long = too_long
-        self.generator = torch.Generator().manual_seed(seed)
-        records = read_records(self.path, "pairs")
+    def _encode(self, tokenizer, records: list[tuple[str, str]], rows: list[int]) -> int:
         self.tokenizer = build_tokenizer(tokenizer, [s + t for s, t in records], self.path, [PAD, BOS, EOS])
         self.pad_id, self.bos_id, self.eos_id = (self.tokenizer.token_to_id(t) for t in (PAD, BOS, EOS))
         self.max_tokens = limit = self.block_size or DEFAULT_MAX_TOKENS  # a source's limit; a target's is one less ([EOS])
-        src, cut_src = encode_field(self.tokenizer, [s for s, _ in records], limit, too_long, self.path, "source")
-        tgt, cut_tgt = encode_field(self.tokenizer, [t for _, t in records], limit - 1, too_long, self.path, "target")
+        src, cut_src = encode_field(self.tokenizer, [s for s, _ in records], limit, self.too_long, self.path, "source")
+        tgt, cut_tgt = encode_field(self.tokenizer, [t for _, t in records], limit - 1, self.too_long, self.path, "target")
         self.n_cut = cut_src + cut_tgt  # fields cut to fit (too_long="cut")
-        self.n_records = len(records)
-        self._n_ctx = self.block_size or max(max(len(s) for s in src), max(len(t) for t in tgt) + 1)
-        rows = split_rows(len(records), split, seed=0).tolist()
         self.src = [src[i] for i in rows]
         self.tgt = [tgt[i] for i in rows]
         self.answer_len = max(len(t) for t in tgt) + 1  # greedy decoding needs at most this many steps
-
-    @property
-    def options(self) -> dict:
-        return {"path": str(self.path), "split": self.split, "block_size": self.block_size, "too_long": self.too_long, "seed": self.seed}
-
-    @property
-    def d_vocab(self) -> int:
-        return self.tokenizer.vocab_size
+        return self.block_size or max(max(len(s) for s in src), max(len(t) for t in tgt) + 1)
 
     @property
     def stop_tokens(self) -> list[int]:
         return [self.eos_id]
-
-    def __len__(self) -> int:
-        return len(self.src)
-
-    def n_ctx(self, arch: str = "encoder-decoder") -> int:
-        check_choice(self.name, "arch", arch, self.archs)
-        return self._n_ctx
-
-    def with_split(self, split: str) -> "PairsTask":
-        return PairsTask(self.path, split, tokenizer=self.tokenizer, block_size=self.block_size, too_long=self.too_long, seed=self.seed)
 
     def rows(self, index: list[int]) -> Batch:
         """The pairs ``index`` laid out for teacher forcing (module docstring)."""
@@ -87,13 +56,6 @@ class PairsTask:
         inputs, _ = pad([[self.bos_id] + self.tgt[i] for i in index], self.pad_id)  # [batch, tgt_pos]
         targets, real = pad([self.tgt[i] + [self.eos_id] for i in index], self.pad_id)  # [batch, tgt_pos]
         return Batch(inputs, targets, real.bool(), src=src, src_attention_mask=src_mask)
-
-    def batch(self, batch_size: int, arch: str = "encoder-decoder", generator: torch.Generator | None = None) -> Batch:
-        """``batch_size`` pairs drawn at random (with replacement) from the split."""
-        if arch not in self.archs:
-            raise ConfigError(f"task {self.name!r} supports arch in {list(self.archs)}, got {arch!r}")
-        g = self.generator if generator is None else generator
-        return self.rows(torch.randint(0, len(self.src), (batch_size,), generator=g).tolist())
 
     def __repr__(self) -> str:
         return f"PairsTask({str(self.path)!r}, split={self.split!r}, pairs={len(self)}, d_vocab={self.d_vocab})"

@@ -8,6 +8,8 @@
 is missing (an empty or binary file, a line without its second column, a JSON line without its key).
 :class:`Encoded` then turns each field into token ids, cutting (and counting) or refusing fields longer than
 the model's context, per ``too_long``. :func:`split_rows` holds out a fixed, seeded share for validation.
+:class:`RecordTask` is what a task over such a file shares (``PairsTask``, ``LabelsTask``): its options, its
+split, its context length, drawing batches of records.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 import torch
 
 from glassformer.errors import ConfigError, InputError
+from glassformer.train.batch import Batch
 from glassformer.train.stream import iter_text_chunks
+from glassformer.train.tasks.base import check_choice, check_int
 
 # the key names a JSON line may use for each of the two fields, by kind of file
 KEYS = {
@@ -137,4 +141,67 @@ def build_tokenizer(spec, texts: list[str], path, specials: list[str]):
     return tokenizer.with_specials(specials)
 
 
-__all__ = ["DEFAULT_MAX_TOKENS", "KEYS", "TOO_LONG", "build_tokenizer", "encode_field", "pad", "read_records", "read_text", "split_rows"]
+class RecordTask:
+    """A task whose examples are the records of a user's file, ``split`` "train" or "val" (a fixed 10%).
+
+    The constructor reads the file (:func:`read_records` with the subclass's ``kind``) and hands the records and
+    the split's row indices to the subclass's ``_encode(records, rows)``, which tokenizes them and returns the
+    context length its examples need; the subclass's ``rows(index)`` lays examples out as a :class:`Batch`.
+    ``block_size`` caps the tokens of a field (``too_long``: cut them, counted in ``n_cut``, or refuse)."""
+
+    name = "records"
+    kind = "pairs"  # which columns read_records looks for: "pairs" or "labels"
+    archs: tuple[str, ...] = ()
+
+    def __init__(self, path: str | Path, split: str = "train", tokenizer=None, block_size: int | None = None,
+                 too_long: str = "cut", seed: int = 0):
+        self.path = Path(path)
+        self.split = check_choice(self.name, "split", split, ("train", "val", "test"))
+        self.seed = check_int(self.name, "seed", seed, 0)
+        self.block_size = None if block_size is None else check_int(self.name, "block_size", block_size, 2)
+        self.too_long = too_long
+        self.generator = torch.Generator().manual_seed(seed)
+        records = read_records(self.path, self.kind)
+        self.n_records = len(records)
+        rows = split_rows(len(records), split, seed=0).tolist()
+        self.n_examples = len(rows)
+        self._n_ctx = self._encode(tokenizer, records, rows)
+
+    def _encode(self, tokenizer, records: list[tuple[str, str]], rows: list[int]) -> int:
+        """Build the tokenizer (from ``tokenizer``: a spec or an object) and this split's examples (records
+        ``rows``); return the context length they need. Subclasses define it."""
+        raise NotImplementedError
+
+    def rows(self, index: list[int]) -> Batch:
+        """Examples ``index`` of this split as one batch. Subclasses define it."""
+        raise NotImplementedError
+
+    @property
+    def options(self) -> dict:
+        return {"path": str(self.path), "split": self.split, "block_size": self.block_size, "too_long": self.too_long, "seed": self.seed}
+
+    @property
+    def d_vocab(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def __len__(self) -> int:
+        return self.n_examples
+
+    def n_ctx(self, arch: str | None = None) -> int:
+        check_choice(self.name, "arch", arch or self.archs[0], self.archs)
+        return self._n_ctx
+
+    def with_split(self, split: str) -> "RecordTask":
+        """The same file and tokenizer, another split."""
+        return type(self)(self.path, split, tokenizer=self.tokenizer, block_size=self.block_size, too_long=self.too_long, seed=self.seed)
+
+    def batch(self, batch_size: int, arch: str | None = None, generator: torch.Generator | None = None) -> Batch:
+        """``batch_size`` examples drawn at random (with replacement) from the split."""
+        arch = arch or self.archs[0]
+        if arch not in self.archs:
+            raise ConfigError(f"task {self.name!r} supports arch in {list(self.archs)}, got {arch!r}")
+        g = self.generator if generator is None else generator
+        return self.rows(torch.randint(0, len(self), (batch_size,), generator=g).tolist())
+
+
+__all__ = ["DEFAULT_MAX_TOKENS", "RecordTask", "KEYS", "TOO_LONG", "build_tokenizer", "encode_field", "pad", "read_records", "read_text", "split_rows"]
