@@ -5,7 +5,7 @@ It computes the same equations as ``Transformer.forward`` with a ``KVCache`` (bl
 the positions p .. p + n - 1 of a sequence whose earlier keys and values are cached:
 
     x      = W_E[t] + W_pos[p]                                   (embed_tokens, as the forward)     [batch, n, d_model]
-    for each block (pre-LN; post-LN and parallel residuals as block.py):
+    for each block (pre-LN; post-LN, sandwich norms and parallel residuals as block.py):
         h        = Norm1(x)
         q, k, v  = h [W_Q | W_K | W_V] + [b_Q | b_K | b_V]       one matmul, fused once per generate call
         q, k     = RoPE(QK-norm(q), p), RoPE(QK-norm(k), p)      when the config has them
@@ -48,6 +48,8 @@ def lean_decoding_unsupported(model) -> str | None:
         return f"positional {c.positional!r} adds a score bias"
     if c.unembed_transform or c.n_classes:
         return "an MLM head or a classifier"
+    if getattr(c, "attn_softcap", None) is not None:
+        return "attention soft-capping"
     if any(type(block.attn) is not Attention for block in model.blocks):
         return f"attention pattern {c.attention!r}"
     return None
@@ -91,9 +93,9 @@ class LeanDecoder:
             if block.parallel:  # x + Attn(Norm1(x)) + MLP(Norm2(x))
                 x = x + self._attention(attn, block.ln1(x), positions, W_qkv, b_qkv, W_O, b_O, cache) + block.mlp(block.ln2(x))
                 continue
-            x = block.residual(x, block.ln1, lambda h: self._attention(attn, h, positions, W_qkv, b_qkv, W_O, b_O, cache))
+            x = block.residual(x, block.ln1, lambda h: post(block, "ln1_post", self._attention(attn, h, positions, W_qkv, b_qkv, W_O, b_O, cache)))
             if block.mlp is not None:
-                x = block.residual(x, block.ln2, block.mlp)  # [batch, n, d_model]
+                x = block.residual(x, block.ln2, lambda h: post(block, "ln2_post", block.mlp(h)))  # [batch, n, d_model]
         self.seen = p + n
         return model.unembed(model.ln_final(x[:, -1]))  # [batch, d_vocab_out]
 
@@ -129,3 +131,8 @@ class LeanDecoder:
             z = z.transpose(1, 2).reshape(batch, n, heads * e)  # [batch, n, heads * d_head]
         return F.linear(z, W_O, b_O)  # [batch, n, d_model]
 
+
+def post(block, name: str, out: torch.Tensor) -> torch.Tensor:
+    """A sandwich norm on a sublayer's output (Gemma 2's ``ln1_post`` / ``ln2_post``), where the block has one."""
+    norm = getattr(block, name, None)
+    return out if norm is None else norm(out)

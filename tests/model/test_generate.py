@@ -258,7 +258,8 @@ def test_left_padding_is_refused_where_positions_are_absolute_blocks():
 
 LEAN_VARIANTS = [dict(), dict(positional="rope"), dict(positional="sinusoidal"), dict(positional="none"),
                  dict(positional="rope", n_kv_heads=2, qk_norm=True, norm="rmsnorm", act="swiglu", bias=False),
-                 dict(norm_position="post"), dict(parallel_residual=True), dict(embed_norm=True, tie_embeddings=True)]
+                 dict(norm_position="post"), dict(parallel_residual=True), dict(embed_norm=True, tie_embeddings=True),
+                 dict(positional="rope", norm="rmsnorm", sandwich_norm=True, logit_softcap=5.0)]
 
 
 @pytest.mark.parametrize("variant", LEAN_VARIANTS)
@@ -311,6 +312,18 @@ def test_a_hook_that_changes_activations_changes_what_generate_emits():
         with torch.no_grad():
             first = model(PROMPT)[:, -1].argmax(-1)  # the ablated model's own first choice
     assert torch.equal(ablated[:, 3], first) and not torch.equal(plain, ablated)
+
+
+def test_attention_soft_capping_takes_the_general_path():
+    from glassformer.model.decode import lean_decoding_unsupported
+
+    model = make(seed=5, positional="rope", attn_softcap=0.5)
+    assert lean_decoding_unsupported(model) == "attention soft-capping"
+    sequence = PROMPT
+    with torch.no_grad():
+        for _ in range(4):
+            sequence = torch.cat([sequence, model(sequence)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(generate(model, PROMPT, 4, greedy=True), sequence)
 
 
 def test_lean_beam_search_follows_the_beams_as_the_general_path():
