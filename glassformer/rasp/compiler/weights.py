@@ -1,8 +1,8 @@
 """Stage 6: weights.  Write the heads, MLPs, embeddings and unembedding into an ordinary Transformer.
 
 The model is ``Transformer(ModelConfig(arch="encoder", norm="none", positional="learned", act="relu",
-bias=True, attn_scale=1.0, ...))``: nothing but the standard parts.  Sizes are the largest any layer
-needs (n_heads, d_head, d_mlp); heads and hidden units a layer does not use stay zero.  A causal
+bias=True, attn_scale=1.0, ...))``: nothing but the standard parts.  Each layer has the heads, d_head (its
+widest head) and hidden units it uses (``layer_sizes``: per-layer ModelConfig sizes).  A causal
 compile (``causal.py``) builds the same weights into ``arch="decoder"``.
 
     token ids   0 = BOS, 1 = PAD, 2.. = the vocabulary
@@ -56,6 +56,19 @@ def cleanup_spec(head: HeadSpec) -> MLPSpec | None:
     return spec
 
 
+def layer_sizes(alloc: Allocation, heads: dict[str, HeadSpec], layer_mlps: list[list[MLPSpec]]) -> dict:
+    """Each layer at its own size: as many heads as it runs, d_head = its widest head, d_mlp = the hidden
+    units its MLPs use (at least 1 of each: a layer without heads keeps one zero head of width 1).
+    ModelConfig fields: the uniform n_heads / d_head / d_mlp when every layer agrees, else per-layer lists."""
+    per_layer = {
+        "n_heads": [max(1, len(labels)) for labels in alloc.heads],
+        "d_head": [max([1] + [heads[label].d_head for label in labels]) for labels in alloc.heads],
+        "d_mlp": [max(1, sum(s.n_units for s in specs)) for specs in layer_mlps],
+    }
+    return {(name if len(set(sizes)) == 1 else f"layer_{name}"): (sizes[0] if len(set(sizes)) == 1 else sizes)
+            for name, sizes in per_layer.items()}
+
+
 class _Params:
     """Sparse writes into the model's parameters, gathered first and written in one go per tensor."""
 
@@ -93,14 +106,12 @@ def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[
         specs = [mlps[label] for label in alloc.mlps[layer]]
         specs += [c for c in (cleanup_spec(heads[label]) for label in alloc.heads[layer]) if c is not None]
         layer_mlps.append(specs)
-    n_heads = max(1, max(len(h) for h in alloc.heads))
-    d_head = max([1] + [heads[label].d_head for layer in alloc.heads for label in layer])
-    d_mlp = max([1] + [sum(s.n_units for s in specs) for specs in layer_mlps])
+    sizes = layer_sizes(alloc, heads, layer_mlps)
     d_vocab_out = 1 if output.numerical else max(1, len(output.classes))
     config = ModelConfig(
-        arch=arch, d_model=layout.d_model, n_layers=alloc.n_layers, n_heads=n_heads, d_head=d_head,
-        d_mlp=d_mlp, d_vocab=FIRST_TOKEN_ID + len(vocab), d_vocab_out=d_vocab_out, n_ctx=max_len + 1,
-        norm="none", positional="learned", act="relu", tie_embeddings=False, bias=True, attn_scale=1.0, dropout=0.0,
+        arch=arch, d_model=layout.d_model, n_layers=alloc.n_layers, **sizes, d_vocab=FIRST_TOKEN_ID + len(vocab),
+        d_vocab_out=d_vocab_out, n_ctx=max_len + 1, norm="none", positional="learned", act="relu",
+        tie_embeddings=False, bias=True, attn_scale=1.0, dropout=0.0,
     )
     model = _uninitialised(config)
     params = _Params(model)
