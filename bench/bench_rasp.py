@@ -5,8 +5,9 @@ For each library program and N in (5, 10, 16, 32, 64), and three of Tracr's own 
 compile in the process), the compiled model's layers, heads, residual width, head and MLP widths per layer,
 parameter count (dense) and non-zero parameters, the dense sizes of smaller standard transformers computing
 the same program (``glassformer/rasp/compiler/size.py``: every layer as wide as the widest, each head its own
-d_head, perfect residual reuse, both), dtype, and how many inputs were checked against the interpreter (all
-must agree, up to float twins: the benchmark fails otherwise).  ``--compare`` also trains models on a few programs'
+d_head, perfect residual reuse, both), the size with ``reuse_residual=True``, dtype, and how many inputs were
+checked against the interpreter (all must agree, for both compiles, up to float twins: the benchmark fails
+otherwise).  ``--compare`` also trains models on a few programs'
 tasks and records the trained-vs-compiled comparison.
 
     python bench/bench_rasp.py [--quick | --smoke] [--compare] [--threads N] [--results-dir DIR]
@@ -76,23 +77,25 @@ def measure(name: str, n: int, repeats: int, count: int) -> dict:
         start = time.perf_counter()
         compiled = rasp.compile(program, vocab=vocab, max_len=n)
         times.append(time.perf_counter() - start)
+    reused = rasp.compile(program, vocab=vocab, max_len=n, reuse_residual=True)  # residual dimensions reused
     cases = inputs(name, vocab, n, count)
-    outputs = compiled.run_batch(cases)
     checked = wrong = 0
-    for xs, got in zip(cases, outputs):
+    for xs, got, got_reused in zip(cases, compiled.run_batch(cases), reused.run_batch(cases)):
         try:
             want = rasp.evaluate(program, xs)
         except RaspEvaluationError:
             continue
         checked += 1
-        wrong += not same_value(got, want)
-    s, size = compiled.summary(), size_report(compiled)
+        wrong += not same_value(got, want) or not same_value(got_reused, want)
+    s, size, reused_size = compiled.summary(), size_report(compiled), size_report(reused)
     return {
         "program": name, "N": n, "compile_s": statistics.median(times), "layers": s["layers"], "heads": s["heads"],
         "d_model": s["d_model"], "live_d_model": size["live_d_model"], "d_head": s["d_head_per_layer"],
         "d_mlp": s["d_mlp_per_layer"], "params": s["params"], "nonzero": size["nonzero"],
         "dense_over_nonzero": size["params_over_nonzero"],
         **{f"{k}_over_nonzero": size[f"{k}_over_nonzero"] for k in ("uniform", "per_head", "reuse", "floor")},
+        "reused_d_model": reused_size["d_model"], "reused_params": reused_size["params"],
+        "reused_over_nonzero": reused_size["params_over_nonzero"], "reused_nonzero": reused_size["nonzero"],
         "dtype": s["dtype"], "inputs_checked": checked, "wrong": wrong,
         "paper_layers": PAPER_LAYERS.get(name), "causal": causal,
     }
@@ -100,8 +103,9 @@ def measure(name: str, n: int, repeats: int, count: int) -> dict:
 
 def compile_table(rows: list[dict]) -> str:
     lines = ["| program | N | compile (s) | layers | heads | d_model (live) | d_head per layer | d_mlp per layer | "
-             "params (dense) | non-zero | **dense / non-zero** | uniform | per-head | reuse | floor | dtype | exact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "params (dense) | non-zero | **dense / non-zero** | reuse built: d_model, dense / non-zero | uniform | "
+             "per-head | reuse | floor | dtype | exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = f" (paper: {r['paper_layers']})" if r["paper_layers"] else ""
         exact = f"{r['inputs_checked'] - r['wrong']}/{r['inputs_checked']}"
@@ -109,7 +113,8 @@ def compile_table(rows: list[dict]) -> str:
         lines.append(f"| {r['program']} | {r['N']} | {r['compile_s']:.3f} | {r['layers']}{paper} | {r['heads']} | "
                      f"{r['d_model']} ({r['live_d_model']}) | {'/'.join(map(str, r['d_head']))} | "
                      f"{'/'.join(map(str, r['d_mlp']))} | {r['params']:,} | {r['nonzero']:,} | "
-                     f"**{r['dense_over_nonzero']:.0f}x** | {floors} | {r['dtype']} | {exact} |")
+                     f"**{r['dense_over_nonzero']:.0f}x** | {r['reused_d_model']}, {r['reused_over_nonzero']:.0f}x | "
+                     f"{floors} | {r['dtype']} | {exact} |")
     return "\n".join(lines)
 
 
@@ -181,6 +186,12 @@ def main(argv=None) -> int:
         f"non-zero; {sum(r['dense_over_nonzero'] <= 10 for r in rows)} of {len(rows)} rows meet it (worst: "
         f"{max(rows, key=lambda r: r['dense_over_nonzero'])['program']} at N = "
         f"{max(rows, key=lambda r: r['dense_over_nonzero'])['N']}, {max(r['dense_over_nonzero'] for r in rows):.0f}x).",
+        "",
+        "*reuse built*: the same program compiled with `reuse_residual=True` (a SOp written later takes the "
+        "residual dimensions of one no longer read; MLP units erase them first), its d_model and dense / its "
+        "own non-zero (the erasing units add a few); its outputs are checked on the same inputs (*exact* counts "
+        "both models). "
+        f"{sum(r['reused_over_nonzero'] <= 10 for r in rows)} of {len(rows)} rows are within 10x that way.",
         "",
         "The last four ratios are dense sizes of other standard transformers computing the same program, over the "
         "same non-zero count (glassformer/rasp/compiler/size.py): *uniform*: every layer as wide as the widest "

@@ -23,6 +23,10 @@ numerical, since a numerical dimension reads "no value" as 0).
 
 Everything here is plain Python: build a program, run it with :func:`glassformer.rasp.evaluate`,
 print it with :func:`glassformer.rasp.to_code`, compile it with :func:`glassformer.rasp.compile`.
+
+Each primitive is one class, its one home: ``evaluate`` is its meaning (the interpreter calls it),
+``lower`` its node in the compiler's graph, ``to_code`` how it prints; a derived primitive gives
+``expand()`` instead (docs/rasp_primitives.md).  Selectors live in ``selectors.py``, re-exported here.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from glassformer.rasp.compiler.allocate import Allocation
 from glassformer.rasp.compiler.assign import Assignment
 from glassformer.rasp.compiler.attention import HeadSpec
 from glassformer.rasp.compiler.graph import Embedded
-from glassformer.rasp.compiler.layout import Layout
+from glassformer.rasp.compiler.layout import Layout, erase_spec
 from glassformer.rasp.compiler.mlp import BOS, MLPSpec, cat_key, num_key
 
 BOS_ID, PAD_ID, FIRST_TOKEN_ID = 0, 1, 2
@@ -54,6 +54,22 @@ def cleanup_spec(head: HeadSpec) -> MLPSpec | None:
     spec = MLPSpec(f"{head.op} (erase default at BOS)")
     spec.unit({BOS: 1.0}, 0.0, {k: -v for k, v in head.default.items()})
     return spec
+
+
+def layer_mlp_specs(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
+                    heads: dict[str, HeadSpec]) -> list[list[MLPSpec]]:
+    """Each layer's MLP parts in the order they sit in its hidden units: the element-wise nodes, one clean-up
+    unit per defaulted head, then the units erasing SOps whose dimensions are reused (``layout.erase``). A head
+    erased in its own layer needs no clean-up: the erasing units zero its BOS default too."""
+    erased = set(layout.erase)
+    layer_mlps = []
+    for layer in range(alloc.n_layers):
+        specs = [mlps[label] for label in alloc.mlps[layer]]
+        specs += [c for c in (cleanup_spec(heads[label]) for label in alloc.heads[layer] if (layer, label) not in erased)
+                  if c is not None]
+        specs += [erase_spec(plan, layout, label) for l, label in layout.erase if l == layer]
+        layer_mlps.append(specs)
+    return layer_mlps
 
 
 def layer_sizes(alloc: Allocation, heads: dict[str, HeadSpec], layer_mlps: list[list[MLPSpec]]) -> dict:
@@ -101,11 +117,7 @@ def _uninitialised(config: ModelConfig) -> Transformer:
 def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
                 heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec,
                 dtype: torch.dtype = torch.float32, arch: str = "encoder") -> Transformer:
-    layer_mlps: list[list[MLPSpec]] = []
-    for layer in range(alloc.n_layers):
-        specs = [mlps[label] for label in alloc.mlps[layer]]
-        specs += [c for c in (cleanup_spec(heads[label]) for label in alloc.heads[layer]) if c is not None]
-        layer_mlps.append(specs)
+    layer_mlps = layer_mlp_specs(plan, alloc, layout, mlps, heads)
     sizes = layer_sizes(alloc, heads, layer_mlps)
     d_vocab_out = 1 if output.numerical else max(1, len(output.classes))
     config = ModelConfig(
