@@ -53,7 +53,7 @@ def test_reusing_residual_dimensions_stays_exact_and_is_narrower(name, n):
     reused, _ = compiled(name, n, reuse_residual=True)
     assert reused.model.config.d_model < plain.model.config.d_model
     assert reused.model.config.d_model >= live_dimensions(plain)
-    assert any(", then " in label for label in reused.residual_labels)  # a dimension with two owners
+    assert any(" → " in label for label in reused.residual_labels)  # a dimension with two owners
     inputs = [list(x) for k in range(1, n + 1) for x in itertools.product(entry.vocab, repeat=k)]
     if len(inputs) > 3000:
         inputs = inputs[:: len(inputs) // 3000 + 1]

@@ -12,7 +12,7 @@ heads and element-wise steps fused into one MLP never occupy the residual stream
 sublayer that reads it (sublayer 2l is layer l's attention, 2l + 1 its MLP; the embedding -1).  After that
 an MLP erases them (``erase_spec``: hidden units computing -x, exactly: ReLU(x) - ReLU(-x) = x) and a SOp
 written later takes them, first fit.  A dimension then has several labels, each for a range of layers:
-``tokens=a, then sort=3 (from layer 2)``; ``owner`` still gives every SOp its own contiguous [start, stop).
+``tokens=a → sort=3 (from layer 2)``; ``owner`` still gives every SOp its own contiguous [start, stop).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _reused(plan: Assignment, alloc: Allocation, nodes: list) -> Layout:
             free_after[start + j] = erased_at[node.label]
             index[key] = start + j
         owner[node.label] = (start, start + len(keys))
-    labels = [", then ".join(key_label(k) + (f" (from layer {written[o] // 2})" if i else "")
+    labels = [" → ".join(key_label(k) + (f" (from layer {written[o] // 2})" if i else "")
                              for i, (o, k) in enumerate(owners)) for owners in dims]
     erase = sorted((int(erased_at[label]) // 2, label) for label in reused)
     return Layout([owners[0][1] for owners in dims], labels, index, owner, erase)
