@@ -82,7 +82,7 @@ class ModelConfig:
     image_size: int | None = None  # input="patches": images are image_size x image_size pixels
     patch_size: int | None = None  # input="patches": cut into patch_size x patch_size patches
     n_channels: int = 1  # input="patches": colour channels
-    # -- per-layer sizes (docs/variants.md#per-layer-sizes): None = every layer the same --
+    # -- per-layer sizes (docs/variants.md, "Per-layer sizes"): None = every layer the same --
     layer_n_heads: list[int] | None = None  # heads of each layer; n_heads -> the largest
     layer_d_head: list[int] | None = None  # d_head of each layer; d_head -> the largest
     layer_d_mlp: list[int] | None = None  # d_mlp of each layer; d_mlp -> the largest
