@@ -162,16 +162,6 @@ class ModelConfig:
         """Whether layers differ in n_heads, d_head or d_mlp (``layer_n_heads`` / ``layer_d_head`` / ``layer_d_mlp``)."""
         return any(getattr(self, name) is not None for name in LAYER_SIZES.values())
 
-    def layer_config(self, layer: int) -> ModelConfig:
-        """The config block ``layer`` is built from: this one, with that layer's n_heads, d_head and d_mlp
-        (``self`` itself when every layer is the same size)."""
-        if not self.per_layer:
-            return self
-        if not 0 <= layer < self.n_layers:
-            raise ConfigError(f"layer {layer} does not exist: the model has layers 0..{self.n_layers - 1}")
-        sizes = {field: getattr(self, name)[layer] for field, name in LAYER_SIZES.items() if getattr(self, name) is not None}
-        return self.replace(**sizes, **{name: None for name in LAYER_SIZES.values()}, n_kv_heads=None)
-
     @property
     def causal(self) -> bool:
         """Whether the main stack's self-attention is causal (decoders) or bidirectional (encoders)."""
@@ -205,6 +195,16 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
         return cls(**data)
+
+    def layer_config(self, layer: int) -> ModelConfig:
+        """The config block ``layer`` is built from: this one, with that layer's n_heads, d_head and d_mlp
+        (``self`` itself when every layer is the same size)."""
+        if not self.per_layer:
+            return self
+        if not 0 <= layer < self.n_layers:
+            raise ConfigError(f"layer {layer} does not exist: the model has layers 0..{self.n_layers - 1}")
+        sizes = {field: getattr(self, name)[layer] for field, name in LAYER_SIZES.items() if getattr(self, name) is not None}
+        return self.replace(**sizes, **{name: None for name in LAYER_SIZES.values()}, n_kv_heads=None)
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (derived fields are re-derived unless given)."""

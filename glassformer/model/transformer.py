@@ -75,7 +75,7 @@ class Transformer(TokenizerMixin, HookedMixin, nn.Module):
         self.drop = make_dropout(config.dropout)
         n_blocks = config.n_decoder_layers if encoder_decoder else config.n_layers
         self.blocks = nn.ModuleList(
-            Block(config.layer_config(l), causal=config.causal, cross_attention=encoder_decoder) for l in range(n_blocks)
+            Block(config.layer_config(i), causal=config.causal, cross_attention=encoder_decoder) for i in range(n_blocks)
         )
         self.ln_final = make_norm(config) if config.final_norm else NoNorm(config.d_model)
         self.unembed_transform = UnembedTransform(config) if config.unembed_transform else None
