@@ -24,7 +24,6 @@ the *query* position), and the optional ``result``, ``q_input``, ``k_input``, ``
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -201,13 +200,11 @@ def patch_heads(
 ) -> PatchResult:
     """Patch each head's ``what`` (z, q, k, v, pattern, scores, result, q_input, k_input, v_input; at
     ``positions``, default all) from clean into corrupted: values [layers, heads]."""
-    names, heads = _head_hooks(model, what, stack, cross)
-    n_heads = max(heads)
+    names, n_heads = _head_hooks(model, what, stack, cross)
     pos = slice(None) if positions is None else torch.as_tensor(list(positions), dtype=torch.long)
-    grid = [(l, h) for l in range(len(names)) for h in range(heads[l])]  # layers may have fewer heads than n_heads
-    cells = [(names[l], _head_index(what, h, pos)) for l, h in grid]
-    values, clean_value, corrupted_value = patch_cells(model, clean, corrupted, metric, cells, cells_per_forward=cells_per_forward)
-    return _result(_on_grid(values, grid, (len(names), n_heads)), [f"L{l}" for l in range(len(names))], [f"H{h}" for h in range(n_heads)],
+    cells = [(name, _head_index(what, h, pos)) for name in names for h in range(n_heads)]
+    values, clean_value, corrupted_value = _patch_heads(model, clean, corrupted, metric, cells, what, stack, cross, cells_per_forward)
+    return _result(values.view(len(names), n_heads), [f"L{l}" for l in range(len(names))], [f"H{h}" for h in range(n_heads)],
                    clean_value, corrupted_value, names[0].split("blocks.", 1)[-1].split(".", 1)[-1], normalize)
 
 
@@ -218,33 +215,38 @@ def patch_heads_positions(
 ) -> PatchResult:
     """Patch every (layer, position, head) of ``what`` on its own: values [layers, positions, heads]
     (for ``pattern`` / ``scores`` the position is the query's)."""
-    names, heads = _head_hooks(model, what, stack, cross)
-    n_heads = max(heads)
+    names, n_heads = _head_hooks(model, what, stack, cross)
     n_pos = _n_positions(clean, stack_prefix(model, stack))
-    grid = [(l, pos, h) for l in range(len(names)) for pos in range(n_pos) for h in range(heads[l])]
-    cells = [(names[l], _head_index(what, h, pos)) for l, pos, h in grid]
-    values, clean_value, corrupted_value = patch_cells(model, clean, corrupted, metric, cells, cells_per_forward=cells_per_forward)
+    cells = [(name, _head_index(what, h, pos)) for name in names for pos in range(n_pos) for h in range(n_heads)]
+    values, clean_value, corrupted_value = _patch_heads(model, clean, corrupted, metric, cells, what, stack, cross, cells_per_forward)
     labels = position_labels if position_labels is not None else [str(i) for i in range(n_pos)]
     if len(labels) != n_pos:
         raise InputError(f"{len(labels)} position labels for {n_pos} positions")
-    result = _result(_on_grid(values, grid, (len(names), n_pos, n_heads)), [f"L{l}" for l in range(len(names))], labels,
+    result = _result(values.view(len(names), n_pos, n_heads), [f"L{l}" for l in range(len(names))], labels,
                      clean_value, corrupted_value, names[0].split("blocks.", 1)[-1].split(".", 1)[-1], normalize)
     result.head_labels = [f"H{h}" for h in range(n_heads)]
     return result
 
 
-def _on_grid(values: torch.Tensor, grid: list[tuple], shape: tuple) -> torch.Tensor:
-    """Patched values of ``grid``'s cells laid out in ``shape``: NaN where a narrower layer has no such head."""
-    if len(grid) == values.numel() == math.prod(shape):
-        return values.view(shape)
-    out = values.new_full(shape, float("nan"))
-    for v, cell in zip(values, grid):
-        out[cell] = v
-    return out
+def _patch_heads(model, clean, corrupted, metric, cells, what: str, stack, cross: bool, cells_per_forward):
+    """``patch_cells`` over the cells whose head exists: layers may have fewer heads than the widest
+    (``ModelConfig.layer_n_heads``); the others are NaN. Values in the order of ``cells``."""
+    kind, kv = "cross_attn" if cross else "attn", what in ("k", "v", "k_input", "v_input")
+    heads = heads_per_block(model, stack_prefix(model, stack), kind, kv)
+    real = [h < heads[int(name.split("blocks.", 1)[1].split(".", 1)[0])]
+            for name, index in cells for h in [index[0] if what in HEAD_FIRST else index[1]]]
+    if all(real):
+        return patch_cells(model, clean, corrupted, metric, cells, cells_per_forward=cells_per_forward)
+    found, clean_value, corrupted_value = patch_cells(model, clean, corrupted, metric, [c for c, r in zip(cells, real) if r],
+                                                      cells_per_forward=cells_per_forward)
+    values = found.new_full((len(cells),), float("nan"))
+    values[torch.tensor(real)] = found
+    return values, clean_value, corrupted_value
 
 
-def _head_hooks(model, what: str, stack, cross: bool) -> tuple[list[str], list[int]]:
-    """The hook names of ``what`` in every block, and how many heads each has (kv heads for k, v, k_input, v_input)."""
+def _head_hooks(model, what: str, stack, cross: bool) -> tuple[list[str], int]:
+    """The hook names of ``what`` in every block, and how many heads the widest has (kv heads for k, v, k_input,
+    v_input)."""
     if what not in PER_HEAD:
         raise InputError(f"what must be one of {PER_HEAD}, got {what!r}")
     p = stack_prefix(model, stack)
@@ -253,7 +255,7 @@ def _head_hooks(model, what: str, stack, cross: bool) -> tuple[list[str], list[i
         raise InputError("cross=True needs the decoder of an encoder-decoder model")
     kind = "cross_attn" if cross else "attn"
     kv = what in ("k", "v", "k_input", "v_input")
-    return [f"{p}blocks.{l}.{kind}.{what}" for l in range(len(module.blocks))], heads_per_block(model, p, kind, kv)
+    return [f"{p}blocks.{l}.{kind}.{what}" for l in range(len(module.blocks))], max(heads_per_block(model, p, kind, kv))
 
 
 def _head_index(what: str, head: int, pos) -> tuple:
