@@ -240,16 +240,21 @@ class _Stack:
             return x + sublayer(self.norm(norm_name, x))
         return self.norm(norm_name, x + sublayer(x))
 
-    def layer_cfg(self, name: str) -> ModelConfig:
-        """The config of the block that ``name`` ("blocks.2.attn") sits in: its own n_heads, d_head, d_mlp."""
+    def attention(self, name: str, *args, **kwargs) -> np.ndarray:
+        """Attention ``name`` ("blocks.2.attn") with the config of its block: layers may differ in n_heads, d_head
+        (so in scale) and d_mlp (``ModelConfig.layer_config``)."""
         if not self.cfg.per_layer:
-            return self.cfg
-        return self.cfg.layer_config(int(name.split("blocks.", 1)[1].split(".", 1)[0]))
+            return self.heads(name, *args, **kwargs)
+        stack_config, self.cfg = self.cfg, self.cfg.layer_config(int(name.split("blocks.", 1)[1].split(".", 1)[0]))
+        try:
+            return self.heads(name, *args, **kwargs)
+        finally:
+            self.cfg = stack_config
 
-    def attention(self, name: str, x, memory, positions, key_padding, causal: bool, prefix=None) -> np.ndarray:
+    def heads(self, name: str, x, memory, positions, key_padding, causal: bool, prefix=None) -> np.ndarray:
         """Multi-head attention ``name`` ("blocks.0.attn"): queries from x, keys/values from memory (cross-attention),
         or from [prefix ; x] (a Transformer-XL memory ``prefix`` of earlier states, then x)."""
-        cfg, g = self.layer_cfg(name), lambda w: self.get(f"{name}.{w}")
+        cfg, g = self.cfg, lambda w: self.get(f"{name}.{w}")
         cross = memory is not None
         y = memory if cross else (x if prefix is None else np.concatenate([prefix, x], axis=1))
         q = self.rec(f"{name}.q", project(x, g("W_Q"), g("b_Q")))  # [batch, q_pos, heads, d_head]
@@ -270,7 +275,7 @@ class _Stack:
 
     def score_bias(self, name: str, q_positions, k_positions, causal: bool) -> np.ndarray | float:
         """The positional scheme's additive score bias (ALiBi, T5) of self-attention ``name``, else 0."""
-        cfg = self.layer_cfg(name)
+        cfg = self.cfg
         if cfg.positional == "alibi":
             return alibi_bias(cfg.n_heads, q_positions, k_positions)
         if cfg.positional == "t5":
@@ -279,7 +284,7 @@ class _Stack:
 
     def softmax_pattern(self, name, q, k, v, positions, k_positions, key_padding, causal, cross):
         """softmax(scale q k^T + bias) over the keys the pattern allows: full, sliding window or sparse."""
-        scores = attention_scores(q, k, self.layer_cfg(name).scale)  # [batch, heads, q_pos, k_pos]
+        scores = attention_scores(q, k, self.cfg.scale)  # [batch, heads, q_pos, k_pos]
         if not cross:
             scores = scores + self.score_bias(name, positions, k_positions, causal)
         if cross or self.cfg.attention == "full":  # a query left with no key (pure padding) attends to all
@@ -304,7 +309,7 @@ class _Stack:
             real = key_padding.astype(np.float64)[:, :, None, None]
             k, v = k * real, v * real
         k_proj, v_proj = rv.linformer_project(self.get(f"{name}.E"), k), rv.linformer_project(self.get(f"{name}.F"), v)
-        scores = self.rec(f"{name}.scores", attention_scores(q, k_proj, self.layer_cfg(name).scale))  # [batch, heads, q_pos, slots]
+        scores = self.rec(f"{name}.scores", attention_scores(q, k_proj, self.cfg.scale))  # [batch, heads, q_pos, slots]
         return self.rec(f"{name}.pattern", softmax(scores)), v_proj
 
     def mlp(self, name: str, x: np.ndarray) -> np.ndarray:
