@@ -100,7 +100,7 @@ def test_lens_tables_are_as_wide_as_the_widest_layer_with_nan_where_a_head_is_mi
     assert cache["blocks.2.attn.z"][:, :, 1].abs().max() == 0 and cache["blocks.2.attn.z"][:, :, 0].abs().max() > 0
     per_position = lens.patch_heads_positions(model, tokens, corrupted, metric, what="q").values  # [layers, pos, heads]
     assert torch.equal(per_position.isnan(), missing[:, None].expand(3, 8, 3))
-    with pytest.raises(InputError, match="head of layer 0 index 1 is out of range"):
+    with pytest.raises(InputError, match=r"head index 1 is out of range \[0, 1\) in layer 0"):
         lens.run_ablated(model, tokens, heads=[(0, 1)])
     composition = lens.composition_scores(model, "v")  # [layers, heads, layers, heads]
     assert not composition[0, 0, 1, :].isnan().any() and composition[0, 1:, 1].isnan().all()
