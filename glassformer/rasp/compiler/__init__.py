@@ -36,7 +36,7 @@ from glassformer.rasp.compiler.graph import Attend, build_graph
 from glassformer.rasp.compiler.layout import Layout, build_layout, erase_spec
 from glassformer.rasp.compiler.precision import choose_sharpness, output_tolerance
 from glassformer.rasp.compiler.values import ValueSet, infer_values
-from glassformer.rasp.compiler.weights import PAD_ID, OutputSpec, build_model
+from glassformer.rasp.compiler.weights import PAD_ID, OutputSpec, build_model, planned_params
 from glassformer.rasp.errors import RaspCompileError
 
 __all__ = ["compile", "CompiledModel"]
@@ -59,7 +59,8 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
     ``causal=True`` compiles into a decoder (causal self-attention, ``arch="decoder"``); every selector
     must then select only keys at or before the query, else :class:`RaspCompileError` (see ``causal.py``).
     ``reuse_residual=True`` lets a SOp written later reuse the residual dimensions of one no longer read
-    (erased by MLP units): a narrower model whose dimensions carry several labels (``layout.py``).
+    (erased by MLP units): a narrower model whose dimensions carry several labels (``layout.py``), used
+    where it has fewer parameters than the model without reuse.
     """
     start = time.perf_counter()
     name = getattr(program, "name", "program")
@@ -87,8 +88,13 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
         except RaspCompileError as e:
             if attempt + 1 == len(dtypes) or not e.float_limited:
                 raise
-    layout = build_layout(plan, alloc, reuse_residual)
     output = _output_spec(plan, vocab)
+    layout = build_layout(plan, alloc)
+    if reuse_residual:  # only where it makes the model smaller: erasing units widen the MLPs
+        reused = build_layout(plan, alloc, reuse=True)
+        size = lambda lay: planned_params(plan, alloc, lay, mlps, heads, vocab, max_len, output)  # noqa: E731
+        if size(reused) < size(layout):
+            layout = reused
     model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output, DTYPES[dtype_name],
                         arch="decoder" if causal else "encoder")
     blocks = _blocks(plan, alloc, mlps, heads, layout)

@@ -29,6 +29,7 @@ from glassformer.rasp.compiler.attention import HeadSpec
 from glassformer.rasp.compiler.graph import Embedded
 from glassformer.rasp.compiler.layout import Layout, erase_spec
 from glassformer.rasp.compiler.mlp import BOS, MLPSpec, cat_key, num_key
+from glassformer.rasp.compiler.size import dense_params
 
 BOS_ID, PAD_ID, FIRST_TOKEN_ID = 0, 1, 2
 
@@ -70,6 +71,16 @@ def layer_mlp_specs(plan: Assignment, alloc: Allocation, layout: Layout, mlps: d
         specs += [erase_spec(plan, layout, label) for l, label in layout.erase if l == layer]
         layer_mlps.append(specs)
     return layer_mlps
+
+
+def planned_params(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
+                   heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec) -> int:
+    """How many parameters ``build_model`` would build with this layout (size.py's formula)."""
+    sizes = layer_sizes(alloc, heads, layer_mlp_specs(plan, alloc, layout, mlps, heads))
+    per = {k: sizes.get(f"layer_{k}") or [sizes[k]] * alloc.n_layers for k in ("n_heads", "d_head", "d_mlp")}
+    layers = [([e] * h, m) for h, e, m in zip(per["n_heads"], per["d_head"], per["d_mlp"])]
+    d_vocab_out = 1 if output.numerical else max(1, len(output.classes))
+    return dense_params(layout.d_model, FIRST_TOKEN_ID + len(vocab), max_len + 1, d_vocab_out, layers)
 
 
 def layer_sizes(alloc: Allocation, heads: dict[str, HeadSpec], layer_mlps: list[list[MLPSpec]]) -> dict:
