@@ -77,3 +77,18 @@ def test_a_reused_model_saves_and_loads_with_its_labels(tmp_path):
         assert loaded.residual_labels == reused.residual_labels and loaded.run("({})") == reused.run("({})")
         for a, b in zip(reused.model.parameters(), loaded.model.parameters()):
             assert torch.equal(a, b)
+
+
+def test_reuse_is_skipped_where_erasing_would_cost_more_than_it_saves():
+    """Tracr's sort_freq frees 5 of ~100 dimensions but would need ~190 erasing units: at N = 32 reuse made it
+    17x -> 25x dense / non-zero before this check. Reused or not, the model is never larger."""
+    from glassformer.rasp import tracr_lib
+
+    program = tracr_lib.make_sort_freq(max_seq_len=8)
+    plain = rasp.compile(program, (1, 2, 3, 4), 8)
+    reused = rasp.compile(program, (1, 2, 3, 4), 8, reuse_residual=True)
+    assert reused.model.num_params() == plain.model.num_params() and reused.residual_labels == plain.residual_labels
+    for name in ("dyck2", "sort", "reverse", "histogram"):
+        a, _ = compiled(name, 8)
+        b, _ = compiled(name, 8, reuse_residual=True)
+        assert b.model.num_params() <= a.model.num_params()
