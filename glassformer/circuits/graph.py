@@ -65,15 +65,16 @@ class CircuitGraph:
             raise CircuitsError("circuit methods need a model whose residual stream is a sum of its parts: "
                                 + "; ".join(problems))
         self.model, self.config = model, c
-        self.n_layers, self.n_heads = c.n_layers, c.n_heads
+        self.n_layers, self.n_heads = c.n_layers, c.n_heads  # n_heads: the widest layer's
+        self.heads = [block.attn.n_heads for block in model.blocks]  # per layer (ModelConfig.layer_n_heads)
         self.act = ACTS[c.act]
         self.senders = ["embed"]
         self.receivers: list[str] = []
         self.sender_layer = {"embed": -1}
         for L in range(self.n_layers):
-            for h in range(self.n_heads):
+            for h in range(self.heads[L]):
                 self.receivers += [f"a{L}.{h}.q", f"a{L}.{h}.k", f"a{L}.{h}.v"]
-            for h in range(self.n_heads):
+            for h in range(self.heads[L]):
                 self.senders.append(f"a{L}.{h}")
             self.receivers.append(f"m{L}")
             self.senders.append(f"m{L}")
@@ -90,7 +91,7 @@ class CircuitGraph:
             return len(self.senders)
         L = int(receiver[1:].split(".")[0])
         attn = receiver.startswith("a")
-        return 1 + L * (self.n_heads + 1) + (0 if attn else self.n_heads)
+        return 1 + sum(h + 1 for h in self.heads[:L]) + (0 if attn else self.heads[L])
 
     # -- the forward pass ----------------------------------------------------------------------------
 
@@ -146,9 +147,9 @@ class CircuitGraph:
                 inputs.append(x)
             return x
 
-        H = self.n_heads
         for L, block in enumerate(m.blocks):
             a = block.attn
+            H = a.n_heads
             x = read([f"a{L}.{h}.{w}" for h in range(H) for w in "qkv"])  # [batch, 3H, pos, d_model]
             x = x.reshape(x.shape[0], H, 3, *x.shape[2:])
             q = torch.einsum("bhpd,hde->bhpe", x[:, :, 0], a.W_Q)  # [batch, heads, pos, d_head]
@@ -156,7 +157,7 @@ class CircuitGraph:
             v = torch.einsum("bhpd,hde->bhpe", x[:, :, 2], a.W_V)
             if a.b_Q is not None:
                 q, k, v = q + a.b_Q[:, None], k + a.b_K[:, None], v + a.b_V[:, None]
-            scores = torch.einsum("bhqe,bhke->bhqk", q, k) * c.scale  # [batch, heads, q_pos, k_pos]
+            scores = torch.einsum("bhqe,bhke->bhqk", q, k) * a.scale  # [batch, heads, q_pos, k_pos]
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             pattern = scores.softmax(-1)

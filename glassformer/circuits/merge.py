@@ -3,7 +3,7 @@
 The second program is a *distractor*: real heads and MLPs doing real work that the output never reads.
 Its weights go block-diagonally beside the first's (norm-free models add up exactly):
 
-    d_model = d_A + d_B     heads per layer = h_A + h_B     d_mlp = m_A + m_B     layers = max(L_A, L_B)
+    d_model = d_A + d_B     heads in layer l = h_A(l) + h_B(l)     d_mlp(l) = m_A(l) + m_B(l)     layers = max(L_A, L_B)
     W_E = [W_E^A  W_E^B]    W_pos = [W_pos^A  W_pos^B]      W_U = [W_U^A ; 0]      (both use the same token ids)
 
 No weight joins the two halves, so A's output is unchanged (checked) and every component of B lies off
@@ -29,10 +29,12 @@ def merge(main: CompiledModel, distractor: CompiledModel) -> CompiledModel:
     A, B = main.model, distractor.model
     ca, cb = A.config, B.config
     dtype = torch.float64 if torch.float64 in (A.embed.W_E.dtype, B.embed.W_E.dtype) else torch.float32
-    dA, dB, hA, hB = ca.d_model, cb.d_model, ca.n_heads, cb.n_heads
-    mA, mB = ca.d_mlp, cb.d_mlp
-    config = dataclasses.replace(ca, d_model=dA + dB, n_heads=hA + hB, n_layers=max(ca.n_layers, cb.n_layers), n_kv_heads=None,
-                                 d_head=max(ca.d_head, cb.d_head), d_mlp=mA + mB)
+    dA, dB = ca.d_model, cb.d_model
+    n_layers = max(ca.n_layers, cb.n_layers)
+    sizes = [[_sizes(src, L) for src in (A, B)] for L in range(n_layers)]  # per layer: (heads, d_head, d_mlp) of A, B
+    config = dataclasses.replace(
+        ca, d_model=dA + dB, n_layers=n_layers, n_kv_heads=None, layer_n_heads=[a[0] + b[0] for a, b in sizes],
+        layer_d_head=[max(a[1], b[1]) for a, b in sizes], layer_d_mlp=[a[2] + b[2] for a, b in sizes])
     with torch.random.fork_rng(devices=[]):
         model = Transformer(config).to(dtype)
     with torch.no_grad():
@@ -44,10 +46,10 @@ def merge(main: CompiledModel, distractor: CompiledModel) -> CompiledModel:
         model.pos_embed.W_pos[:, dA:] = B.pos_embed.W_pos
         model.unembed.W_U[:dA] = A.unembed.W_U
         model.unembed.b_U.copy_(A.unembed.b_U)
-        for src, d0, h0, m0 in ((A, 0, 0, 0), (B, dA, hA, mA)):
-            sd, sh, sm = src.config.d_model, src.config.n_heads, src.config.d_mlp
-            e = src.config.d_head
+        for i, (src, d0) in enumerate(((A, 0), (B, dA))):
+            sd = src.config.d_model
             for L, block in enumerate(src.blocks):
+                (sh, e, sm), h0, m0 = sizes[L][i], sizes[L][0][0] * i, sizes[L][0][2] * i  # B's heads/units after A's
                 a, t = block.attn, model.blocks[L].attn
                 for name in ("W_Q", "W_K", "W_V"):
                     getattr(t, name)[h0: h0 + sh, d0: d0 + sd, :e] = getattr(a, name)
@@ -66,3 +68,11 @@ def merge(main: CompiledModel, distractor: CompiledModel) -> CompiledModel:
     name = f"{main.program_name}+{distractor.program_name}"
     merged = CompiledModel(model, list(main.vocab), main.max_len, main.output, labels, blocks, main.program, name)
     return merged
+
+
+def _sizes(model: Transformer, layer: int) -> tuple[int, int, int]:
+    """(heads, d_head, d_mlp) of one layer (layers may differ: compiled models size each to its use); 0s past the end."""
+    if layer >= len(model.blocks):
+        return 0, 0, 0
+    block = model.blocks[layer]
+    return block.attn.n_heads, block.attn.d_head, block.mlp.W_in.shape[1]

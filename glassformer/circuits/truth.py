@@ -61,9 +61,9 @@ def read_write_sets(graph: CircuitGraph, tol: float = 0.0):
     reads = []
     for block in m.blocks:
         a = block.attn
-        for h in range(graph.n_heads):
+        for h in range(a.n_heads):
             reads += [_support(a.W_Q[h], 0, tol), _support(a.W_K[h], 0, tol), _support(a.W_V[h], 0, tol)]
-        writes += [_support(a.W_O[h], 1, tol) for h in range(graph.n_heads)]
+        writes += [_support(a.W_O[h], 1, tol) for h in range(a.n_heads)]
         reads.append(_support(block.mlp.W_in, 0, tol))
         writes.append(_support(block.mlp.W_out, 1, tol))
     reads.append(_support(m.unembed.W_U, 0, tol))

@@ -18,7 +18,7 @@ line) with their skip connection drawn beside them and joining at a ⊕:
                                                   x -> Norm(x + Sublayer(x)).
 
 Arrows carry the shape of what flows along them (``[pos, d_model=64]``). The compact view draws one
-block with "× n_layers"; the expanded view draws every block and every head (with the concatenation
+block with "× n_layers" (every block when layers differ in size); the expanded view draws every block and every head (with the concatenation
 and W_O), and the MLP as W_in, the activation and W_out. An encoder-decoder gets two columns and the
 encoder's output (the memory) is wired into each decoder block's cross-attention.
 
@@ -336,9 +336,10 @@ class _Column:
 
     def blocks(self):
         n = len(self.stack.blocks)
-        for i in range(n if self.expanded else 1):
+        every = self.expanded or self.model.config.per_layer  # blocks of different sizes are drawn one by one
+        for i in range(n if every else 1):
             self.arrow(self.resid())
-            self.block(i, f"block {i}" if self.expanded else f"× {n}")
+            self.block(i, f"block {i}" if every else f"× {n}")
 
     def final_norm(self):
         self.arrow(self.resid())
@@ -354,7 +355,8 @@ def _title(model, expanded: bool) -> str:
     rule = RESIDUAL_EQUATIONS[block.residual][1]
     norm = "no norm" if isinstance(block.ln1, NoNorm) else f"{rule} ({describe(block.ln1).title})"
     view = "expanded" if expanded else "compact"
-    return f"{cfg.arch} · {n} · d_model={cfg.d_model} · {cfg.n_heads} heads · {norm} · {cfg.positional} positions · {view}"
+    heads = "/".join(str(b.attn.n_heads) for b in model.blocks) if cfg.per_layer else cfg.n_heads
+    return f"{cfg.arch} · {n} · d_model={cfg.d_model} · {heads} heads · {norm} · {cfg.positional} positions · {view}"
 
 
 def diagram(model, expanded: bool = False, residual_labels: list[str] | None = None) -> str:

@@ -249,7 +249,18 @@ class _Stack:
             return x + sublayer(self.norm(norm_name, x))
         return self.norm(norm_name, x + sublayer(x))
 
-    def attention(self, name: str, x, memory, positions, key_padding, causal: bool, prefix=None) -> np.ndarray:
+    def attention(self, name: str, *args, **kwargs) -> np.ndarray:
+        """Attention ``name`` ("blocks.2.attn") with the config of its block: layers may differ in n_heads, d_head
+        (so in scale) and d_mlp (``ModelConfig.layer_config``)."""
+        if not self.cfg.per_layer:
+            return self.heads(name, *args, **kwargs)
+        stack_config, self.cfg = self.cfg, self.cfg.layer_config(int(name.split("blocks.", 1)[1].split(".", 1)[0]))
+        try:
+            return self.heads(name, *args, **kwargs)
+        finally:
+            self.cfg = stack_config
+
+    def heads(self, name: str, x, memory, positions, key_padding, causal: bool, prefix=None) -> np.ndarray:
         """Multi-head attention ``name`` ("blocks.0.attn"): queries from x, keys/values from memory (cross-attention),
         or from [prefix ; x] (a Transformer-XL memory ``prefix`` of earlier states, then x)."""
         cfg, g = self.cfg, lambda w: self.get(f"{name}.{w}")

@@ -419,17 +419,20 @@ def _summary(model, inputs: torch.Tensor, src_ids, tokenizer) -> list[tuple[str,
     for name in ("arch", "d_model", "n_layers", "n_heads", "d_head", "n_kv_heads", "d_mlp", "d_vocab", "n_ctx", "norm",
                  "norm_position", "final_norm", "positional", "act", "attn_only", "tie_embeddings", "bias"):
         summary.append((name, str(getattr(cfg, name))))
-    for name in ("attention", "window", "stride", "sparse_pattern", "linformer_k", "memory_len", "input", "image_size", "patch_size", "qk_norm"):
+    for name in ("attention", "window", "stride", "sparse_pattern", "linformer_k", "memory_len", "input", "image_size", "patch_size", "qk_norm",
+                 "layer_n_heads", "layer_d_head", "layer_d_mlp"):
         if getattr(cfg, name) != getattr(defaults, name):  # the variant fields, where they differ from the plain model
             summary.append((name, str(getattr(cfg, name))))
-    summary.append(("scale", f"{cfg.scale:.4g}"))
+    per_layer_scale = cfg.layer_d_head is not None and cfg.attn_scale is None
+    summary.append(("scale", "1/sqrt(d_head) of each layer" if per_layer_scale else f"{cfg.scale:.4g}"))
     return summary
 
 
 def _title_of(model) -> str:
     cfg, n_blocks = model.config, len(model.blocks)
     article = "an" if cfg.arch[0] in "aeiou" else "a"
-    return f"Forward pass of {article} {cfg.arch} (d_model = {cfg.d_model}, {n_blocks} layer{'s' * (n_blocks != 1)}, {cfg.n_heads} head{'s' * (cfg.n_heads != 1)})"
+    heads = "/".join(str(b.attn.n_heads) for b in model.blocks) if cfg.per_layer else cfg.n_heads
+    return f"Forward pass of {article} {cfg.arch} (d_model = {cfg.d_model}, {n_blocks} layer{'s' * (n_blocks != 1)}, {heads} head{'s' * (heads != 1)})"
 
 
 def _as_image(check_images, image) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 
 from glassformer.errors import InputError
 from glassformer.lens.attribution import direct_logit_attribution
-from glassformer.lens.cache import ActivationCache
+from glassformer.lens.cache import ActivationCache, stack_heads
 from glassformer.lens.detectors import DETECTORS, pattern_score, reference_for
 from glassformer.lens.interventions import ablation_hooks
 from glassformer.lens.logit_lens import unembed_resid
@@ -90,13 +90,14 @@ def plain_logits(subject, tokens, src=None) -> torch.Tensor:
 
 
 def intervention_hooks(subject, tokens, src, interventions: list[Intervention], patch_tokens) -> list:
-    model, cfg = subject.model, subject.model.config
+    model = subject.model
     n_layers = len(model.blocks)
     for iv in interventions:
         if not 0 <= iv.layer < n_layers:
             raise InputError(f"layer {iv.layer} does not exist: the model has layers 0..{n_layers - 1}")
-        if iv.kind == "head" and not (iv.head is not None and 0 <= iv.head < cfg.n_heads):
-            raise InputError(f"head {iv.head} does not exist: layer {iv.layer} has heads 0..{cfg.n_heads - 1}")
+        n_heads = model.blocks[iv.layer].attn.n_heads  # layers may differ (ModelConfig.layer_n_heads)
+        if iv.kind == "head" and not (iv.head is not None and 0 <= iv.head < n_heads):
+            raise InputError(f"head {iv.head} does not exist: layer {iv.layer} has heads 0..{n_heads - 1}")
         if iv.kind == "mlp" and model.blocks[iv.layer].mlp is None:
             raise InputError(f"layer {iv.layer} has no MLP (an attention-only model)")
         if iv.mode not in MODES:
@@ -197,8 +198,9 @@ def run(subject, req: RunRequest) -> dict:
 
 
 def detector_scores(cache: ActivationCache, tokens: list[int], n_layers: int) -> dict[str, list]:
-    """Each head detector's score on this input: {detector: [layers][heads]} (None where undefined)."""
-    patterns = torch.stack([cache[f"blocks.{l}.attn.pattern"][0] for l in range(n_layers)])  # [layers, heads, q, k]
+    """Each head detector's score on this input: {detector: [layers][heads]} (None where undefined, or where a
+    layer has fewer heads than the widest)."""
+    patterns = stack_heads([cache[f"blocks.{l}.attn.pattern"][0] for l in range(n_layers)], dim=0)  # [layers, heads, q, k]
     ids = torch.tensor([tokens])  # [1, pos]
     scores = {}
     for name in DETECTORS:

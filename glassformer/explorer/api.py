@@ -20,6 +20,7 @@ from glassformer.errors import InputError
 from glassformer.explorer import analysis, forward_path, program
 from glassformer.explorer.sampling import SampleRequest, Sampler
 from glassformer.explorer.session import Subject, load_subject
+from glassformer.lens.cache import heads_per_block
 
 
 class RequestError(InputError):
@@ -111,7 +112,7 @@ class Explorer:
         layer = min(f["layer"], len(o.model.blocks) - 1)
         with self.locks[id(o)]:
             theirs = analysis.run(o, analysis.RunRequest(tokens, src, layer, f["top_k"], views=("attention",)))
-        same_shape = (len(tokens) == len(mine["tokens"]) and o.model.config.n_heads == self.subject.model.config.n_heads)
+        same_shape = (len(tokens) == len(mine["tokens"]) and heads_per_block(o.model) == heads_per_block(self.subject.model))
         diff = {"same_outputs": o.out_labels == self.subject.out_labels, "same_tokens": tokens == [t["id"] for t in mine["tokens"]]}
         if diff["same_outputs"]:
             a = [p[0]["id"] for p in mine["predictions"]]

@@ -98,9 +98,9 @@ def sop_view(subject, name: str, tokens: list[int]) -> dict:
                 "matrix": [[bool(v) for v in row] for row in value]}
     labels = subject.compiled.residual_labels
     dims = _dims_of(name, labels)
-    last = len(subject.model.blocks) - 1
-    _, cache = forward(subject, tokens, names=[f"blocks.{last}.resid_post"])
-    resid = cache[f"blocks.{last}.resid_post"][0]  # [pos, d_model]
+    hook = _read_point(subject.compiled, name, dims)
+    _, cache = forward(subject, tokens, names=[hook])
+    resid = cache[hook][0]  # [pos, d_model]
     rows = resid[:, dims] if dims else torch.zeros(resid.shape[0], 0)  # [pos, dims]
     return {
         "name": name, "kind": "sop", "encoding": getattr(node, "encoding", ""),
@@ -110,6 +110,19 @@ def sop_view(subject, name: str, tokens: list[int]) -> dict:
         "model": torch.round(rows.double(), decimals=3).tolist(),
         "note": "" if dims else "the compiler fused this s-op into the MLP that reads it: no dimensions of its own",
     }
+
+
+def _read_point(compiled, name: str, dims: list[int]) -> str:
+    """Where to read an s-op's dimensions: after the last block, or, where a later s-op reuses them
+    (``compile(..., reuse_residual=True)``: labels ``a → b (from layer l)``), right after its writer."""
+    last = f"blocks.{len(compiled.model.blocks) - 1}.resid_post"
+    if not any(" → " in compiled.residual_labels[i] for i in dims):
+        return last
+    writers = [b for b in compiled.blocks if b.node == name and not b.detail.startswith("erase")]
+    if not writers:
+        return "blocks.0.resid_pre"  # written by the embedding
+    first = min(writers, key=lambda b: (b.layer, b.kind == "mlp"))
+    return f"blocks.{first.layer}.{'resid_post' if first.kind == 'mlp' else 'resid_mid'}"
 
 
 def _decompiler():

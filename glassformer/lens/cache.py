@@ -94,6 +94,26 @@ def n_blocks(model: nn.Module, prefix: str = "") -> int:
     return len(stack_module(model, prefix).blocks)
 
 
+def heads_per_block(model: nn.Module, prefix: str = "", kind: str = "attn", kv: bool = False) -> list[int]:
+    """How many heads (``kv``: key/value heads) each block's ``kind`` attention has. Layers may differ
+    (``ModelConfig.layer_n_heads``); a [layers, heads] table is as wide as the widest, NaN where a layer has no such head."""
+    attns = [getattr(block, kind) for block in stack_module(model, prefix).blocks]
+    return [a.n_kv_heads if kv else a.n_heads for a in attns]
+
+
+def stack_heads(per_layer: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Stack per-layer tensors whose head axis ``dim`` may differ in size, padding missing heads with NaN."""
+    width = max(t.shape[dim] for t in per_layer)
+    padded = []
+    for t in per_layer:
+        if t.shape[dim] < width:
+            shape = list(t.shape)
+            shape[dim] = width - t.shape[dim]
+            t = torch.cat([t, t.new_full(shape, float("nan"))], dim)
+        padded.append(t)
+    return torch.stack(padded)
+
+
 def run_with_cache(model: nn.Module, inputs: ModelInput, names=None, *, grads: bool = False, metric=None,
                    **forward_kwargs) -> tuple[torch.Tensor, ActivationCache]:
     """``model.run_with_cache`` on tensor-or-mapping inputs, returning an :class:`ActivationCache`.

@@ -137,8 +137,8 @@ def composition_scores(model: nn.Module, kind: str = "k", *, stack: str | None =
     [layers, heads, layers, heads], NaN unless l1 < l2 (see the module docstring for the formulas)."""
     if kind not in COMPOSITIONS:
         raise InputError(f"composition kind must be one of {COMPOSITIONS}, got {kind!r}")
-    n, h = n_blocks(model, stack_prefix(model, stack)), model.config.n_heads
-    scores = torch.full((n, h, n, h), float("nan"))
+    n, h = n_blocks(model, stack_prefix(model, stack)), model.config.n_heads  # n_heads: the widest layer's
+    scores = torch.full((n, h, n, h), float("nan"))  # NaN too where a narrower layer has no such head
     ov = [ov_circuit(model, l, stack=stack) for l in range(n)]
     qk = [qk_circuit(model, l, stack=stack) for l in range(n)]
     for l1 in range(n):
@@ -151,7 +151,8 @@ def composition_scores(model: nn.Module, kind: str = "k", *, stack: str | None =
                 product = reader @ writer.T  # QK2 OV1^T  (broadcasts to [h1, h2, d, d])
             else:
                 product = writer @ reader  # OV1 OV2
-            scores[l1, :, l2, :] = product.norm() / (writer.norm() * reader.norm()[None])
+            h1, h2 = ov[l1].shape[0], reader.shape[0]
+            scores[l1, :h1, l2, :h2] = product.norm() / (writer.norm() * reader.norm()[None])
     return scores
 
 

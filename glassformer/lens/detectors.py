@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from glassformer.errors import InputError
-from glassformer.lens.cache import ModelInput, n_blocks, run_with_cache, stack_prefix, tokens_of
+from glassformer.lens.cache import ModelInput, n_blocks, run_with_cache, stack_heads, stack_prefix, tokens_of
 
 METHODS = ("mass", "tv")
 DETECTORS = ("previous_token", "first_token", "duplicate_token", "induction")
@@ -142,14 +142,15 @@ def repeated_random_tokens(
 
 def attention_patterns(model: nn.Module, inputs: ModelInput, *, stack: str | None = None, cross: bool = False) -> torch.Tensor:
     """Every block's attention pattern on ``inputs``: [layers, batch, heads, q_pos, k_pos].
-    ``cross=True`` gives a decoder's cross-attention (keys are source positions)."""
+    ``cross=True`` gives a decoder's cross-attention (keys are source positions). Where layers have different
+    numbers of heads (``ModelConfig.layer_n_heads``), a layer's missing heads are NaN."""
     p = stack_prefix(model, stack)
     kind = "cross_attn" if cross else "attn"
     if cross and model.encoder is None:
         raise InputError("cross=True needs an encoder-decoder model")
     names = [f"{p}blocks.{l}.{kind}.pattern" for l in range(n_blocks(model, p))]
     _, cache = run_with_cache(model, inputs, names=names)
-    return torch.stack([cache[n] for n in names])
+    return stack_heads([cache[n] for n in names], dim=1)
 
 
 def detect_heads(
@@ -158,7 +159,7 @@ def detect_heads(
     """Score every self-attention head of a stack with the named detectors on ``inputs``.
 
     Returns ``{detector: scores [layers, heads]}``, each score averaged over the batch's sequences
-    (sequences where the detector has nothing to score are skipped). For ``stack="encoder"`` of an
+    (sequences where the detector has nothing to score are skipped; NaN for heads a narrower layer lacks). For ``stack="encoder"`` of an
     encoder-decoder the tokens scored are ``inputs["src"]``. A vision model's inputs are images: the
     position detectors (previous token, first token = the class token) apply, the token detectors do not
     (asked for by default, they are left out; asked for by name, they are refused).

@@ -61,13 +61,13 @@ def ablation_hooks(
     targets: dict[str, list[int | None]] = {}  # hook name -> head indices (None = the whole activation)
     for layer, head in _pairs(heads, "heads"):
         _check(layer, n, "layer")
-        _check(head, model.config.n_heads, "head")
+        _check(head, module.blocks[layer].attn.n_heads, "head", f" in layer {layer}")
         targets.setdefault(f"{p}blocks.{layer}.attn.z", []).append(head)
     for layer, head in _pairs(cross_heads, "cross_heads"):
         _check(layer, n, "layer")
-        _check(head, model.config.n_heads, "head")
         if module.blocks[layer].cross_attn is None:
             raise InputError("cross_heads needs the decoder of an encoder-decoder model")
+        _check(head, module.blocks[layer].cross_attn.n_heads, "head", f" in layer {layer}")
         targets.setdefault(f"{p}blocks.{layer}.cross_attn.z", []).append(head)
     for layer in mlps:
         _check(layer, n, "layer")
@@ -130,6 +130,6 @@ def _pairs(pairs, what: str) -> list[tuple[int, int]]:
     return out
 
 
-def _check(index: int, n: int, what: str) -> None:
+def _check(index: int, n: int, what: str, where: str = "") -> None:
     if not 0 <= index < n:
-        raise InputError(f"{what} index {index} is out of range [0, {n})")
+        raise InputError(f"{what} index {index} is out of range [0, {n}){where}")

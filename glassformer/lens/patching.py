@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from glassformer.errors import InputError
-from glassformer.lens.cache import ModelInput, call_args, n_blocks, run_with_cache, stack_module, stack_prefix
+from glassformer.lens.cache import ModelInput, call_args, heads_per_block, n_blocks, run_with_cache, stack_module, stack_prefix
 from glassformer.model.hook_aliases import resolve_alias
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits -> a scalar tensor
@@ -203,7 +203,7 @@ def patch_heads(
     names, n_heads = _head_hooks(model, what, stack, cross)
     pos = slice(None) if positions is None else torch.as_tensor(list(positions), dtype=torch.long)
     cells = [(name, _head_index(what, h, pos)) for name in names for h in range(n_heads)]
-    values, clean_value, corrupted_value = patch_cells(model, clean, corrupted, metric, cells, cells_per_forward=cells_per_forward)
+    values, clean_value, corrupted_value = _patch_heads(model, clean, corrupted, metric, cells, what, stack, cross, cells_per_forward)
     return _result(values.view(len(names), n_heads), [f"L{l}" for l in range(len(names))], [f"H{h}" for h in range(n_heads)],
                    clean_value, corrupted_value, names[0].split("blocks.", 1)[-1].split(".", 1)[-1], normalize)
 
@@ -218,7 +218,7 @@ def patch_heads_positions(
     names, n_heads = _head_hooks(model, what, stack, cross)
     n_pos = _n_positions(clean, stack_prefix(model, stack))
     cells = [(name, _head_index(what, h, pos)) for name in names for pos in range(n_pos) for h in range(n_heads)]
-    values, clean_value, corrupted_value = patch_cells(model, clean, corrupted, metric, cells, cells_per_forward=cells_per_forward)
+    values, clean_value, corrupted_value = _patch_heads(model, clean, corrupted, metric, cells, what, stack, cross, cells_per_forward)
     labels = position_labels if position_labels is not None else [str(i) for i in range(n_pos)]
     if len(labels) != n_pos:
         raise InputError(f"{len(labels)} position labels for {n_pos} positions")
@@ -228,8 +228,25 @@ def patch_heads_positions(
     return result
 
 
+def _patch_heads(model, clean, corrupted, metric, cells, what: str, stack, cross: bool, cells_per_forward):
+    """``patch_cells`` over the cells whose head exists: layers may have fewer heads than the widest
+    (``ModelConfig.layer_n_heads``); the others are NaN. Values in the order of ``cells``."""
+    kind, kv = "cross_attn" if cross else "attn", what in ("k", "v", "k_input", "v_input")
+    heads = heads_per_block(model, stack_prefix(model, stack), kind, kv)
+    real = [h < heads[int(name.split("blocks.", 1)[1].split(".", 1)[0])]
+            for name, index in cells for h in [index[0] if what in HEAD_FIRST else index[1]]]
+    if all(real):
+        return patch_cells(model, clean, corrupted, metric, cells, cells_per_forward=cells_per_forward)
+    found, clean_value, corrupted_value = patch_cells(model, clean, corrupted, metric, [c for c, r in zip(cells, real) if r],
+                                                      cells_per_forward=cells_per_forward)
+    values = found.new_full((len(cells),), float("nan"))
+    values[torch.tensor(real)] = found
+    return values, clean_value, corrupted_value
+
+
 def _head_hooks(model, what: str, stack, cross: bool) -> tuple[list[str], int]:
-    """The hook names of ``what`` in every block, and how many heads it has (kv heads for k, v, k_input, v_input)."""
+    """The hook names of ``what`` in every block, and how many heads the widest has (kv heads for k, v, k_input,
+    v_input)."""
     if what not in PER_HEAD:
         raise InputError(f"what must be one of {PER_HEAD}, got {what!r}")
     p = stack_prefix(model, stack)
@@ -238,7 +255,7 @@ def _head_hooks(model, what: str, stack, cross: bool) -> tuple[list[str], int]:
         raise InputError("cross=True needs the decoder of an encoder-decoder model")
     kind = "cross_attn" if cross else "attn"
     kv = what in ("k", "v", "k_input", "v_input")
-    return [f"{p}blocks.{l}.{kind}.{what}" for l in range(len(module.blocks))], model.config.n_kv_heads if kv else model.config.n_heads
+    return [f"{p}blocks.{l}.{kind}.{what}" for l in range(len(module.blocks))], max(heads_per_block(model, p, kind, kv))
 
 
 def _head_index(what: str, head: int, pos) -> tuple:

@@ -88,6 +88,10 @@ class ModelConfig:
     sandwich_norm: bool = False  # x + Norm_post(Sublayer(Norm(x))): a second norm on each sublayer's output
     global_every: int | None = None  # attention="sliding": layers global_every-1, 2*global_every-1, ... see every key
     rope_local_base: float | None = None  # global_every: the sliding layers' RoPE base (rope_base: the global layers')
+    # -- per-layer sizes (docs/variants.md, "Per-layer sizes"): None = every layer the same --
+    layer_n_heads: list[int] | None = None  # heads of each layer; n_heads -> the largest
+    layer_d_head: list[int] | None = None  # d_head of each layer; d_head -> the largest
+    layer_d_mlp: list[int] | None = None  # d_mlp of each layer; d_mlp -> the largest
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -97,6 +101,7 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {', '.join(map(repr, allowed))}")
         for name in ("d_model", "n_layers", "n_heads", "d_vocab", "n_ctx"):
             _require_positive_int(name, getattr(self, name))
+        _check_layer_sizes(self)
         if self.d_head is None:
             if self.d_model % self.n_heads:
                 raise ConfigError(
@@ -151,8 +156,18 @@ class ModelConfig:
             raise ConfigError("ModelConfig.parallel_residual needs norm_position='pre', an MLP (attn_only=False) and no cross-attention")
         _check_variants(self)
         _check_gemma(self)
+        for layer in range(self.n_layers) if self.per_layer else ():
+            try:
+                self.layer_config(layer)  # each layer's sizes must make a valid model too (e.g. RoPE's even d_head)
+            except ConfigError as e:
+                raise ConfigError(f"layer {layer}: {e}") from None
 
     # -- derived -------------------------------------------------------------------------------------
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether layers differ in n_heads, d_head or d_mlp (``layer_n_heads`` / ``layer_d_head`` / ``layer_d_mlp``)."""
+        return any(getattr(self, name) is not None for name in LAYER_SIZES.values())
 
     @property
     def causal(self) -> bool:
@@ -189,15 +204,25 @@ class ModelConfig:
         return cls(**data)
 
     def layer_config(self, layer: int) -> ModelConfig:
-        """The config block ``layer`` of a stack is built from: itself, except with ``global_every`` (Gemma 2 / 3's
-        alternating layers), where block l is global (attention="full") when (l + 1) % global_every == 0 and
-        sliding-window otherwise, its RoPE base ``rope_local_base`` where that is set."""
-        if self.global_every is None:
+        """The config block ``layer`` of a stack is built from: this one, with that layer's n_heads, d_head and d_mlp
+        where per-layer sizes are set, and with ``global_every`` (Gemma 2 / 3's alternating layers) block l global
+        (attention="full") when (l + 1) % global_every == 0 and sliding-window otherwise, its RoPE base
+        ``rope_local_base`` where that is set. ``self`` itself when every layer is the same."""
+        if not self.per_layer and self.global_every is None:
             return self
-        plain = {"global_every": None, "rope_local_base": None}
-        if (layer + 1) % self.global_every == 0:
-            return self.replace(attention="full", window=None, **plain)
-        return self.replace(rope_base=self.rope_local_base or self.rope_base, **plain)
+        changes: dict[str, Any] = {}
+        if self.per_layer:
+            if not 0 <= layer < self.n_layers:
+                raise ConfigError(f"layer {layer} does not exist: the model has layers 0..{self.n_layers - 1}")
+            changes.update({field: getattr(self, name)[layer] for field, name in LAYER_SIZES.items() if getattr(self, name) is not None})
+            changes.update({name: None for name in LAYER_SIZES.values()}, n_kv_heads=None)
+        if self.global_every is not None:
+            changes.update(global_every=None, rope_local_base=None)
+            if (layer + 1) % self.global_every == 0:
+                changes.update(attention="full", window=None)
+            else:
+                changes.update(rope_base=self.rope_local_base or self.rope_base)
+        return self.replace(**changes)
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (derived fields are re-derived unless given)."""
@@ -245,6 +270,32 @@ def model_table(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
     if not isinstance(data["model"], dict):
         raise ConfigError(f"{path}: 'model' must be a table of ModelConfig fields")
     return data["model"]
+
+
+LAYER_SIZES = {"n_heads": "layer_n_heads", "d_head": "layer_d_head", "d_mlp": "layer_d_mlp"}  # size -> its per-layer list
+
+
+def _check_layer_sizes(c: ModelConfig) -> None:
+    """Per-layer sizes: each list holds one positive int per layer; the uniform field becomes its largest
+    entry (what a tool sizing a [layers, heads] table needs). One stack only, and no grouped-query attention."""
+    for size, name in LAYER_SIZES.items():
+        sizes = getattr(c, name)
+        if sizes is None:
+            continue
+        if not isinstance(sizes, (list, tuple)) or len(sizes) != c.n_layers or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+            raise ConfigError(f"ModelConfig.{name} = {sizes!r} must be a list of n_layers = {c.n_layers} positive integers")
+        setattr(c, name, list(sizes))
+        setattr(c, size, max(sizes))
+    if not c.per_layer:
+        return
+    if c.arch == "encoder-decoder":
+        raise ConfigError("ModelConfig.layer_n_heads / layer_d_head / layer_d_mlp describe one stack: "
+                          "they are not available for arch='encoder-decoder'")
+    if c.layer_n_heads is not None and c.n_kv_heads not in (None, c.n_heads):
+        raise ConfigError("ModelConfig.layer_n_heads cannot be combined with n_kv_heads (grouped-query attention)")
+    if c.layer_d_mlp is not None and c.attn_only:
+        raise ConfigError("ModelConfig.layer_d_mlp is unused with attn_only=True (there are no MLPs)")
 
 
 def _check_variants(c: ModelConfig) -> None:

@@ -59,6 +59,8 @@ def register(subparsers) -> None:
                                                          "CompiledModel.load; glassformer sample needs the dense default)")
     p.add_argument("--causal", action="store_true", help="compile into a decoder (causal attention); every selector "
                                                          "must look only back (k <= q)")
+    p.add_argument("--reuse-residual", action="store_true", help="let SOps written later reuse the residual "
+                   "dimensions of SOps no longer read (a narrower model; a dimension then has several labels)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("compare", help="train a model on the program's task and compare it with the compiled one",
@@ -197,7 +199,8 @@ def cmd_compile(args) -> int:
     program, entry = load_program(args.program)
     vocab = _parse_vocab(args.vocab, entry)
     compiled = compile_program(program, vocab=vocab, max_len=args.max_len,
-                               dtype=None if args.dtype == "auto" else args.dtype, causal=args.causal)
+                               dtype=None if args.dtype == "auto" else args.dtype, causal=args.causal,
+                               reuse_residual=args.reuse_residual)
     print(compiled.describe())
     print(f"compiled in {compiled.compile_seconds:.3f} s")
     if args.labels:

@@ -1,6 +1,8 @@
 """The RASP interpreter: ``evaluate(program, input)`` runs a program directly, with no model.
 
-It is the reference the compiler is tested against, so its rules are spelled out once, here:
+It is the reference the compiler is tested against.  Each primitive's rule is its class's ``evaluate``
+(``language.py``, ``selectors.py``: one home per primitive); this module walks the program, memoises
+values, applies the None rule and checks numerical values.  The rules:
 
 * ``Select(keys, queries, p)[q][k] = p(keys[k], queries[q])``; a None key or query is never selected
   (except by TRUE), and ``~`` negates the comparison rather than the matrix (three-valued logic).
@@ -12,7 +14,6 @@ It is the reference the compiler is tested against, so its rules are spelled out
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 from glassformer.rasp import language as L
@@ -47,46 +48,28 @@ class Interpreter:
         return self.value(expr)
 
     def value(self, expr: L.RASPExpr, negate: bool = False):
+        """``expr``'s values on this input (a selector's matrix, negated if asked), computed once."""
         key = (expr.id, negate)
         if key not in self.memo:
             if isinstance(expr, L.Selector):
-                self.memo[key] = self._selector(expr, negate)
+                self.memo[key] = expr.evaluate(self, negate)
             else:
                 self.memo[key] = self._sop(expr)
         return self.memo[key]
 
-    # -- SOps -------------------------------------------------------------------------------------
-
     def _sop(self, expr: L.SOp) -> list:
-        n = self.n
         derived = L.expansion(expr)
         if derived is not None:  # a derived primitive: its definition in other primitives
             return self.run(derived)
-        if isinstance(expr, L.Tokens):
-            out = list(self.xs)
-        elif isinstance(expr, L.Indices):
-            out = list(range(n))
-        elif isinstance(expr, L.Full):
-            out = [expr.value] * n
-        elif isinstance(expr, L.Map):
-            xs = self.value(expr.inner)
-            out = [self._apply(expr, i, (x,)) for i, x in enumerate(xs)]
-        elif isinstance(expr, L.SequenceMap):
-            xs, ys = self.value(expr.fst), self.value(expr.snd)
-            out = [self._apply(expr, i, (x, y)) for i, (x, y) in enumerate(zip(xs, ys))]
-        elif isinstance(expr, L.Aggregate):
-            out = self._aggregate(expr)
-        elif isinstance(expr, L.SelectorWidth):
-            out = [sum(row) for row in self.value(expr.selector)]
-        elif isinstance(expr, L.Maximum):
-            out = self._extreme(expr)
-        else:
+        if not isinstance(expr, L.SOp):
             raise RaspProgramError(f"{type(expr).__name__} {expr.name}: not a RASP operation the interpreter knows")
+        out = expr.evaluate(self)  # each primitive's semantics live in its class (language.py, selectors.py)
         if expr.is_numerical:
             out = [self._number(expr, i, v) for i, v in enumerate(out)]
         return out
 
-    def _apply(self, expr, i: int, args: tuple):
+    def apply(self, expr, i: int, args: tuple):
+        """``expr.f(*args)`` at position ``i``, under RASP's None rule: a None input gives None (0 if numerical)."""
         if any(a is None for a in args):
             return 0 if expr.is_numerical else None
         try:
@@ -108,87 +91,3 @@ class Interpreter:
                 "numerical SOps hold finite numbers (make it categorical to hold labels)"
             )
         return v
-
-    def _aggregate(self, expr: L.Aggregate) -> list:
-        matrix = self.value(expr.selector)
-        values = self.value(expr.sop)
-        out = []
-        for q, row in enumerate(matrix):
-            selected = [values[k] for k, s in enumerate(row) if s]
-            if not selected:
-                out.append(expr.default)
-            elif expr.is_numerical:
-                out.append(math.fsum(selected) / len(selected))
-            else:
-                first = selected[0]
-                if any(not _same(v, first) for v in selected[1:]):
-                    distinct = sorted({repr(v) for v in selected})
-                    raise RaspEvaluationError(
-                        f"Aggregate {expr.name}: at query position {q} the selected positions hold different "
-                        f"values ({', '.join(distinct)}); a categorical aggregate needs them all equal "
-                        "(make the value numerical to average it)"
-                    )
-                out.append(first)
-        return out
-
-    def _extreme(self, expr: L.Maximum) -> list:
-        matrix = self.value(expr.selector)
-        values = self.value(expr.sop)
-        out = []
-        for q, row in enumerate(matrix):
-            selected = [values[k] for k, s in enumerate(row) if s and values[k] is not None]
-            if not selected:
-                out.append(expr.default)
-                continue
-            try:
-                out.append(expr.reduce(selected))
-            except TypeError as e:
-                raise RaspEvaluationError(f"{type(expr).__name__} {expr.name}: values at query position {q} "
-                                          f"cannot be ordered: {e}") from e
-        return out
-
-    # -- selectors --------------------------------------------------------------------------------
-
-    def _selector(self, expr: L.Selector, negate: bool) -> Matrix:
-        if isinstance(expr, L.Select):
-            return self._select(expr, negate)
-        if isinstance(expr, L.SelectorNot):
-            return self.value(expr.inner, not negate)
-        if isinstance(expr, (L.SelectorAnd, L.SelectorOr)):
-            a, b = self.value(expr.fst, negate), self.value(expr.snd, negate)
-            conjunction = isinstance(expr, L.SelectorAnd) != negate  # De Morgan: ~(a & b) = ~a | ~b
-            if conjunction:
-                return [[x and y for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
-            return [[x or y for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
-        raise RaspProgramError(f"{type(expr).__name__} {expr.name}: not a selector the interpreter knows")
-
-    def _select(self, expr: L.Select, negate: bool) -> Matrix:
-        keys, queries = self.value(expr.keys), self.value(expr.queries)
-        predicate = expr.predicate
-        if predicate in L.CONSTANT_PREDICATES:
-            selected = (predicate is L.TRUE) != negate
-            return [[selected] * self.n for _ in range(self.n)]
-        matrix = []
-        for q, query in enumerate(queries):
-            row = []
-            for k, key in enumerate(keys):
-                if key is None or query is None:
-                    row.append(False)
-                    continue
-                try:
-                    result = predicate(key, query)
-                except Exception as e:
-                    raise RaspEvaluationError(
-                        f"Select {expr.name}: predicate {predicate.name} raised {type(e).__name__}: {e} on "
-                        f"key {key!r} (position {k}), query {query!r} (position {q})"
-                    ) from e
-                row.append(result != negate)
-            matrix.append(row)
-        return matrix
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as RASP values: ``True`` is not ``1`` (nor ``False`` ``0``), inside tuples too."""
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return (a is None) == (b is None) and isinstance(a, bool) == isinstance(b, bool) and a == b

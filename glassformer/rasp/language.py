@@ -23,20 +23,24 @@ numerical, since a numerical dimension reads "no value" as 0).
 
 Everything here is plain Python: build a program, run it with :func:`glassformer.rasp.evaluate`,
 print it with :func:`glassformer.rasp.to_code`, compile it with :func:`glassformer.rasp.compile`.
+
+Each primitive is one class, its one home: ``evaluate`` is its meaning (the interpreter calls it),
+``lower`` its node in the compiler's graph, ``to_code`` how it prints; a derived primitive gives
+``expand()`` instead (docs/rasp_primitives.md).  Selectors live in ``selectors.py``, re-exported here.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
-import keyword
 import math
 import operator
-import re
-from numbers import Real
 from typing import Any, Callable, Sequence
 
-from glassformer.rasp.errors import RaspProgramError
+from glassformer.rasp.checks import (  # noqa: F401  (L._check_number, L.is_number: used by the compiler)
+    _check_callable, _check_number, _check_selector, _check_sop, _numerical_default, is_number,
+)
+from glassformer.rasp.errors import RaspCompileError, RaspEvaluationError, RaspProgramError
+from glassformer.rasp.expr import RASPExpr, _check_name  # noqa: F401  (re-exported)
 from glassformer.rasp.operators import Op1 as _Op1
 from glassformer.rasp.operators import Op2 as _Op2
 from glassformer.rasp.operators import logical_and as _logical_and
@@ -45,55 +49,13 @@ from glassformer.rasp.operators import logical_or as _logical_or
 from glassformer.rasp.predicates import (  # noqa: F401  (re-exported: L.EQ, L.Comparison, ...)
     COMPARISONS, CONSTANT_PREDICATES, EQ, FALSE, GEQ, GT, LEQ, LT, NE, NEQ, TRUE, Comparison, Predicate,
 )
+from glassformer.rasp.selectors import (  # noqa: F401  (re-exported: L.Select, L.Selector, ...)
+    Select, Selector, SelectorAnd, SelectorNot, SelectorOr, _SelectorPair,
+)
 
 CATEGORICAL = "categorical"
 NUMERICAL = "numerical"
 ENCODINGS = (CATEGORICAL, NUMERICAL)
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-# -- expressions ----------------------------------------------------------------------------------
-
-
-class RASPExpr:
-    """A node of a RASP program.  ``name`` is its label (unique in a program once compiled);
-    ``children`` are the expressions it reads (the attributes named in ``_child_attrs``); ``id`` is
-    unique per Python object."""
-
-    _ids = itertools.count()
-    kind = "expr"  # the prefix of default names
-    _child_attrs: tuple[str, ...] = ()
-
-    def __init__(self, name: str | None = None):
-        self.id = next(RASPExpr._ids)
-        self._name = _check_name(name, self) if name is not None else None
-
-    @property
-    def name(self) -> str:
-        return self._name if self._name is not None else f"{self.kind}_{self.id}"
-
-    @property
-    def children(self) -> tuple[RASPExpr, ...]:
-        return tuple(getattr(self, attr) for attr in self._child_attrs)
-
-    def named(self, name: str) -> RASPExpr:
-        """A copy of this expression with the label ``name`` (a Python identifier)."""
-        new = copy.copy(self)
-        new.id = next(RASPExpr._ids)
-        new._name = _check_name(name, self)
-        return new
-
-    def __repr__(self) -> str:
-        from glassformer.rasp.printing import expr_to_string
-
-        return expr_to_string(self)
-
-
-def _check_name(name: Any, expr: RASPExpr) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
-        raise RaspProgramError(f"{type(expr).__name__}: name {name!r} must be a Python identifier such as 'reverse'")
-    return name
 
 
 def _arithmetic(fn: Callable[[Any, Any], Any], symbol: str) -> tuple[Callable, Callable]:
@@ -155,11 +117,30 @@ class SOp(RASPExpr):
     # Equality stays Python's identity (SOps are dict keys); compare values with a Map.
     __hash__ = object.__hash__
 
+    # -- the primitive's one home (docs/rasp_primitives.md): each class says what it means, how it prints and
+    # how it compiles; the interpreter, the printer and the compiler's graph stage only call these.
+
     def expand(self) -> SOp | None:
         """A *derived* primitive returns its definition in other primitives here (``length`` is
         ``SelectorWidth(Select(tokens, tokens, TRUE))``); the interpreter and the compiler then run
-        that, so the class is the primitive's one home (docs/rasp_primitives.md).  None: a core one."""
+        that.  None: a core primitive, which defines ``evaluate`` and ``lower`` instead."""
         return None
+
+    def evaluate(self, run) -> list:
+        """Its value at each of the ``run.n`` positions of the input ``run.xs``; ``run.value(child)`` is a child's
+        values (``run`` is the :class:`~glassformer.rasp.interpreter.Interpreter`). The reference semantics."""
+        raise RaspProgramError(f"{type(self).__name__} {self.name}: not a RASP operation the interpreter knows "
+                               "(a primitive defines evaluate() and lower(), or expand())")
+
+    def lower(self, graph):
+        """Its node in the compiler's graph, made with the builder ``graph`` (``glassformer/rasp/compiler/graph.py``):
+        ``graph.node(child)``, ``graph.selector(s)``, ``graph.embedded``, ``graph.elementwise``, ``graph.attend``,
+        ``graph.width``."""
+        raise RaspCompileError(self.name, f"{type(self).__name__} is not a RASP operation the compiler knows")
+
+    def to_code(self) -> str:
+        """The Python expression that builds it from its children's names (``to_code`` prints programs with it)."""
+        return f"{type(self).__name__}({', '.join(c.name for c in self.children)})"
 
 
 def expansion(expr: RASPExpr) -> SOp | None:
@@ -184,6 +165,15 @@ class Tokens(SOp):
     def __init__(self, encoding: str = CATEGORICAL, name: str = "tokens"):
         super().__init__(encoding, name)
 
+    def evaluate(self, run) -> list:
+        return list(run.xs)
+
+    def lower(self, graph):
+        return graph.embedded(self, "tokens")
+
+    def to_code(self) -> str:
+        return f"numerical({self.kind})" if self.is_numerical else self.kind
+
 
 class Indices(SOp):
     """Positions 0, 1, ..., n-1."""
@@ -192,6 +182,14 @@ class Indices(SOp):
 
     def __init__(self, encoding: str = CATEGORICAL, name: str = "indices"):
         super().__init__(encoding, name)
+
+    def evaluate(self, run) -> list:
+        return list(range(run.n))
+
+    def lower(self, graph):
+        return graph.embedded(self, "indices")
+
+    to_code = Tokens.to_code
 
 
 class Length(SOp):
@@ -205,6 +203,8 @@ class Length(SOp):
     def expand(self) -> SOp:
         return SelectorWidth(Select(tokens, tokens, TRUE))
 
+    to_code = Tokens.to_code
+
 
 class Full(SOp):
     """The constant ``value`` at every position."""
@@ -216,6 +216,15 @@ class Full(SOp):
         if encoding == NUMERICAL:
             value = _check_number(value, f"Full {self.name}")
         self.value = value
+
+    def evaluate(self, run) -> list:
+        return [self.value] * run.n
+
+    def lower(self, graph):
+        return graph.embedded(self, "constant", self.value)
+
+    def to_code(self) -> str:
+        return f"Full({self.value!r}{_encoding_arg(self)})"
 
 
 tokens = Tokens()
@@ -237,6 +246,18 @@ class Map(SOp):
         self.f = _check_callable(f, self, 1)
         self.inner = _check_sop(inner, self, "input")
 
+    def evaluate(self, run) -> list:
+        return [run.apply(self, i, args) for i, args in enumerate(zip(*(run.value(c) for c in self.children)))]
+
+    def lower(self, graph):
+        return graph.elementwise(self, [graph.node(c) for c in self.children])
+
+    def to_code(self) -> str:
+        from glassformer.rasp.printing import describe_function
+
+        inputs = ", ".join(c.name for c in self.children)
+        return f"{type(self).__name__}({describe_function(self.f)}, {inputs}{_encoding_arg(self)})"
+
 
 class SequenceMap(SOp):
     """``SequenceMap(f, x, y)[i] = f(x[i], y[i])``: a function of two SOps, position by position."""
@@ -251,78 +272,7 @@ class SequenceMap(SOp):
         self.fst = _check_sop(fst, self, "first input")
         self.snd = _check_sop(snd, self, "second input")
 
-
-# -- selectors (attention patterns; their predicates live in predicates.py) ------------------------
-
-
-class Selector(RASPExpr):
-    """A boolean matrix S[query, key]; combine with ``&``, ``|`` and ``~``."""
-
-    kind = "selector"
-
-    def __and__(self, other: Selector) -> Selector:
-        return SelectorAnd(self, other)
-
-    def __or__(self, other: Selector) -> Selector:
-        return SelectorOr(self, other)
-
-    def __invert__(self) -> Selector:
-        return SelectorNot(self)
-
-
-class Select(Selector):
-    """``Select(keys, queries, predicate)[q, k] = predicate(keys[k], queries[q])``.
-
-    ``predicate`` is one of EQ, NE, LT, LEQ, GT, GEQ, TRUE, FALSE or any function ``(key, query) -> bool``.
-    """
-
-    kind = "select"
-    _child_attrs = ("keys", "queries")
-
-    def __init__(self, keys: SOp, queries: SOp, predicate: Predicate | Callable[[Any, Any], bool],
-                 name: str | None = None):
-        super().__init__(name)
-        self.keys = _check_sop(keys, self, "keys")
-        self.queries = _check_sop(queries, self, "queries")
-        if not isinstance(predicate, Predicate):
-            fn = _check_callable(predicate, self, 2, what="predicate")
-            predicate = Predicate(getattr(fn, "__name__", "predicate"), fn)
-        self.predicate = predicate
-
-
-class _SelectorPair(Selector):
-    """Two selectors combined key by key and query by query (``&``, ``|``)."""
-
-    _child_attrs = ("fst", "snd")
-
-    def __init__(self, fst: Selector, snd: Selector, name: str | None = None):
-        super().__init__(name)
-        self.fst, self.snd = _check_selector(fst, self, "first"), _check_selector(snd, self, "second")
-
-
-class SelectorAnd(_SelectorPair):
-    """Both selectors select (k, q)."""
-
-    kind = "select_and"
-
-
-class SelectorOr(_SelectorPair):
-    """Either selector selects (k, q)."""
-
-    kind = "select_or"
-
-
-class SelectorNot(Selector):
-    """The negated comparison: ``~Select(k, q, LT)`` is ``Select(k, q, not LT)``.  A None key or query
-    satisfies neither a comparison nor its negation (see the module docstring)."""
-
-    kind = "select_not"
-    _child_attrs = ("inner",)
-
-    def __init__(self, inner: Selector, name: str | None = None):
-        super().__init__(name)
-        self.inner = _check_selector(inner, self, "inner")
-
+    evaluate, lower, to_code = Map.evaluate, Map.lower, Map.to_code  # f(x[i], y[i]) instead of f(x[i])
 
 # -- attention operations -------------------------------------------------------------------------
 
@@ -352,6 +302,30 @@ class Aggregate(SOp):
             )
         self.default = _numerical_default(self, default) if self.is_numerical else default
 
+    def evaluate(self, run) -> list:
+        values, out = run.value(self.sop), []
+        for q, row in enumerate(run.value(self.selector)):
+            selected = [values[k] for k, s in enumerate(row) if s]
+            if not selected:
+                out.append(self.default)
+            elif self.is_numerical:
+                out.append(math.fsum(selected) / len(selected))
+            elif any(not same_value(v, selected[0]) for v in selected[1:]):
+                raise RaspEvaluationError(
+                    f"Aggregate {self.name}: at query position {q} the selected positions hold different values "
+                    f"({', '.join(sorted({repr(v) for v in selected}))}); a categorical aggregate needs them all equal "
+                    "(make the value numerical to average it)")
+            else:
+                out.append(selected[0])
+        return out
+
+    def lower(self, graph):
+        mode = "mean" if self.is_numerical else "copy"
+        return graph.attend(self, graph.selector(self.selector), graph.node(self.sop), mode, self.default)
+
+    def to_code(self) -> str:
+        return f"{type(self).__name__}({self.selector.name}, {self.sop.name}{_default_arg(self)})"
+
 
 class SelectorWidth(SOp):
     """How many key positions the selector selects, at each query position (0 ... n)."""
@@ -363,6 +337,15 @@ class SelectorWidth(SOp):
         super().__init__(encoding, name)
         self.selector = _check_selector(selector, self, "selector")
 
+    def evaluate(self, run) -> list:
+        return [sum(row) for row in run.value(self.selector)]
+
+    def lower(self, graph):
+        return graph.width(graph.selector(self.selector), self.name, self.encoding, self.name, hint_w=None)
+
+    def to_code(self) -> str:
+        return f"SelectorWidth({self.selector.name}{_encoding_arg(self)})"
+
 
 class Maximum(SOp):
     """The largest value of ``sop`` among the selected positions (``default`` where none is selected)."""
@@ -370,6 +353,7 @@ class Maximum(SOp):
     kind = "maximum"
     _child_attrs = ("selector", "sop")
     reduce = staticmethod(max)
+    mode = "max"  # the compiled head's mode (glassformer/rasp/compiler/attention.py)
 
     def __init__(self, selector: Selector, sop: SOp, default: Any = None, name: str | None = None):
         sop_ = _check_sop(sop, self, "value", name=name)
@@ -378,12 +362,46 @@ class Maximum(SOp):
         self.sop = sop_
         self.default = _numerical_default(self, default) if self.is_numerical else default
 
+    def evaluate(self, run) -> list:
+        values, out = run.value(self.sop), []
+        for q, row in enumerate(run.value(self.selector)):
+            selected = [values[k] for k, s in enumerate(row) if s and values[k] is not None]
+            try:
+                out.append(self.reduce(selected) if selected else self.default)
+            except TypeError as e:
+                raise RaspEvaluationError(f"{type(self).__name__} {self.name}: values at query position {q} "
+                                          f"cannot be ordered: {e}") from e
+        return out
+
+    def lower(self, graph):
+        return graph.attend(self, graph.selector(self.selector), graph.node(self.sop), self.mode, self.default)
+
+    to_code = Aggregate.to_code
+
 
 class Minimum(Maximum):
     """The smallest value of ``sop`` among the selected positions (``default`` where none is selected)."""
 
     kind = "minimum"
     reduce = staticmethod(min)
+    mode = "min"
+
+
+def _encoding_arg(expr: SOp, default: str = CATEGORICAL) -> str:
+    return f", encoding={expr.encoding!r}" if expr.encoding != default else ""
+
+
+def _default_arg(expr: SOp) -> str:
+    """The ``default=`` argument, left out where it is "no value" (None, or 0 for a numerical SOp)."""
+    no_value = expr.default is None or (expr.is_numerical and expr.default == 0)
+    return "" if no_value else f", default={expr.default!r}"
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as RASP values: ``True`` is not ``1`` (nor ``False`` ``0``), inside tuples too."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return (a is None) == (b is None) and isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
 # -- annotations ----------------------------------------------------------------------------------
@@ -413,51 +431,6 @@ def _with_encoding(sop: SOp, encoding: str) -> SOp:
         attr = "value" if isinstance(new, Full) else "default"
         setattr(new, attr, _numerical_default(sop, getattr(new, attr), attr))
     return new
-
-
-# -- checks ---------------------------------------------------------------------------------------
-
-
-def _check_sop(x: Any, op: RASPExpr | None, role: str, name: str | None = None) -> SOp:
-    if not isinstance(x, SOp):
-        owner = f"{type(op).__name__} {name or (op.name if op is not None and hasattr(op, 'id') else '')}".strip() if op is not None else "argument"
-        got = f"{type(x).__name__} {x.name}" if isinstance(x, RASPExpr) else type(x).__name__
-        raise RaspProgramError(f"{owner}: {role} must be a SOp (tokens, indices, a Map, ...), got {got}")
-    return x
-
-
-def _check_selector(x: Any, op: RASPExpr, role: str) -> Selector:
-    if not isinstance(x, Selector):
-        got = f"{type(x).__name__} {x.name}" if isinstance(x, RASPExpr) else type(x).__name__
-        raise RaspProgramError(f"{type(op).__name__} {op.name}: {role} argument must be a Selector (Select(...)), got {got}")
-    return x
-
-
-def _check_callable(f: Any, op: RASPExpr, n_args: int, what: str = "function") -> Callable:
-    if not callable(f) or isinstance(f, RASPExpr):
-        raise RaspProgramError(f"{type(op).__name__} {op.name}: {what} must be a callable of {n_args} argument(s), got {type(f).__name__}")
-    return f
-
-
-def _check_number(value: Any, where: str) -> int | float:
-    if isinstance(value, bool):
-        return int(value)
-    if not is_number(value):
-        raise RaspProgramError(f"{where}: a numerical value must be a finite number, got {value!r}")
-    return value
-
-
-def _numerical_default(expr: SOp, value: Any, attr: str = "default") -> int | float:
-    """``value`` as a numerical SOp's default (or Full value): None reads as 0, "no value"."""
-    return _check_number(0 if value is None else value, f"{type(expr).__name__} {expr.name} {attr}")
-
-
-def is_number(value: Any) -> bool:
-    """A finite real number that fits a float (an int of 400 digits does not)."""
-    try:
-        return isinstance(value, Real) and math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def walk(program: RASPExpr) -> list[RASPExpr]:

@@ -50,49 +50,13 @@ def _lambda_source(f: Callable) -> str | None:
     return None
 
 
-_PRIMITIVES = (L.Tokens, L.Indices, L.Length)  # each written as its kind: tokens, indices, length
-
-
-def _ref(expr: L.RASPExpr) -> str:
-    return expr.name
-
-
-def _predicate(p: L.Predicate) -> str:
-    return p.name if p.name in L.COMPARISONS else describe_function(p.fn)
-
-
-def _encoding(expr: L.SOp, default: str = L.CATEGORICAL) -> str:
-    return f", encoding={expr.encoding!r}" if expr.encoding != default else ""
-
-
-def _default(expr: L.Aggregate | L.Maximum) -> str:
-    """The ``default=`` argument, left out where it is "no value" (None, or 0 for a numerical SOp)."""
-    no_value = expr.default is None or (expr.is_numerical and expr.default == 0)
-    return "" if no_value else f", default={expr.default!r}"
+_PRIMITIVES = (L.Tokens, L.Indices, L.Length)  # each written as its kind (tokens, indices, length): no definition line
 
 
 def expr_to_code(expr: L.RASPExpr) -> str:
-    """The right-hand side that builds ``expr`` from its children's names."""
-    inputs = ", ".join(_ref(child) for child in expr.children)
-    if isinstance(expr, _PRIMITIVES):
-        return f"numerical({expr.kind})" if expr.is_numerical else expr.kind
-    if isinstance(expr, L.Full):
-        return f"Full({expr.value!r}{_encoding(expr)})"
-    if isinstance(expr, (L.Map, L.SequenceMap)):  # Map(f, x), SequenceMap(f, x, y)
-        return f"{type(expr).__name__}({describe_function(expr.f)}, {inputs}{_encoding(expr)})"
-    if isinstance(expr, L.Select):
-        return f"Select({inputs}, {_predicate(expr.predicate)})"
-    if isinstance(expr, L.SelectorAnd):
-        return f"{_ref(expr.fst)} & {_ref(expr.snd)}"
-    if isinstance(expr, L.SelectorOr):
-        return f"{_ref(expr.fst)} | {_ref(expr.snd)}"
-    if isinstance(expr, L.SelectorNot):
-        return f"~{_ref(expr.inner)}"
-    if isinstance(expr, (L.Aggregate, L.Maximum)):  # Aggregate, Maximum, Minimum (selector, sop)
-        return f"{type(expr).__name__}({inputs}{_default(expr)})"
-    if isinstance(expr, L.SelectorWidth):
-        return f"SelectorWidth({inputs}{_encoding(expr)})"
-    return f"{type(expr).__name__}({inputs})"  # a derived primitive (``expand``): its class and inputs
+    """The right-hand side that builds ``expr`` from its children's names: its class's ``to_code``
+    (``Map(lambda x: x + 1, tokens)``, ``Select(tokens, tokens, EQ)``, ``~select_2``, ...)."""
+    return expr.to_code()
 
 
 def to_code(program: L.RASPExpr) -> str:

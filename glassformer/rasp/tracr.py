@@ -30,6 +30,7 @@ What Tracr does differently, and what this module keeps (docs/rasp_tracr.md list
 from __future__ import annotations
 
 import enum
+import keyword
 import operator
 from typing import Any, Callable, Sequence
 
@@ -60,7 +61,7 @@ class Encoding(enum.Enum):
 def _label(name: Any) -> str:
     """A glassformer label (a Python identifier) for any Tracr name."""
     text = "".join(c if c.isalnum() or c == "_" else "_" for c in str(name)) or "sop"
-    return f"_{text}" if text[0].isdigit() or L.keyword.iskeyword(text) else text
+    return f"_{text}" if text[0].isdigit() or keyword.iskeyword(text) else text
 
 
 class _Tracr:

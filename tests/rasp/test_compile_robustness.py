@@ -80,3 +80,16 @@ def test_where_the_interpreter_rejects_some_inputs_the_model_outputs_no_value():
     assert compiled.run("abc") == [1, 1, 2] and compiled.run("ab") == rasp.evaluate(picky, "ab") == [1, 1]
     with pytest.raises(RaspEvaluationError, match="picky|predicate"):
         rasp.evaluate(picky, "abc")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_head_whose_value_is_zero_for_every_token_compiles(causal):
+    """frac_prevs("x") over a vocabulary without "x" averages marks that are 0 for every token: the head's
+    value weights are all 0, and the sharpness stage once divided by that weight (a raw ZeroDivisionError)."""
+    program = rasp.library.frac_prevs("x")
+    for vocab, word in (("ab", "abba"), ("abx", "xbxa")):
+        compiled = rasp.compile(program, vocab, 5, causal=causal)
+        for n in range(1, 6):
+            for xs in ([word[i % 4] for i in range(n)], [vocab[-1]] * n):
+                assert compiled.run(xs) == rasp.evaluate(program, xs)
+    assert rasp.evaluate(program, "abba") == [0, 0, 0, 0]

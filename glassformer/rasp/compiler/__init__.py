@@ -33,10 +33,10 @@ from glassformer.rasp.compiler.causal import check_causal
 from glassformer.rasp.compiler.chains import compose_chains, composed
 from glassformer.rasp.compiler.compiled import Block, CompiledModel
 from glassformer.rasp.compiler.graph import Attend, build_graph
-from glassformer.rasp.compiler.layout import build_layout
+from glassformer.rasp.compiler.layout import Layout, build_layout, erase_spec
 from glassformer.rasp.compiler.precision import choose_sharpness, output_tolerance
 from glassformer.rasp.compiler.values import ValueSet, infer_values
-from glassformer.rasp.compiler.weights import PAD_ID, OutputSpec, build_model
+from glassformer.rasp.compiler.weights import PAD_ID, OutputSpec, build_model, planned_params
 from glassformer.rasp.errors import RaspCompileError
 
 __all__ = ["compile", "CompiledModel"]
@@ -46,7 +46,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str | torch.dtype | None = None,
-            approximate: bool = False, check: bool = True, causal: bool = False) -> CompiledModel:
+            approximate: bool = False, check: bool = True, causal: bool = False,
+            reuse_residual: bool = False) -> CompiledModel:
     """Compile ``program`` for inputs of 1..``max_len`` tokens from ``vocab`` (a string is its characters).
 
     ``dtype``: "float32", "float64", or None (default) for float32 unless its rounding would break
@@ -57,6 +58,9 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
     (to 1e-5, relatively); that is an error unless ``approximate=True``.
     ``causal=True`` compiles into a decoder (causal self-attention, ``arch="decoder"``); every selector
     must then select only keys at or before the query, else :class:`RaspCompileError` (see ``causal.py``).
+    ``reuse_residual=True`` lets a SOp written later reuse the residual dimensions of one no longer read
+    (erased by MLP units): a narrower model whose dimensions carry several labels (``layout.py``), used
+    where it has fewer parameters than the model without reuse.
     """
     start = time.perf_counter()
     name = getattr(program, "name", "program")
@@ -84,11 +88,16 @@ def compile(program: L.SOp, vocab: Iterable | str, max_len: int, *, dtype: str |
         except RaspCompileError as e:
             if attempt + 1 == len(dtypes) or not e.float_limited:
                 raise
-    layout = build_layout(plan)
     output = _output_spec(plan, vocab)
+    layout = build_layout(plan, alloc)
+    if reuse_residual:  # only where it makes the model smaller: erasing units widen the MLPs
+        reused = build_layout(plan, alloc, reuse=True)
+        size = lambda lay: planned_params(plan, alloc, lay, mlps, heads, vocab, max_len, output)  # noqa: E731
+        if size(reused) < size(layout):
+            layout = reused
     model = build_model(plan, alloc, layout, mlps, heads, vocab, max_len, output, DTYPES[dtype_name],
                         arch="decoder" if causal else "encoder")
-    blocks = _blocks(plan, alloc, mlps, heads)
+    blocks = _blocks(plan, alloc, mlps, heads, layout)
     return CompiledModel(model, vocab, max_len, output, layout.labels, blocks, program, name,
                          time.perf_counter() - start, dict(layout.owner), graph.output.label)
 
@@ -190,11 +199,13 @@ def _token_key(t):
     return (type(t) is bool, t)
 
 
-def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[Block]:
+def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads, layout: Layout) -> list[Block]:
     """One Block per head and per MLP part, with where it sits in the model: the head index, or the
     hidden units [start, stop) in the layer's MLP (MLP parts first, then one unit per defaulted head,
-    the order ``build_model`` writes them in), and the SOps it reads."""
+    then the erasing units of reused dimensions: the order ``build_model`` writes them in), and the SOps
+    it reads."""
     blocks = []
+    erased = set(layout.erase)
     for layer in range(alloc.n_layers):
         cleanups = []
         for h, label in enumerate(alloc.heads[layer]):
@@ -208,7 +219,7 @@ def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[
             reads = [d.label for d in plan.deps(task.node)]
             blocks.append(Block(layer, "attention", label, f"{spec.mode}{value} where {what}, beta={spec.beta:.3g}",
                                 spec.d_head, head=h, reads=reads))
-            if spec.default:
+            if spec.default and (layer, label) not in erased:
                 cleanups.append(Block(layer, "mlp", label, "erase the default written at BOS", 1, reads=["bos"]))
         unit = 0
         for label in alloc.mlps[layer]:
@@ -226,4 +237,9 @@ def _blocks(plan: Assignment, alloc, mlps: dict[str, M.MLPSpec], heads) -> list[
             block.units = [unit, unit + 1]
             unit += 1
         blocks.extend(cleanups)
+        for label in (label for l, label in layout.erase if l == layer):
+            n = erase_spec(plan, layout, label).n_units
+            blocks.append(Block(layer, "mlp", label, "erase its dimensions (a later SOp reuses them)", n,
+                                units=[unit, unit + n], reads=[label]))
+            unit += n
     return blocks

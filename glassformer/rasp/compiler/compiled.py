@@ -153,6 +153,8 @@ class CompiledModel:
             "d_mlp": c.d_mlp,
             "mlp_units_per_layer": [sum(b.size for b in self.blocks if b.kind == "mlp" and b.layer == l)
                                     for l in range(c.n_layers)],
+            "d_head_per_layer": [block.attn.d_head for block in self.model.blocks],  # each layer's own size
+            "d_mlp_per_layer": [block.mlp.W_in.shape[1] for block in self.model.blocks],
             "params": self.model.num_params(),
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "compile_seconds": round(self.compile_seconds, 4),
@@ -161,8 +163,9 @@ class CompiledModel:
     def describe(self) -> str:
         """A readable account: one line per head and MLP, layer by layer."""
         s = self.summary()
+        per_layer = lambda k: "/".join(map(str, s[f"{k}_per_layer"]))  # noqa: E731
         lines = [f"{s['program'] or 'program'}: {s['layers']} layers, {s['heads']} heads, d_model={s['d_model']}, "
-                 f"d_head={s['d_head']}, d_mlp={s['d_mlp']}, {s['params']:,} parameters ({s['dtype']})"]
+                 f"d_head={per_layer('d_head')}, d_mlp={per_layer('d_mlp')}, {s['params']:,} parameters ({s['dtype']})"]
         for layer in range(s["layers"]):
             lines.append(f"layer {layer}:")
             for b in self.blocks:

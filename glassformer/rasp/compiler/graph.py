@@ -5,6 +5,8 @@ transformer computes in one place:
     ElementWise  Map, SequenceMap, decoders              -> an MLP (or folded into a head's weights)
     Attend       Aggregate, SelectorWidth, Max, Min      -> an attention head
 
+Each RASP primitive lowers itself (its class's ``lower``, in ``language.py``) with the builder's ``node``,
+``embedded``, ``elementwise``, ``attend``, ``width`` and ``selector``; selectors give their ``formula``.
 Lowering rules applied on the way (each keeps the interpreter's semantics, see ``evaluate_graph``):
 
 * ``length`` and any derived primitive -> its ``expand()`` (length: SelectorWidth(Select(tokens, tokens, TRUE)));
@@ -216,31 +218,31 @@ class _Builder:
                 if isinstance(x, L.SOp) and x.id not in self.by_id:
                     self.by_id[x.id] = self.sop(x)
             return self.by_id[derived.id]
-        if isinstance(e, (L.Tokens, L.Indices)):
-            kind = "tokens" if isinstance(e, L.Tokens) else "indices"
-            key = (kind, e.encoding)
-            if key not in self.shared:
-                self.shared[key] = self.add(e.name, e.encoding, Embedded(kind), e.name)
-            return self.shared[key]
-        if isinstance(e, L.Full):
-            label = e.name if e._name is not None else f"full_{_ident(e.value)}"
-            return self.add(label, e.encoding, Embedded("constant", e.value), e.name)
-        if isinstance(e, (L.Map, L.SequenceMap)):
-            args = [self.by_id[c.id] for c in e.children]
-            return self.elementwise(e, args)
-        if isinstance(e, L.Aggregate):
-            sel = self.selector(e.selector)
-            mode = "mean" if e.is_numerical else "copy"
-            return self.add(e.name, e.encoding, Attend(sel, self.by_id[e.sop.id], mode, e.default), e.name)
-        if isinstance(e, L.SelectorWidth):
-            return self.width(self.selector(e.selector), e.name, e.encoding, e.name, hint_w=None)
-        if isinstance(e, L.Maximum):
-            mode = "min" if isinstance(e, L.Minimum) else "max"
-            return self.add(e.name, e.encoding, Attend(self.selector(e.selector), self.by_id[e.sop.id], mode,
-                                                       e.default), e.name)
-        raise RaspCompileError(e.name, f"{type(e).__name__} is not a RASP operation the compiler knows")
+        return e.lower(self)  # each primitive lowers itself (language.py), with the methods below
 
-    def width(self, sel: SelectorIR, name: str, encoding: str, origin: str, hint_w) -> Node:
+    # -- what a primitive's ``lower`` builds with ------------------------------------------------------
+
+    def node(self, child: L.SOp) -> Node:
+        """The node of an already lowered child SOp."""
+        return self.by_id[child.id]
+
+    def embedded(self, e: L.SOp, kind: str, value: Any = None) -> Node:
+        """Written by the embedding: ``kind`` "tokens" / "indices" (one node per encoding) or "constant"."""
+        if kind == "constant":
+            label = e.name if e._name is not None else f"full_{_ident(value)}"
+            return self.add(label, e.encoding, Embedded("constant", value), e.name)
+        key = (kind, e.encoding)
+        if key not in self.shared:
+            self.shared[key] = self.add(e.name, e.encoding, Embedded(kind), e.name)
+        return self.shared[key]
+
+    def attend(self, e: L.SOp, selector: SelectorIR, value: Node | None, mode: str, default: Any = None) -> Node:
+        """An attention head in one of the ``MODES`` (a new mode also needs values.py, attention.py, precision.py)."""
+        if mode not in MODES:
+            raise RaspCompileError(e.name, f"attention mode {mode!r} is not one of {', '.join(MODES)}")
+        return self.add(e.name, e.encoding, Attend(selector, value, mode, default), e.name)
+
+    def width(self, sel: SelectorIR, name: str, encoding: str, origin: str, hint_w=None) -> Node:
         """SelectorWidth: an Attend writing 1/(w+1), then an ElementWise decoding w."""
         if hint_w is None:  # all-selecting: w = n >= 1; nothing-selecting: w = 0
             hint_w = {True: range(1, self.max_len + 1), False: (0,)}.get(sel.constant, range(0, self.max_len + 1))
@@ -249,10 +251,12 @@ class _Builder:
                        hint=tuple(sorted({1.0 / (w + 1) for w in ws})))
         return self.add(name, encoding, ElementWise(decode_width, (raw,)), origin)
 
-    def elementwise(self, e: L.SOp, args: list[Node]) -> Node:
+    def elementwise(self, e: L.SOp, args: list[Node], f: Callable | None = None) -> Node:
+        """An MLP computing ``f(*args)`` (default ``e.f``) at every position, under RASP's None rule."""
+        f = e.f if f is None else f
         numerical_out = e.is_numerical
-        fn = none_rule(e.f, numerical_out)
-        linear = _structural_linear(e.f, args)
+        fn = none_rule(f, numerical_out)
+        linear = _structural_linear(f, args)
         if all(isinstance(a.op, Embedded) and a.op.kind == "constant" for a in args):
             value = fn(*(a.op.value for a in args))  # constant folding
             if numerical_out:
@@ -293,31 +297,9 @@ class _Builder:
         return SelectorIR(tuple(clauses))
 
     def formula(self, s: L.Selector, negate: bool):
-        """("leaf", select, negate) / ("and"|"or", [parts]) / ("const", bool), with negations at the leaves."""
-        if isinstance(s, L.Select):
-            if s.predicate in L.CONSTANT_PREDICATES:
-                return ("const", (s.predicate is L.TRUE) != negate)
-            return ("leaf", s, negate)
-        if isinstance(s, L.SelectorNot):
-            return self.formula(s.inner, not negate)
-        is_and = isinstance(s, L.SelectorAnd) != negate
-        parts = [self.formula(s.fst, negate), self.formula(s.snd, negate)]
-        flat = []
-        for p in parts:
-            if p[0] == ("and" if is_and else "or"):
-                flat.extend(p[1])
-            else:
-                flat.append(p)
-        consts = [p for p in flat if p[0] == "const"]
-        flat = [p for p in flat if p[0] != "const"]
-        if is_and:
-            if any(not c[1] for c in consts):
-                return ("const", False)
-        elif any(c[1] for c in consts):
-            return ("const", True)
-        if not flat:
-            return ("const", is_and)
-        return flat[0] if len(flat) == 1 else ("and" if is_and else "or", flat)
+        """("leaf", select, negate) / ("and"|"or", [parts]) / ("const", bool), with negations at the leaves
+        (each selector class gives its own, ``Selector.formula``), nested and/or flattened, constants folded."""
+        return _normalise(s.formula(negate))
 
     def packed_clause(self, formula, name: str) -> Clause:
         keys = list(dict.fromkeys(leaf[1].keys.id for leaf in _leaves(formula)))
@@ -342,6 +324,29 @@ class _Builder:
         if key not in self.shared:
             self.shared[key] = self.add(f"{node.label}_cat", CATEGORICAL, ElementWise(lambda x: x, (node,)), origin)
         return self.shared[key]
+
+
+def _normalise(formula):
+    """A selector's formula with nested and/or flattened and constants folded (True & x = x, False | x = x)."""
+    if formula[0] not in ("and", "or"):
+        return formula
+    is_and = formula[0] == "and"
+    flat = []
+    for p in (_normalise(p) for p in formula[1]):
+        if p[0] == formula[0]:
+            flat.extend(p[1])
+        else:
+            flat.append(p)
+    consts = [p for p in flat if p[0] == "const"]
+    flat = [p for p in flat if p[0] != "const"]
+    if is_and:
+        if any(not c[1] for c in consts):
+            return ("const", False)
+    elif any(c[1] for c in consts):
+        return ("const", True)
+    if not flat:
+        return ("const", is_and)
+    return flat[0] if len(flat) == 1 else (formula[0], flat)
 
 
 def _ident(value: Any) -> str:

@@ -109,9 +109,8 @@ def choose_sharpness(plan: Assignment, mlps: dict[str, MLPSpec], heads: dict[str
             elif role == "score":
                 h = heads[reader]  # sigma = sum_i w_i err_i <= sigma_max when each err_i <= sigma_max / sum w
                 tau = min(tau, prec.sigma_max[reader] / sum(h.score_inputs.values()))
-            else:
-                h = heads[reader]
-                tau = min(tau, prec.tolerance[reader] / (4.0 * h.value_inputs[label]))
+            elif heads[reader].value_inputs[label]:  # weight 0 (a value that is 0 for every input): unconstrained
+                tau = min(tau, prec.tolerance[reader] / (4.0 * heads[reader].value_inputs[label]))
         if label in heads:
             h = heads[label]
             tau = min(tau, 0.25 * h.value_scale)

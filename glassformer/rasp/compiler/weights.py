@@ -1,8 +1,8 @@
 """Stage 6: weights.  Write the heads, MLPs, embeddings and unembedding into an ordinary Transformer.
 
 The model is ``Transformer(ModelConfig(arch="encoder", norm="none", positional="learned", act="relu",
-bias=True, attn_scale=1.0, ...))``: nothing but the standard parts.  Sizes are the largest any layer
-needs (n_heads, d_head, d_mlp); heads and hidden units a layer does not use stay zero.  A causal
+bias=True, attn_scale=1.0, ...))``: nothing but the standard parts.  Each layer has the heads, d_head (its
+widest head) and hidden units it uses (``layer_sizes``: per-layer ModelConfig sizes).  A causal
 compile (``causal.py``) builds the same weights into ``arch="decoder"``.
 
     token ids   0 = BOS, 1 = PAD, 2.. = the vocabulary
@@ -27,8 +27,9 @@ from glassformer.rasp.compiler.allocate import Allocation
 from glassformer.rasp.compiler.assign import Assignment
 from glassformer.rasp.compiler.attention import HeadSpec
 from glassformer.rasp.compiler.graph import Embedded
-from glassformer.rasp.compiler.layout import Layout
+from glassformer.rasp.compiler.layout import Layout, erase_spec
 from glassformer.rasp.compiler.mlp import BOS, MLPSpec, cat_key, num_key
+from glassformer.rasp.compiler.size import dense_params
 
 BOS_ID, PAD_ID, FIRST_TOKEN_ID = 0, 1, 2
 
@@ -54,6 +55,45 @@ def cleanup_spec(head: HeadSpec) -> MLPSpec | None:
     spec = MLPSpec(f"{head.op} (erase default at BOS)")
     spec.unit({BOS: 1.0}, 0.0, {k: -v for k, v in head.default.items()})
     return spec
+
+
+def layer_mlp_specs(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
+                    heads: dict[str, HeadSpec]) -> list[list[MLPSpec]]:
+    """Each layer's MLP parts in the order they sit in its hidden units: the element-wise nodes, one clean-up
+    unit per defaulted head, then the units erasing SOps whose dimensions are reused (``layout.erase``). A head
+    erased in its own layer needs no clean-up: the erasing units zero its BOS default too."""
+    erased = set(layout.erase)
+    layer_mlps = []
+    for layer in range(alloc.n_layers):
+        specs = [mlps[label] for label in alloc.mlps[layer]]
+        specs += [c for c in (cleanup_spec(heads[label]) for label in alloc.heads[layer] if (layer, label) not in erased)
+                  if c is not None]
+        specs += [erase_spec(plan, layout, label) for l, label in layout.erase if l == layer]
+        layer_mlps.append(specs)
+    return layer_mlps
+
+
+def planned_params(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
+                   heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec) -> int:
+    """How many parameters ``build_model`` would build with this layout (size.py's formula)."""
+    sizes = layer_sizes(alloc, heads, layer_mlp_specs(plan, alloc, layout, mlps, heads))
+    per = {k: sizes.get(f"layer_{k}") or [sizes[k]] * alloc.n_layers for k in ("n_heads", "d_head", "d_mlp")}
+    layers = [([e] * h, m) for h, e, m in zip(per["n_heads"], per["d_head"], per["d_mlp"])]
+    d_vocab_out = 1 if output.numerical else max(1, len(output.classes))
+    return dense_params(layout.d_model, FIRST_TOKEN_ID + len(vocab), max_len + 1, d_vocab_out, layers)
+
+
+def layer_sizes(alloc: Allocation, heads: dict[str, HeadSpec], layer_mlps: list[list[MLPSpec]]) -> dict:
+    """Each layer at its own size: as many heads as it runs, d_head = its widest head, d_mlp = the hidden
+    units its MLPs use (at least 1 of each: a layer without heads keeps one zero head of width 1).
+    ModelConfig fields: the uniform n_heads / d_head / d_mlp when every layer agrees, else per-layer lists."""
+    per_layer = {
+        "n_heads": [max(1, len(labels)) for labels in alloc.heads],
+        "d_head": [max([1] + [heads[label].d_head for label in labels]) for labels in alloc.heads],
+        "d_mlp": [max(1, sum(s.n_units for s in specs)) for specs in layer_mlps],
+    }
+    return {(name if len(set(sizes)) == 1 else f"layer_{name}"): (sizes[0] if len(set(sizes)) == 1 else sizes)
+            for name, sizes in per_layer.items()}
 
 
 class _Params:
@@ -88,19 +128,13 @@ def _uninitialised(config: ModelConfig) -> Transformer:
 def build_model(plan: Assignment, alloc: Allocation, layout: Layout, mlps: dict[str, MLPSpec],
                 heads: dict[str, HeadSpec], vocab: list, max_len: int, output: OutputSpec,
                 dtype: torch.dtype = torch.float32, arch: str = "encoder") -> Transformer:
-    layer_mlps: list[list[MLPSpec]] = []
-    for layer in range(alloc.n_layers):
-        specs = [mlps[label] for label in alloc.mlps[layer]]
-        specs += [c for c in (cleanup_spec(heads[label]) for label in alloc.heads[layer]) if c is not None]
-        layer_mlps.append(specs)
-    n_heads = max(1, max(len(h) for h in alloc.heads))
-    d_head = max([1] + [heads[label].d_head for layer in alloc.heads for label in layer])
-    d_mlp = max([1] + [sum(s.n_units for s in specs) for specs in layer_mlps])
+    layer_mlps = layer_mlp_specs(plan, alloc, layout, mlps, heads)
+    sizes = layer_sizes(alloc, heads, layer_mlps)
     d_vocab_out = 1 if output.numerical else max(1, len(output.classes))
     config = ModelConfig(
-        arch=arch, d_model=layout.d_model, n_layers=alloc.n_layers, n_heads=n_heads, d_head=d_head,
-        d_mlp=d_mlp, d_vocab=FIRST_TOKEN_ID + len(vocab), d_vocab_out=d_vocab_out, n_ctx=max_len + 1,
-        norm="none", positional="learned", act="relu", tie_embeddings=False, bias=True, attn_scale=1.0, dropout=0.0,
+        arch=arch, d_model=layout.d_model, n_layers=alloc.n_layers, **sizes, d_vocab=FIRST_TOKEN_ID + len(vocab),
+        d_vocab_out=d_vocab_out, n_ctx=max_len + 1, norm="none", positional="learned", act="relu",
+        tie_embeddings=False, bias=True, attn_scale=1.0, dropout=0.0,
     )
     model = _uninitialised(config)
     params = _Params(model)

@@ -58,7 +58,7 @@ class Probe:
         c = self.model.config
         out: list[Component] = []
         for layer in range(c.n_layers):
-            out += [("head", layer, h) for h in range(c.n_heads)]
+            out += [("head", layer, h) for h in range(self.model.blocks[layer].attn.n_heads)]  # layers may differ
             if not c.attn_only:
                 out.append(("mlp", layer, 0))
         return out
