@@ -128,6 +128,8 @@ def decompile(model, task=None, *, n_inputs: int = 1000, n_match: int = 1000, n_
     bar.set_postfix_str(f"reading {len(kept)} components")
     steps, _ = core.read_program(probe, examples, kept)
     program = steps[-1].expr
+    used = {e.id for e in L.walk(program)}
+    steps = [s for s in steps if s.expr.id in used]  # a step the output never reads is no part of the program
     bar.update()
     bar.set_postfix_str("match")
     fresh = probe.sample(n_match, seed + 1)

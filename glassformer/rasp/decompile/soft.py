@@ -1,0 +1,201 @@
+"""Soft heads and numerical read-outs: what trained (not compiled) models do most.
+
+A trained head rarely copies one value; it spreads its attention evenly over a set of keys, and what it
+writes is then a linear function of the **distribution** of the value feature over that set:
+
+    head(q) = sum_k a_qk v(x_k) = sum_c frac_c(q) v_c,    frac_c(q) = |{k in S(q): x_k = c}| / |S(q)|
+
+One axis of ``frac`` (``core._fit_marks``: a single numerical mean) loses the rest when the value vectors
+``v_c`` span more than one direction (a majority head writes the whole letter histogram).  Then the head
+reads as the tuple of fractions (:func:`fit_dist`), in RASP one numerical ``Aggregate`` of an indicator per
+value, packed into one tuple-valued SOp (:func:`dist_expr`).
+
+A tuple of fractions takes many values, most of which a finite sample never shows a lookup table; the
+layers after such a head read it through a linear map and an arg-max (the unembedding's own form), so
+the read-out may be a :class:`LinearArgmax` over numerical features (:func:`fit_linear`), which answers
+for combinations the sample never held.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import torch
+
+from glassformer.rasp import language as L
+
+
+class Indicator:
+    """``1`` where the value is ``value``, else ``0`` (the mark a fraction averages)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __call__(self, x):
+        return 1 if x == self.value else 0
+
+    @property
+    def source(self) -> str:
+        return f"lambda x: 1 if x == {self.value!r} else 0"
+
+
+class Start:
+    """``(x,)``: the first entry of a packed tuple."""
+
+    source = "lambda x: (x,)"
+
+    def __call__(self, x):
+        return (x,)
+
+
+class Append:
+    """``t + (y,)``: one more entry of a packed tuple."""
+
+    source = "lambda t, y: t + (y,)"
+
+    def __call__(self, t, y):
+        return t + (y,)
+
+
+def fit_dist(sel_cells: np.ndarray, cells, codes: np.ndarray, act: np.ndarray, n_rows: int, rows: np.ndarray,
+             max_values: int = 8, min_ratio: float = 0.05) -> tuple[list[int], np.ndarray, float] | None:
+    """``(value codes, fractions [rows, values], R^2)`` when the head's output needs more than one axis of
+    the selected values' distribution (second singular value of the least-squares value vectors >=
+    ``min_ratio`` of the first); None where one axis suffices or the value feature has too many values.
+    R^2 is that of the linear model ``act = frac @ V`` on ``rows``, fitted on the training inputs and
+    scored on the others (the head's output is linear in ``frac`` when its attention is even)."""
+    vals = np.unique(codes[codes >= 0])
+    if len(vals) < 3 or len(vals) > max_values:
+        return None
+    idx = np.searchsorted(vals, np.maximum(codes, 0))
+    dist = np.zeros((n_rows, len(vals)))  # [rows, values] counts of each value among the selected keys
+    sel = sel_cells & (codes[cells.k] >= 0)
+    np.add.at(dist, (cells.q[sel], idx[cells.k[sel]]), 1.0)
+    count = dist.sum(1, keepdims=True)
+    use = count[:, 0] > 0
+    if use.sum() < 2 * len(vals):
+        return None
+    frac = np.where(count > 0, dist / np.maximum(count, 1), 0.0)  # [rows, values]
+    M, *_ = np.linalg.lstsq(frac[use], act[use], rcond=None)  # [values, d_model] the value vectors v_c
+    s = np.linalg.svd(M - M.mean(0), compute_uv=False)
+    if len(s) < 2 or s[0] < 1e-9 or s[1] < min_ratio * s[0]:
+        return None
+    train, test = rows & cells.train & use, rows & ~cells.train & use
+    if train.sum() < len(vals) or not test.any():
+        return None
+    V, *_ = np.linalg.lstsq(np.c_[frac[train], np.ones(train.sum())], act[train], rcond=None)
+    resid = act[rows & ~cells.train] - np.c_[frac[rows & ~cells.train], np.ones((rows & ~cells.train).sum())] @ V
+    held = act[rows & ~cells.train]
+    total = ((held - held.mean(0)) ** 2).sum()
+    r2 = float(1 - (resid ** 2).sum() / total) if total > 1e-12 else 1.0
+    return [int(v) for v in vals], frac, r2
+
+
+def dist_groups(frac: np.ndarray) -> np.ndarray:
+    """One group id per row for its tuple of fractions."""
+    return np.unique(np.round(frac, 6), axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def dist_expr(sel: L.Selector, value: L.SOp, values: list, stem: str) -> L.SOp:
+    """``(frac_c1, frac_c2, ...)``: the fraction of each value among the selected keys, as one SOp."""
+    packed = None
+    for i, v in enumerate(values):
+        mark = L.Map(Indicator(v), value, encoding=L.NUMERICAL, name=f"is_{stem}_{i}")
+        frac = L.Aggregate(sel, mark, encoding=L.NUMERICAL, name=f"frac_{stem}_{i}")
+        last = i == len(values) - 1
+        name = f"dist_{stem}" if last else f"dist_{stem}_{i}"
+        packed = L.Map(Start(), frac, name=name) if packed is None else L.SequenceMap(Append(), packed, frac, name=name)
+    return packed
+
+
+# -- numerical read-outs ------------------------------------------------------------------------------
+
+
+def as_vector(v: Any) -> tuple | None:
+    """A number or a (nested) tuple of numbers as a flat tuple of floats; None otherwise."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, Real):
+        return (float(v),)
+    if isinstance(v, tuple):
+        out: tuple = ()
+        for x in v:
+            part = as_vector(x)
+            if part is None:
+                return None
+            out += part
+        return out
+    return None
+
+
+def numeric_matrix(columns: list[list]) -> np.ndarray | None:
+    """``[rows, dims]``: the features' values side by side, if every value is numerical (one width each)."""
+    parts = []
+    for col in columns:
+        vecs = [as_vector(v) for v in col]
+        if any(v is None for v in vecs) or len({len(v) for v in vecs}) != 1:
+            return None
+        parts.append(np.array(vecs, dtype=np.float64))
+    return np.concatenate(parts, 1)
+
+
+class LinearArgmax:
+    """``classes[argmax_c (W_c . x + b_c)]`` of the numbers in the inputs (a linear read-out, the
+    unembedding's own form), printed as a dict ``{class: (W_c, b_c)}`` and a lambda."""
+
+    def __init__(self, name: str, weights: dict, arity: int = 1):
+        self.name, self.weights, self.arity = name, weights, arity
+
+    def __call__(self, *args):
+        x = as_vector(tuple(args))
+        if x is None:
+            return None
+        return max(self.weights, key=lambda c: sum(w * v for w, v in zip(self.weights[c][0], x)) + self.weights[c][1])
+
+    @property
+    def source(self) -> str:
+        flat = {1: "(x if isinstance(x, tuple) else (x,))",
+                2: "(x if isinstance(x, tuple) else (x,)) + (y if isinstance(y, tuple) else (y,))"}[self.arity]
+        args = "x" if self.arity == 1 else "x, y"
+        return (f"lambda {args}: max({self.name}, key=lambda c: sum(w * v for w, v in zip({self.name}[c][0], "
+                f"{flat})) + {self.name}[c][1])")
+
+    def definition(self) -> str:
+        items = ", ".join(f"{c!r}: ({[round(w, 4) for w in wb[0]]!r}, {round(wb[1], 4)!r})"
+                          for c, wb in self.weights.items())
+        return f"{self.name} = {{{items}}}"
+
+
+def fit_linear(X: np.ndarray, target: list, train: np.ndarray, steps: int = 200) -> tuple[dict, float] | None:
+    """Multinomial logistic regression of ``target`` on ``X`` (fitted on ``train`` rows, weights rounded
+    to 4 digits as printed): ``({class: (W_c, b_c)}, held-out accuracy)``."""
+    classes = sorted({t for t in target}, key=repr)
+    if len(classes) < 2 or train.sum() < 2:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    y = torch.tensor([index[t] for t in target])
+    mu, sd = X[train].mean(0), X[train].std(0) + 1e-6
+    Xt = torch.tensor((X - mu) / sd, dtype=torch.float64)  # standardised: the fit converges in few steps
+    W = torch.zeros(X.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    tr = torch.tensor(train)
+    opt = torch.optim.LBFGS([W, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(Xt[tr] @ W + b, y[tr]) + 1e-4 * (W ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    W_raw = W.detach().numpy() / sd[:, None]  # back to the raw features: W' = W / sd, b' = b - mu . W'
+    b_raw = b.detach().numpy() - mu @ W_raw
+    weights = {c: ([float(round(w, 4)) for w in W_raw[:, i]], float(round(b_raw[i], 4))) for c, i in index.items()}
+    fn = LinearArgmax("_", weights)
+    pred = [fn(tuple(row)) for row in X]
+    test = np.flatnonzero(~train)
+    acc = float(np.mean([pred[i] == target[i] for i in test])) if len(test) else 1.0
+    return weights, acc
