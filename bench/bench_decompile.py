@@ -38,6 +38,8 @@ GENERATED = {  # task: options (the README's learning-test settings)
     "modular-addition": {"p": 31, "train_fraction": 0.9},
 }
 
+STEPS = {"task:induction": 4000}  # varied repeat lengths: 1,900-3,000 steps measured (tests/train/test_learning.py)
+
 
 def program_size(program) -> dict:
     """Operations in the program and entries in its lookup tables."""
@@ -109,6 +111,11 @@ def train_or_load(key: str, name: str, options: dict, cache: Path, steps: int):
         task = rasp.task(name, max_len=6)
         arch_sizes = dict(d_model=64, n_layers=2, n_heads=4)
     folder = cache / key.replace(":", "_")
+    version = getattr(task, "format_version", 1)
+    if (folder / "checkpoint" / "task.json").exists() and \
+            json.loads((folder / "checkpoint" / "task.json").read_text()).get("format", 1) != version:
+        folder = cache / f"{key.replace(':', '_')}_f{version}"  # the task changed its format: a model of its own
+    steps = STEPS.get(key, steps)
     summary_file = folder / "summary.json"
     if not summary_file.exists():
         torch.manual_seed(0)

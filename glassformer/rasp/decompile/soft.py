@@ -199,3 +199,86 @@ def fit_linear(X: np.ndarray, target: list, train: np.ndarray, steps: int = 200)
     test = np.flatnonzero(~train)
     acc = float(np.mean([pred[i] == target[i] for i in test])) if len(test) else 1.0
     return weights, acc
+
+
+class Tree:
+    """A small decision tree over the numbers in the inputs: ``(dim, threshold, left, right)`` nodes
+    (``x[dim] <= threshold`` goes left) and output values at the leaves, printed as one conditional
+    expression."""
+
+    def __init__(self, name: str, node, arity: int = 1):
+        self.name, self.node, self.arity = name, node, arity
+
+    def __call__(self, *args):
+        x = as_vector(tuple(args))
+        if x is None:
+            return None
+        node = self.node
+        while isinstance(node, tuple) and len(node) == 4 and isinstance(node[0], int) and node[0] >= 0:
+            node = node[2] if x[node[0]] <= node[1] else node[3]
+        return node[1] if isinstance(node, tuple) else node
+
+    def _expr(self, node) -> str:
+        if node[0] < 0:
+            return repr(node[1])
+        dim, thr, left, right = node
+        return f"({self._expr(left)} if v[{dim}] <= {thr!r} else {self._expr(right)})"
+
+    @property
+    def source(self) -> str:
+        flat = {1: "(x if isinstance(x, tuple) else (x,))",
+                2: "(x if isinstance(x, tuple) else (x,)) + (y if isinstance(y, tuple) else (y,))"}[self.arity]
+        args = "x" if self.arity == 1 else "x, y"
+        return f"lambda {args}: (lambda v: {self._expr(self.node)})({flat})"
+
+
+def fit_tree(X: np.ndarray, target: list, train: np.ndarray, max_depth: int = 3,
+             min_leaf: int = 3) -> tuple[tuple, float] | None:
+    """A decision tree (Gini splits, at most ``max_depth`` levels, thresholds halfway between two seen
+    values) of ``target`` on ``X``, fitted on ``train`` rows: ``(root node, held-out accuracy)``.  A leaf
+    is ``(-1, value)``."""
+    classes = sorted({t for t in target}, key=repr)
+    if len(classes) < 2 or train.sum() < 2 * min_leaf:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[t] for t in target])
+
+    def leaf(idx):
+        return (-1, classes[int(np.bincount(y[idx], minlength=len(classes)).argmax())])
+
+    def grow(idx, depth):
+        counts = np.bincount(y[idx], minlength=len(classes))
+        if depth == max_depth or counts.max() == len(idx) or len(idx) < 2 * min_leaf:
+            return leaf(idx)
+        best = None
+        for d in range(X.shape[1]):
+            order = idx[np.argsort(X[idx, d], kind="stable")]
+            xs = X[order, d]
+            onehot = np.eye(len(classes))[y[order]]  # [n, classes]
+            left = np.cumsum(onehot, 0)[:-1]  # [n - 1, classes] counts left of each cut
+            right = counts[None, :] - left
+            nl = np.arange(1, len(order))[:, None]
+            nr = len(order) - nl
+            gini = (nl[:, 0] * (1 - ((left / nl) ** 2).sum(1)) + nr[:, 0] * (1 - ((right / nr) ** 2).sum(1)))
+            valid = (xs[1:] > xs[:-1]) & (nl[:, 0] >= min_leaf) & (nr[:, 0] >= min_leaf)
+            if not valid.any():
+                continue
+            gini = np.where(valid, gini, np.inf)
+            i = int(gini.argmin())
+            if best is None or gini[i] < best[0] - 1e-12:
+                best = (gini[i], d, float(round((xs[i] + xs[i + 1]) / 2, 6)))
+        parent = len(idx) * (1 - ((counts / len(idx)) ** 2).sum())
+        if best is None or best[0] >= parent - 1e-9:
+            return leaf(idx)
+        _, d, thr = best
+        go_left = X[idx, d] <= thr
+        left, right = grow(idx[go_left], depth + 1), grow(idx[~go_left], depth + 1)
+        if left[0] < 0 and right[0] < 0 and left[1] == right[1]:
+            return left  # both sides answer the same: no split
+        return (d, thr, left, right)
+
+    root = grow(np.flatnonzero(train), 0)
+    fn = Tree("_", root)
+    test = np.flatnonzero(~train)
+    acc = float(np.mean([fn(tuple(X[i])) == target[i] for i in test])) if len(test) else 1.0
+    return root, acc
