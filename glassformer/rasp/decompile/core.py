@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from glassformer.rasp import language as L
+from glassformer.rasp.decompile import extreme
 from glassformer.rasp.decompile import fit as F
 from glassformer.rasp.decompile.probe import Component, Example, Probe
 from glassformer.rasp.decompile.program import Pack, PairSet, Table, table_or_affine
@@ -36,7 +37,7 @@ class Step:
 
     expr: L.SOp
     components: list[Component]
-    kind: str  # "aggregate" | "width" | "mean" | "map" | "output"
+    kind: str  # "aggregate" | "width" | "mean" | "maximum" | "minimum" | "map" | "output"
     fit: float  # held-out R^2 of the component's output (heads, MLPs) or accuracy (output)
     detail: str = ""
     iia: float | None = None
@@ -223,6 +224,7 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
                         continue
                     mean = _mean_of(sel_cells, cells, vf.codes, marks, state.n_rows)
                     candidates.append((r2(np.round(mean * 1e6).astype(np.int64)) - 0.004, "mean", sfit, vf, marks))
+                candidates += extreme.candidates(state, y, act, feats, rows, r2)
     if not candidates:
         return None
     score, kind, sfit, vf, marks = max(candidates, key=lambda c: c[0])
@@ -234,6 +236,11 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
     elif kind == "width":
         expr = L.SelectorWidth(sel, name=f"width_{stem}")
         detail = "counts the selected keys"
+    elif kind in ("maximum", "minimum"):
+        default = extreme.default_value(state, vf, marks, act, kind[:3])
+        op = L.Maximum if kind == "maximum" else L.Minimum
+        expr = op(sel, vf.expr, default=default, name=f"{kind[:3]}_{stem}")
+        detail = f"takes the {'largest' if kind == 'maximum' else 'smallest'} {vf.name} among the selected keys"
     else:
         table = {reg.values[c]: m for c, m in marks.items()}
         mark = L.Map(Table(state.table_name(f"{stem}_marks"), table, 0), vf.expr, encoding=L.NUMERICAL,
