@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from glassformer.rasp import language as L
+from glassformer.rasp.decompile import extreme
 from glassformer.rasp.decompile import fit as F
 from glassformer.rasp.decompile import soft
 from glassformer.rasp.decompile.readout import read_output  # noqa: F401  (step 3)
@@ -38,7 +39,7 @@ class Step:
 
     expr: L.SOp
     components: list[Component]
-    kind: str  # "aggregate" | "width" | "mean" | "map" | "output"
+    kind: str  # "aggregate" | "width" | "mean" | "maximum" | "minimum" | "map" | "output"
     fit: float  # held-out R^2 of the component's output (heads, MLPs) or accuracy (output)
     detail: str = ""
     iia: float | None = None
@@ -228,6 +229,7 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
                     dist = soft.fit_dist(sel_cells, cells, vf.codes, act, state.n_rows, rows)
                     if dist is not None:  # more than one axis of the selected values' distribution
                         candidates.append((dist[2] - 0.008, "dist", sfit, vf, dist[0]))
+                candidates += extreme.candidates(state, y, act, feats, rows, r2)
     if not candidates:
         return None
     score, kind, sfit, vf, marks = max(candidates, key=lambda c: c[0])
@@ -242,6 +244,11 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
     elif kind == "dist":
         expr = soft.dist_expr(sel, vf.expr, sorted((reg.values[c] for c in marks), key=repr), stem)
         detail = f"the fraction of each value of {vf.name} among the selected keys"
+    elif kind in ("maximum", "minimum"):
+        default = extreme.default_value(state, vf, marks, act, kind[:3])
+        op = L.Maximum if kind == "maximum" else L.Minimum
+        expr = op(sel, vf.expr, default=default, name=f"{kind[:3]}_{stem}")
+        detail = f"takes the {'largest' if kind == 'maximum' else 'smallest'} {vf.name} among the selected keys"
     else:
         table = {reg.values[c]: m for c, m in marks.items()}
         mark = L.Map(Table(state.table_name(f"{stem}_marks"), table, 0), vf.expr, encoding=L.NUMERICAL,

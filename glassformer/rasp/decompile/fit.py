@@ -117,9 +117,14 @@ def cell_selection(att: np.ndarray, sink: np.ndarray, cells: Cells, hard: bool) 
     return cells.allowed & (a >= 0.5 * top[cells.q])
 
 
-def row_exact(y: np.ndarray, pred: np.ndarray, cells: Cells, rows_mask: np.ndarray) -> float:
-    """The fraction of query rows (``rows_mask``) whose selected set ``pred`` reproduces exactly."""
-    err = ((y != pred) & cells.allowed).astype(np.int64)
+def row_exact(y: np.ndarray, pred: np.ndarray, cells: Cells, rows_mask: np.ndarray,
+              care: np.ndarray | None = None) -> float:
+    """The fraction of query rows (``rows_mask``) whose selected set ``pred`` reproduces exactly (on the
+    ``care`` cells only, where given: the others may go either way)."""
+    err = (y != pred) & cells.allowed
+    if care is not None:
+        err &= care
+    err = err.astype(np.int64)
     n_rows = len(rows_mask)
     errs = np.bincount(cells.q, weights=err, minlength=n_rows)
     has_cells = np.bincount(cells.q, weights=cells.allowed, minlength=n_rows) > 0
@@ -147,9 +152,11 @@ def named_selection(name: str, kc: np.ndarray, qc: np.ndarray, order: np.ndarray
 
 
 def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np.ndarray,
-                 rows: np.ndarray | None = None, max_table: int = 4096, max_values: int = 64) -> SelectorFit | None:
+                 rows: np.ndarray | None = None, max_table: int = 4096, max_values: int = 64,
+                 care: np.ndarray | None = None) -> SelectorFit | None:
     """The best predicate over every (key feature, query feature) pair, scored on the query ``rows``
-    (default: all); see the module docstring."""
+    (default: all); see the module docstring.  ``care`` [cells] bool: only these cells must match ``y``
+    (a Maximum's selector is free on the keys its winner beats anyway)."""
     n_rows = len(cells.train)
     every = np.ones(n_rows, bool) if rows is None else rows
     held = ~cells.train & every
@@ -172,13 +179,13 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
                 if sel is None:
                     continue
                 fit = SelectorFit("named", kf, qf, predicate=name, selected=sel)
-                fit.score = row_exact(y, sel, cells, every)
+                fit.score = row_exact(y, sel, cells, every, care)
                 consider(fit)
                 if name != "TRUE" and not (sel < y)[cells.allowed].any():  # selects all the head does
                     atoms.append(fit)
-            table = _table_fit(y, kc, qc, kf, qf, cells, max_table, every)
+            table = _table_fit(y, kc, qc, kf, qf, cells, max_table, every, care)
             if table is not None:
-                table.score = row_exact(y, table.selected, cells, held)
+                table.score = row_exact(y, table.selected, cells, held, care)
                 consider(table)
     if best is not None and best.score < 0.999 and atoms:
         atoms.sort(key=lambda a: int((a.selected & cells.allowed).sum()))
@@ -186,16 +193,19 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
         for i, a in enumerate(atoms):
             for b in atoms[i + 1:]:
                 sel = a.selected & b.selected
-                score = row_exact(y, sel, cells, every)
+                score = row_exact(y, sel, cells, every, care)
                 if score > best.score + penalty["and"]:
                     fit = SelectorFit("and", a.key, a.query, predicate=a.predicate, second=b, selected=sel, score=score)
                     consider(fit)
     return best
 
 
-def _table_fit(y, kc, qc, kf, qf, cells: Cells, max_table: int, rows: np.ndarray) -> SelectorFit | None:
+def _table_fit(y, kc, qc, kf, qf, cells: Cells, max_table: int, rows: np.ndarray,
+               care: np.ndarray | None = None) -> SelectorFit | None:
     valid = (kc >= 0) & (qc >= 0) & cells.allowed
     fit_cells = valid & cells.train[cells.q] & rows[cells.q]
+    if care is not None:
+        fit_cells &= care
     pairs = kc.astype(np.int64) * (1 << 31) + np.maximum(qc, 0)
     uniq, inv = np.unique(pairs[valid], return_inverse=True)
     if len(uniq) > max_table:

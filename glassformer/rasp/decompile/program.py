@@ -126,8 +126,8 @@ Decompiled by glassformer (`glassformer decompile`); run it with
 Every step names the model component it reads and its interchange-intervention accuracy (IIA).
 """
 
-from glassformer.rasp import (EQ, GEQ, GT, LEQ, LT, NE, TRUE, Aggregate, Full, Map, Select, SelectorWidth,
-                              SequenceMap, indices, tokens)
+from glassformer.rasp import (EQ, GEQ, GT, LEQ, LT, NE, TRUE, Aggregate, Full, Map, Maximum, Minimum, Select,
+                              SelectorWidth, SequenceMap, indices, tokens)
 '''
 
 

@@ -1,0 +1,109 @@
+"""Reading a head as ``Maximum(select, v)`` / ``Minimum(select, v)``: the best selected key wins.
+
+Such a head puts its weight on the keys of ``select`` whose value ``v`` ranks highest (or lowest): on
+BOS (the default) where ``select`` holds no key with a value.  From the attention alone, ``select`` is
+only partly visible: at query q whose winning keys hold ``m(q)``,
+
+    a key k must be selected            if it is a winner,
+    a key k must not be selected        if v(k) ranks above m(q), or ties m(q) without being a winner,
+    a key k may go either way           if v(k) ranks below m(q) or has no value (it loses anyway).
+
+So ``select`` is fitted (``fit.fit_selector``) only on the cells the first two lines decide (its
+``care`` mask), and any selector that fits them gives the very same Maximum.  A row resting on BOS
+must select no valued key.  The candidate is then scored like the other readings: the held-out R^2 of
+the head's output grouped by the Maximum the fitted selector gives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glassformer.rasp.decompile import fit as F
+
+MODES = ("max", "min")
+
+
+def ranks(registry: F.Registry, feature: F.Feature) -> np.ndarray | None:
+    """``[n_codes]`` float: the rank of each of the feature's values in Python's order (what the
+    interpreter's ``max`` uses), NaN for codes the feature never takes; None if they cannot be ordered."""
+    codes = np.unique(feature.codes[feature.codes >= 0])
+    values = [registry.values[c] for c in codes]
+    try:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+    except TypeError:
+        return None
+    out = np.full(len(registry.values), np.nan)
+    out[codes[order]] = np.arange(len(codes), dtype=np.float64)
+    return out
+
+
+def winner_rank(sel_cells: np.ndarray, cells: F.Cells, key_rank: np.ndarray, n_rows: int) -> np.ndarray:
+    """Per query row: the best rank among its selected keys with a value (-inf where none)."""
+    best = np.full(n_rows, -np.inf)
+    use = sel_cells & np.isfinite(key_rank)
+    np.maximum.at(best, cells.q[use], key_rank[use])
+    return best
+
+
+def care_mask(y: np.ndarray, cells: F.Cells, key_rank: np.ndarray, n_rows: int) -> np.ndarray:
+    """The cells whose selection the attention ``y`` decides (module docstring)."""
+    m = winner_rank(y, cells, key_rank, n_rows)  # [rows]
+    return cells.allowed & (y | (np.isfinite(key_rank) & (key_rank >= m[cells.q])))
+
+
+def candidates(state, y: np.ndarray, act: np.ndarray, feats: list, rows: np.ndarray, r2) -> list[tuple]:
+    """``(score, "maximum"|"minimum", selector fit, value feature, default code)`` for each value feature
+    whose values the head copies (``y``: the soft selection, winners and their ties)."""
+    from glassformer.rasp.decompile.core import _copied
+
+    cells, n_rows = state.cells, state.n_rows
+    order = state.registry.order()
+    out = []
+    for vf in feats:
+        if not 2 <= vf.n_values() <= 65:
+            continue
+        copied = _copied(y, cells, vf.codes, n_rows)  # a Maximum copies one value: the winners'
+        if float((copied[rows] == -2).mean()) > 0.02 or r2(copied) < 0.9:
+            continue
+        rank = ranks(state.registry, vf)
+        if rank is None:
+            continue
+        for mode in MODES:
+            key_rank = np.where(vf.codes >= 0, rank[np.maximum(vf.codes, 0)], np.nan)[cells.k]
+            key_rank = np.where(np.isnan(key_rank), -np.inf, key_rank if mode == "max" else -key_rank)
+            care = care_mask(y, cells, key_rank, n_rows)
+            sfit = F.fit_selector(y, feats, cells, order, rows, care=care)
+            if sfit is None or sfit.score < 0.9:
+                continue
+            best = winner_rank(sfit.selected & cells.allowed, cells, key_rank, n_rows)
+            codes = code_of_rank(vf, rank, best if mode == "max" else -best)
+            out.append((r2(codes) - 0.003, "maximum" if mode == "max" else "minimum", sfit, vf, codes))
+    return out
+
+
+def code_of_rank(vf: F.Feature, rank: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """The value code of each row's winning rank (-3 where nothing was selected: the default)."""
+    lut = {int(r): c for c, r in enumerate(rank) if np.isfinite(r)}
+    return np.array([lut[int(b)] if np.isfinite(b) else -3 for b in best], dtype=np.int64)
+
+
+def default_value(state, vf: F.Feature, codes: np.ndarray, act: np.ndarray, mode: str):
+    """The value the head writes where its selector is empty: a value of ``v`` whose output vector it
+    repeats (within a tenth of the spread between values), else a fresh one just beyond the values
+    (below the smallest for a Maximum) for numbers, or the string ``"default"``."""
+    empty = codes == -3
+    values = [state.registry.values[c] for c in np.unique(codes[codes >= 0])]
+    if not empty.any():
+        return None
+    target = act[empty].mean(0)
+    means = {c: act[codes == c].mean(0) for c in np.unique(codes[codes >= 0])}
+    if means:
+        centre = np.mean(list(means.values()), axis=0)
+        spread = np.sqrt(np.mean([((m - centre) ** 2).sum() for m in means.values()]))
+        c, m = min(means.items(), key=lambda cm: np.linalg.norm(cm[1] - target))
+        if np.linalg.norm(m - target) <= 0.1 * max(spread, 1e-9):
+            return state.registry.values[c]
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if numbers and len(numbers) == len(values):
+        return min(numbers) - 1 if mode == "max" else max(numbers) + 1
+    return "default"
