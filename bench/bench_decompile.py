@@ -155,8 +155,21 @@ def bench_trained(args, results: dict | None = None) -> list[dict]:
               f"iia {row['iia_mean'] if iias else float('nan'):.3f} ops {row['ops']} "
               f"{row['decompile_seconds']}s", flush=True)
         if results is not None:
-            write({**results, "trained": rows}, Path(args.results_dir))
-    return rows
+            write({**results, "trained": merged(rows, "trained", args)}, Path(args.results_dir))
+    return merged(rows, "trained", args)
+
+
+def merged(rows: list[dict], part: str, args) -> list[dict]:
+    """With ``--only``, the new rows in place of the same models' old ones in the results file (the
+    others kept, in their order); without it, the new rows alone."""
+    path = Path(args.results_dir) / "decompile.json"
+    if not args.only or not path.exists():
+        return rows
+    field = "model" if part == "trained" else "program"
+    new = {r[field]: r for r in rows}
+    old = json.loads(path.read_text()).get(part, [])
+    out = [new.pop(r[field], r) for r in old]
+    return out + list(new.values())
 
 
 def write(results: dict, out: Path) -> None:
@@ -255,7 +268,7 @@ def main() -> None:
     results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                           f"{args.threads} thread(s)"}
     if args.part in ("compiled", "all"):
-        results["compiled"] = bench_compiled(args)
+        results["compiled"] = merged(bench_compiled(args), "compiled", args)
         write(results, Path(args.results_dir))
     if args.part in ("trained", "all"):
         results["trained"] = bench_trained(args, results)

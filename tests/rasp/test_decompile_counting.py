@@ -1,0 +1,72 @@
+"""``rasp.decompile`` on a trained counting model: majority, whose heads spread their attention evenly over
+the prefix and write the whole letter histogram (read as the tuple of letter fractions, ``soft.py``),
+which the unembedding reads with a linear arg-max (``readout.py``)."""
+
+import numpy as np
+import pytest
+import torch
+
+from glassformer import rasp
+from glassformer.rasp.cli import load_program
+from glassformer.rasp.decompile import faithful, make_probe, soft
+
+N_INPUTS = 400  # read, matched, and a fifth of it for the interventions
+
+
+def train_majority(seed: int):
+    """A 2-layer decoder trained on majority (8 letters of 4) until an evaluation is 100% right."""
+    from glassformer.train import Trainer, TrainConfig, get_task, model_for_task
+
+    task = get_task("majority")
+    torch.manual_seed(seed)
+    model = model_for_task(task, "decoder", d_model=64, n_layers=2, n_heads=4)
+    config = TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=50, eval_batches=4,
+                         stop_at_accuracy=1.0, seed=seed, quiet=True)
+    summary = Trainer(model, task, config).train()
+    return model, task, summary
+
+
+@pytest.fixture(scope="module")
+def decompiled_majority():
+    model, task, summary = train_majority(0)
+    result = rasp.decompile(model, task, n_inputs=N_INPUTS, n_match=N_INPUTS, n_pairs=N_INPUTS // 5)
+    return model, task, summary, result
+
+
+def test_majority_decompiles_to_letter_fractions_and_an_argmax(decompiled_majority, tmp_path):
+    """Measured over seeds 0-4 with 1 and 2 torch threads (see docs/decompile.md): training stopped at
+    100% at 50-100 steps; the program matches the model on 0.9975-1.0000 of 400 fresh inputs; the
+    fractions step's IIA against layer 0's heads is 0.99-1.00; 9-21 s a run at load ~15."""
+    model, task, summary, result = decompiled_majority
+    assert summary["sequence_accuracy"] == 1.0, summary
+    assert result.match_position >= 0.99, result.summary()
+    dist = [s for s in result.steps if s.kind == "dist"]
+    assert dist, result.summary()  # the letter histogram, one numerical mean per letter
+    assert all(c[0] == "head" and c[1] == 0 for c in dist[0].components)
+    assert dist[0].iia >= 0.95, result.summary()
+    assert all(c[1] == 0 for c in dist[0].best_component)  # mapped to layer 0, where the fractions are
+    output = result.steps[-1]
+    assert isinstance(output.expr.f, soft.LinearArgmax), output.detail  # it answers unseen histograms too
+    # the printed program is the same program: re-loaded from its source, it gives the same outputs
+    path = tmp_path / "majority.py"
+    path.write_text(result.source)
+    reloaded, _ = load_program(f"{path}:program")
+    probe = make_probe(model, task)
+    fresh = probe.sample(100, np.random.default_rng(7))
+    ours = faithful.match(result.program, fresh, probe.outputs(fresh))
+    theirs = faithful.match(reloaded, fresh, probe.outputs(fresh))
+    assert ours == theirs
+
+
+def test_fraction_iia_is_low_against_a_wrong_component(decompiled_majority):
+    """A wrong mapping scores low: swapping the fractions step against the last layer's MLP (which the
+    program does not use) leaves the model's answer where the program's moves.  Measured over seeds 0-4,
+    1 and 2 threads: 0.00-0.02."""
+    model, task, _, result = decompiled_majority
+    probe = make_probe(model, task)
+    step = next(s for s in result.steps if s.kind == "dist")
+    pairs = probe.sample(N_INPUTS // 5, np.random.default_rng(2))
+    wrong = ("mlp", model.config.n_layers - 1, 0)
+    grid = faithful.search_mapping(probe, result.program, [step], pairs, candidates=[(wrong,)])
+    iia = grid[step.expr.name][(wrong,)][0]
+    assert iia <= 0.2, iia
