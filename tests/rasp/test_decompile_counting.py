@@ -59,14 +59,15 @@ def test_majority_decompiles_to_letter_fractions_and_an_argmax(decompiled_majori
 
 
 def test_fraction_iia_is_low_against_a_wrong_component(decompiled_majority):
-    """A wrong mapping scores low: swapping the fractions step against the last layer's MLP (which the
-    program does not use) leaves the model's answer where the program's moves.  Measured over seeds 0-4,
-    1 and 2 threads: 0.00-0.02."""
+    """A wrong mapping scores low: the fractions step swapped against a head that pruning dropped (a head
+    of the model, just not one that does this job) predicts moves the model does not make.  Measured over
+    seeds 0-4, 1 and 2 threads: see the numbers in docs/decompile.md."""
     model, task, _, result = decompiled_majority
     probe = make_probe(model, task)
     step = next(s for s in result.steps if s.kind == "dist")
     pairs = probe.sample(N_INPUTS // 5, np.random.default_rng(2))
-    wrong = ("mlp", model.config.n_layers - 1, 0)
+    needed = set(step.best_component) | set(result.kept)
+    wrong = [c for c in probe.components() if c[0] == "head" and c not in needed][-1]
     grid = faithful.search_mapping(probe, result.program, [step], pairs, candidates=[(wrong,)])
     iia = grid[step.expr.name][(wrong,)][0]
-    assert iia <= 0.2, iia
+    assert step.iia >= 0.9 and iia <= 0.2, (step.iia, iia, wrong)

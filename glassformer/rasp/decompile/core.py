@@ -229,6 +229,12 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
                     dist = soft.fit_dist(sel_cells, cells, vf.codes, act, state.n_rows, rows)
                     if dist is not None:  # more than one axis of the selected values' distribution
                         candidates.append((dist[2] - 0.008, "dist", sfit, vf, dist[0]))
+                for vf in feats:  # the fraction of selected keys whose numerical feature crosses a line
+                    if not soft.is_numerical(vf.expr):
+                        continue
+                    cut = soft.fit_threshold(sel_cells, cells, vf.codes, order, state.n_rows, r2)
+                    if cut is not None:
+                        candidates.append((cut[0] - 0.006, "above", sfit, vf, cut[1]))
                 candidates += extreme.candidates(state, y, act, feats, rows, r2)
     if not candidates:
         return None
@@ -241,6 +247,11 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
     elif kind == "width":
         expr = L.SelectorWidth(sel, name=f"width_{stem}")
         detail = "counts the selected keys"
+    elif kind == "above":
+        mark = L.Map(soft.Threshold(marks), vf.expr, encoding=L.NUMERICAL, name=f"marks_{stem}")
+        expr = L.Aggregate(sel, mark, encoding=L.NUMERICAL, name=f"mean_{stem}")
+        detail = f"the fraction of the selected keys whose {vf.name} exceeds {marks!r}"
+        kind = "mean"
     elif kind == "dist":
         expr = soft.dist_expr(sel, vf.expr, sorted((reg.values[c] for c in marks), key=repr), stem)
         detail = f"the fraction of each value of {vf.name} among the selected keys"

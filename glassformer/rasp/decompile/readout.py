@@ -62,7 +62,8 @@ def read_output(state: State) -> Step:
             if all(f is not p for p in pair) and len(pair) == 2:
                 consider(pair + (f,))
     if best[0] < 0.999:  # a linear read-out of numerical features (tuples of fractions, means, counts)
-        numeric = [f for f in feats if soft.numeric_matrix([values[id(f)]]) is not None and f.n_values() > 2]
+        numeric = [f for f in feats if soft.is_numerical(f.expr) and f.n_values() > 2
+                   and soft.numeric_matrix([values[id(f)]]) is not None]
         for size in (1, 2):
             for combo in itertools.combinations(numeric, size):
                 consider(combo, "linear")

@@ -282,3 +282,53 @@ def fit_tree(X: np.ndarray, target: list, train: np.ndarray, max_depth: int = 3,
     test = np.flatnonzero(~train)
     acc = float(np.mean([fn(tuple(X[i])) == target[i] for i in test])) if len(test) else 1.0
     return root, acc
+
+
+class Threshold:
+    """``1`` where the value exceeds ``t`` (``above``) or stays at or below it, else ``0``: the mark of a
+    key whose numerical feature crosses a line (a prefix with more closers than openers)."""
+
+    def __init__(self, t: float, above: bool = True):
+        self.t, self.above = t, above
+
+    def __call__(self, x):
+        return int((x > self.t) == self.above)
+
+    @property
+    def source(self) -> str:
+        return f"lambda x: 1 if x {'>' if self.above else '<='} {self.t!r} else 0"
+
+
+def fit_threshold(sel_cells: np.ndarray, cells, codes: np.ndarray, order: np.ndarray, n_rows: int, r2,
+                  max_cuts: int = 24) -> tuple[float, float] | None:
+    """The cut ``t`` of a numerical key feature whose marks ``[x > t]``, averaged over the selected keys,
+    best explain the head's output (``r2`` of the grouping by that fraction): ``(score, t)``; None if the
+    feature is not numerical or has fewer than 3 values."""
+    vals = np.unique(codes[codes >= 0])
+    nums = order[vals] if len(vals) else vals
+    if len(vals) < 3 or np.isnan(nums).any() or (nums >= 1e6).any():
+        return None
+    uniq = np.unique(nums)
+    cuts = (uniq[1:] + uniq[:-1]) / 2
+    if len(cuts) > max_cuts:
+        cuts = np.quantile(cuts, np.linspace(0, 1, max_cuts))
+    kc = codes[cells.k]
+    key_num = np.where(kc >= 0, order[np.maximum(kc, 0)], np.nan)
+    w = sel_cells & (kc >= 0)
+    count = np.bincount(cells.q, weights=w, minlength=n_rows)
+    best = None
+    for t in cuts:
+        above = np.bincount(cells.q, weights=w & (key_num > t), minlength=n_rows)
+        frac = np.where(count > 0, above / np.maximum(count, 1), 0.0)
+        score = r2(np.round(frac * 1e6).astype(np.int64))
+        if best is None or score > best[0]:
+            best = (score, float(round(t, 6)))
+    return best
+
+
+def is_numerical(expr: L.SOp) -> bool:
+    """Whether a feature's values are quantities (a numerical SOp, a count, an index, a tuple of
+    fractions), not labels that happen to be numbers (an MLP table's output numbers)."""
+    if expr.is_numerical or isinstance(expr, (L.SelectorWidth, L.Indices)):
+        return True
+    return isinstance(expr, (L.Map, L.SequenceMap)) and isinstance(expr.f, (Start, Append))
