@@ -226,15 +226,7 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
                         continue
                     mean = _mean_of(sel_cells, cells, vf.codes, marks, state.n_rows)
                     candidates.append((r2(np.round(mean * 1e6).astype(np.int64)) - 0.004, "mean", sfit, vf, marks))
-                    dist = soft.fit_dist(sel_cells, cells, vf.codes, act, state.n_rows, rows)
-                    if dist is not None:  # more than one axis of the selected values' distribution
-                        candidates.append((dist[2] - 0.008, "dist", sfit, vf, dist[0]))
-                for vf in feats:  # the fraction of selected keys whose numerical feature crosses a line
-                    if not soft.is_numerical(vf.expr):
-                        continue
-                    cut = soft.fit_threshold(sel_cells, cells, vf.codes, order, state.n_rows, r2)
-                    if cut is not None:
-                        candidates.append((cut[0] - 0.006, "above", sfit, vf, cut[1]))
+                candidates += soft.candidates(sfit, y, feats, cells, act, rows, order, r2)  # fractions, cuts
                 candidates += extreme.candidates(state, y, act, feats, rows, r2)
     if not candidates:
         return None

@@ -300,7 +300,7 @@ class Threshold:
 
 
 def fit_threshold(sel_cells: np.ndarray, cells, codes: np.ndarray, order: np.ndarray, n_rows: int, r2,
-                  max_cuts: int = 24) -> tuple[float, float] | None:
+                  max_cuts: int = 64) -> tuple[float, float] | None:
     """The cut ``t`` of a numerical key feature whose marks ``[x > t]``, averaged over the selected keys,
     best explain the head's output (``r2`` of the grouping by that fraction): ``(score, t)``; None if the
     feature is not numerical or has fewer than 3 values."""
@@ -332,3 +332,34 @@ def is_numerical(expr: L.SOp) -> bool:
     if expr.is_numerical or isinstance(expr, (L.SelectorWidth, L.Indices)):
         return True
     return isinstance(expr, (L.Map, L.SequenceMap)) and isinstance(expr.f, (Start, Append))
+
+
+def everything(y: np.ndarray, features: list, cells, rows: np.ndarray):
+    """The selector of a head that averages over every key it can see: ``Select(tokens, tokens, TRUE)``
+    (scored, as any selector, by how many query rows' selections it reproduces exactly)."""
+    from glassformer.rasp.decompile import fit as F
+
+    sel = np.ones(len(cells.q), bool)
+    return F.SelectorFit("named", features[0], features[0], predicate="TRUE", selected=sel,
+                         score=F.row_exact(y, sel, cells, rows))
+
+
+def candidates(sfit, y: np.ndarray, features: list, cells, act: np.ndarray, rows: np.ndarray, order: np.ndarray,
+               r2) -> list[tuple]:
+    """A soft head's readings as fractions, for its fitted selector ``sfit`` and for "every key it can
+    see": ``(score, "dist", selector, value feature, value codes)`` (:func:`fit_dist`) and ``(score,
+    "above", selector, feature, cut)`` (:func:`fit_threshold`); scores are R^2 less a small price."""
+    n_rows = len(cells.train)
+    fits = [sfit] if sfit.kind == "named" and sfit.predicate == "TRUE" else [sfit, everything(y, features, cells, rows)]
+    out = []
+    for fit in fits:
+        sel_cells = fit.selected & cells.allowed
+        for vf in features:
+            dist = fit_dist(sel_cells, cells, vf.codes, act, n_rows, rows)
+            if dist is not None:  # more than one axis of the selected values' distribution
+                out.append((dist[2] - 0.008, "dist", fit, vf, dist[0]))
+            if is_numerical(vf.expr):  # the fraction of selected keys whose quantity crosses a line
+                cut = fit_threshold(sel_cells, cells, vf.codes, order, n_rows, r2)
+                if cut is not None:
+                    out.append((cut[0] - 0.006, "above", fit, vf, cut[1]))
+    return out
