@@ -2,6 +2,8 @@
 the prefix and write the whole letter histogram (read as the tuple of letter fractions, ``soft.py``),
 which the unembedding reads with a linear arg-max (``readout.py``)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,6 @@ def test_fraction_iia_is_low_against_a_wrong_component(decompiled_majority):
     pairs = probe.sample(N_INPUTS // 5, np.random.default_rng(2))
     needed = set(step.best_component) | set(result.kept)
     wrong = [c for c in probe.components() if c[0] == "head" and c not in needed][-1]
-    grid = faithful.search_mapping(probe, result.program, [step], pairs, candidates=[(wrong,)])
+    grid = faithful.search_mapping(probe, result.program, [copy.copy(step)], pairs, candidates=[(wrong,)])
     iia = grid[step.expr.name][(wrong,)][0]
     assert step.iia >= 0.9 and iia <= 0.2, (step.iia, iia, wrong)
