@@ -10,7 +10,7 @@ import torch
 
 from glassformer import rasp
 from glassformer.rasp.cli import load_program
-from glassformer.rasp.decompile import faithful, make_probe, soft
+from glassformer.rasp.decompile import faithful, make_probe, numeric
 
 N_INPUTS = 400  # read, matched, and a fifth of it for the interventions
 
@@ -49,7 +49,7 @@ def test_majority_decompiles_to_letter_fractions_and_an_argmax(decompiled_majori
     assert dist[0].iia >= 0.9, result.summary()
     assert all(c[1] == 0 for c in dist[0].best_component)  # mapped to layer 0, where the fractions are
     output = result.steps[-1]
-    assert isinstance(output.expr.f, soft.LinearArgmax), output.detail  # it answers unseen histograms too
+    assert isinstance(output.expr.f, numeric.LinearArgmax), output.detail  # it answers unseen histograms too
     # the printed program is the same program: re-loaded from its source, it gives the same outputs
     path = tmp_path / "majority.py"
     path.write_text(result.source)

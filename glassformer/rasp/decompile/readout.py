@@ -3,9 +3,9 @@
 The model's prediction at each scored position is read as the best of
 * a lookup table over one to three features (``Map`` / ``SequenceMap``; exact where the features are
   categorical and the sample shows every combination);
-* a linear arg-max over one or two numerical features (``soft.LinearArgmax``: the unembedding's own
+* a linear arg-max over one or two numerical features (``numeric.LinearArgmax``: the unembedding's own
   form, which answers for value combinations the sample never showed);
-* a small decision tree over them (``soft.Tree``: thresholds, as an MLP reading a count or a fraction
+* a small decision tree over them (``numeric.Tree``: thresholds, as an MLP reading a count or a fraction
   draws them),
 by accuracy on the inputs held out from the fit (ties: the simpler form, then the features nearest the
 unembedding).
@@ -19,13 +19,13 @@ import numpy as np
 
 from glassformer.rasp import language as L
 from glassformer.rasp.decompile import fit as F
-from glassformer.rasp.decompile import soft
+from glassformer.rasp.decompile import numeric, soft
 from glassformer.rasp.decompile.program import Pack, Table, table_or_affine
 
 
 def read_output(state: State) -> Step:
     """The output SOp: a table from 1-3 features to the model's prediction at the scored positions, or a
-    linear arg-max over one or two numerical features (``soft.LinearArgmax``) where that predicts better."""
+    linear arg-max over one or two numerical features (``numeric.LinearArgmax``) where that predicts better."""
     from glassformer.rasp.decompile.core import Step
 
     scored = np.concatenate([np.array(ex.scored, bool) for ex in state.examples])
@@ -42,8 +42,8 @@ def read_output(state: State) -> Step:
         if kind == "table":
             acc = F.fit_table(target, [values[id(f)] for f in combo], train)[2]
         else:
-            X = soft.numeric_matrix([values[id(f)] for f in combo])
-            fit = soft.fit_linear if kind == "linear" else soft.fit_tree
+            X = numeric.numeric_matrix([values[id(f)] for f in combo])
+            fit = numeric.fit_linear if kind == "linear" else numeric.fit_tree
             fitted = fit(X, target, train) if X is not None else None
             if fitted is None:
                 return
@@ -62,27 +62,27 @@ def read_output(state: State) -> Step:
             if all(f is not p for p in pair) and len(pair) == 2:
                 consider(pair + (f,))
     if best[0] < 0.999:  # a linear read-out of numerical features (tuples of fractions, means, counts)
-        numeric = [f for f in feats if soft.is_numerical(f.expr) and f.n_values() > 2
-                   and soft.numeric_matrix([values[id(f)]]) is not None]
+        quantities = [f for f in feats if soft.is_numerical(f.expr) and f.n_values() > 2
+                   and numeric.numeric_matrix([values[id(f)]]) is not None]
         for size in (1, 2):
-            for combo in itertools.combinations(numeric, size):
+            for combo in itertools.combinations(quantities, size):
                 consider(combo, "linear")
                 consider(combo, "tree")
     acc, combo, kind, _ = best
     name = state.table_name("out")
     where = f"({', '.join(f.name for f in combo)})"
     if kind == "linear":  # refit on every row for the final weights
-        X = soft.numeric_matrix([values[id(f)] for f in combo])
-        weights, _ = soft.fit_linear(X, target, np.ones(len(rows), bool))
-        fn = soft.LinearArgmax(name, weights, len(combo))
+        X = numeric.numeric_matrix([values[id(f)] for f in combo])
+        weights, _ = numeric.fit_linear(X, target, np.ones(len(rows), bool))
+        fn = numeric.LinearArgmax(name, weights, len(combo))
         expr = L.Map(fn, combo[0].expr, name="output") if len(combo) == 1 else \
             L.SequenceMap(fn, combo[0].expr, combo[1].expr, name="output")
         comps = [f.component for f in combo if f.component is not None]
         return Step(expr, comps, "output", round(acc, 4), f"linear arg-max over {where}")
     if kind == "tree":
-        X = soft.numeric_matrix([values[id(f)] for f in combo])
-        root, _ = soft.fit_tree(X, target, np.ones(len(rows), bool))
-        fn = soft.Tree(name, root, len(combo))
+        X = numeric.numeric_matrix([values[id(f)] for f in combo])
+        root, _ = numeric.fit_tree(X, target, np.ones(len(rows), bool))
+        fn = numeric.Tree(name, root, len(combo))
         expr = L.Map(fn, combo[0].expr, name="output") if len(combo) == 1 else \
             L.SequenceMap(fn, combo[0].expr, combo[1].expr, name="output")
         comps = [f.component for f in combo if f.component is not None]
