@@ -132,17 +132,19 @@ def fit_threshold(sel_cells: np.ndarray, cells, codes: np.ndarray, order: np.nda
     nums = order[vals] if len(vals) else vals
     if len(vals) < 3 or np.isnan(nums).any() or (nums >= 1e6).any():
         return None
-    uniq = np.unique(nums)
-    cuts = (uniq[1:] + uniq[:-1]) / 2
+    uniq = np.unique(nums)  # [values] sorted
+    cuts = (uniq[1:] + uniq[:-1]) / 2  # [values - 1] midpoints
     if len(cuts) > max_cuts:
         cuts = np.quantile(cuts, np.linspace(0, 1, max_cuts))
     kc = codes[cells.k]
-    key_num = np.where(kc >= 0, order[np.maximum(kc, 0)], np.nan)
     w = sel_cells & (kc >= 0)
-    count = np.bincount(cells.q, weights=w, minlength=n_rows)
+    rank = np.searchsorted(uniq, order[np.maximum(kc[w], 0)])  # [selected cells] rank of the key's value
+    hist = np.bincount(cells.q[w] * len(uniq) + rank, minlength=n_rows * len(uniq)).reshape(n_rows, len(uniq))
+    count = hist.sum(1)  # [rows] selected keys
+    at_or_below = np.cumsum(hist, 1)  # [rows, values] selected keys with value <= uniq[j]
     best = None
-    for t in cuts:
-        above = np.bincount(cells.q, weights=w & (key_num > t), minlength=n_rows)
+    for t in cuts:  # every cut from one histogram of the selected keys' values per query row
+        above = count - at_or_below[:, np.searchsorted(uniq, t, side="right") - 1]
         frac = np.where(count > 0, above / np.maximum(count, 1), 0.0)
         score = r2(np.round(frac * 1e6).astype(np.int64))
         if best is None or score > best[0]:
