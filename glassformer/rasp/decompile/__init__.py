@@ -81,7 +81,7 @@ class Decompiled:
     def opaque(self, bar: float = 0.9) -> list[dict]:
         """The parts the program does not explain: each step whose reading fits its component (held-out
         R^2) or predicts its interventions (IIA) below ``bar`` -- left as the best table or mean found --
-        and each component pruning kept that no step of the program reads."""
+        and each component pruning kept that no step reads or is mapped to (IIA >= ``bar``)."""
         out = []
         for s in self.steps:
             if s.kind == "output":
@@ -90,6 +90,7 @@ class Decompiled:
                 out.append({"component": "+".join(component_name(c) for c in s.components), "step": s.expr.name,
                             "kind": s.kind, "fit": s.fit, "iia": s.iia})
         read = {c for s in self.steps for c in s.components}
+        read |= {c for s in self.steps if s.best_component and (s.iia or 0) >= bar for c in s.best_component}
         out += [{"component": component_name(c), "step": None, "kind": "unread", "fit": None, "iia": None}
                 for c in self.kept if c not in read]
         return out
