@@ -168,7 +168,7 @@ def merged(rows: list[dict], part: str, args) -> list[dict]:
     field = "model" if part == "trained" else "program"
     new = {r[field]: r for r in rows}
     old = json.loads(path.read_text()).get(part, [])
-    out = [new.pop(r[field], r) for r in old]
+    out = [new.pop(r[field], r) for r in old]  # an old row keeps its "stale" mark until it is re-run
     return out + list(new.values())
 
 
@@ -204,11 +204,14 @@ def write(results: dict, out: Path) -> None:
             if "error" in r:
                 lines.append(f"| {r['model']} | error: {r['error'][:80]} ||||||||||")
                 continue
-            lines.append(f"| {r['model']} | {r['learned']:.3f} | {r['train_steps']} | {r['match_position']:.4f} | "
+            mark = " †" if r.get("stale") else ""
+            lines.append(f"| {r['model']}{mark} | {r['learned']:.3f} | {r['train_steps']} | {r['match_position']:.4f} | "
                          f"{r['match_sequence']:.4f} | {_f(r['iia_mean'])} | {_f(r['iia_min'])} | {len(r['kept'])} | "
                          f"{r['ops']} | {r['table_entries']} | {r['decompile_seconds']} |")
         lines += ["", f"Learned (>= 99% sequence accuracy): {len(learned)} of {len(old['trained'])}; of those, match "
                       f">= 0.99 per position: {len(good)} ({len(good) / max(len(learned), 1):.0%}).", ""]
+        if any(r.get("stale") for r in old["trained"]):
+            lines += ["† not re-run with the current decompiler (a row of an earlier sweep, kept for comparison).", ""]
     (out / "decompile.md").write_text("\n".join(lines) + "\n")
     figure(old, out / "decompile.png")
 
