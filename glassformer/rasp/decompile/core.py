@@ -9,7 +9,10 @@
      ``Aggregate`` of 0..1 marks of ``v`` (a mean) that best explains its output vector (held-out R^2);
    * an MLP: a ``Map`` / ``SequenceMap`` table over the one or two features that best explain its output,
      whose values are the MLP's distinct outputs (clusters of its output vectors), numbered 0, 1, ...
-3. **Read out** the output: a table from one to three features to the model's own prediction.
+   A head that spreads its attention may instead read as the tuple of fractions of its values, or as
+   the fraction of its keys past a cut (``soft.py``).
+3. **Read out** the output: a table from one to three features to the model's own prediction, or a
+   linear arg-max / small decision tree over quantities (``readout.py``, ``numeric.py``).
 
 Faithfulness (match, IIA) is measured in :mod:`glassformer.rasp.decompile.faithful`.
 """
@@ -39,7 +42,7 @@ class Step:
 
     expr: L.SOp
     components: list[Component]
-    kind: str  # "aggregate" | "width" | "mean" | "maximum" | "minimum" | "map" | "output"
+    kind: str  # "aggregate" | "width" | "mean" | "dist" | "maximum" | "minimum" | "map" | "output"
     fit: float  # held-out R^2 of the component's output (heads, MLPs) or accuracy (output)
     detail: str = ""
     iia: float | None = None
