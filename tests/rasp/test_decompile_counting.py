@@ -41,7 +41,7 @@ def test_majority_decompiles_to_letter_fractions_and_an_argmax(decompiled_majori
     steps (2 threads, seed 1: 300 of the 600 allowed); the program matched the model on 0.990-1.000 of
     400 fresh inputs (1 thread seed 1: 0.990, every other run >= 0.9975); the fractions step's IIA, mapped
     to layer 0's four heads together, was 0.94-1.00 (fit 0.99).  The match threshold sits below the worst
-    run.  Time: 15-45 s at load 20-30 (train + decompile), ~10 s on an idle core."""
+    run.  Time: 15-45 s a run (train + decompile) at load 20-30; not timed on an idle box."""
     model, task, summary, result = decompiled_majority
     assert summary["sequence_accuracy"] == 1.0, summary
     assert result.match_position >= 0.98, result.summary()
