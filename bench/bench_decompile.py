@@ -197,7 +197,10 @@ def write(results: dict, out: Path) -> None:
         rows = [r for r in old["trained"] if "error" not in r]
         learned = [r for r in rows if (r["learned"] or 0) >= 0.99]
         good = [r for r in learned if r["match_position"] >= 0.99]
-        lines += ["## Trained models (2 layers, default recipe)", "",
+        lines += ["## Trained models (2 layers, default recipe)", ""]
+        if old.get("trained_note"):
+            lines += [old["trained_note"], ""]
+        lines += [
                   "| model | learned (seq. acc.) | steps | match / position | match / input | mean IIA | min IIA | "
                   "kept | ops | table entries | decompile s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in old["trained"]:
