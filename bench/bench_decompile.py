@@ -200,8 +200,7 @@ def write(results: dict, out: Path) -> None:
         lines += ["## Trained models (2 layers, default recipe)", ""]
         if old.get("trained_note"):
             lines += [old["trained_note"], ""]
-        lines += [
-                  "| model | learned (seq. acc.) | steps | match / position | match / input | mean IIA | min IIA | "
+        lines += ["| model | learned (seq. acc.) | steps | match / position | match / input | mean IIA | min IIA | "
                   "kept | ops | table entries | decompile s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in old["trained"]:
             if "error" in r:
