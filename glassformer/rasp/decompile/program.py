@@ -74,6 +74,21 @@ class PairSet:
         return f"{self.name} = {{{', '.join(repr(p) for p in sorted(self.pairs, key=repr))}}}"
 
 
+class KeySet(PairSet):
+    """A predicate ``key in S`` that ignores the query: a head whose keys are the positions holding one of
+    some values (compiled from a comparison with a constant, such as ``Select(is_open, Full(True), EQ)``)."""
+
+    def __init__(self, name: str, keys: set):
+        super().__init__(name, set(keys))
+
+    def __call__(self, key, query):
+        return key in self.pairs
+
+    @property
+    def source(self) -> str:
+        return f"lambda k, q: k in {self.name}"
+
+
 class Pack:
     """``(x, y)``: two SOps as one tuple-valued SOp (the input of a three-way table)."""
 
