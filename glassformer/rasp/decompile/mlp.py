@@ -123,11 +123,37 @@ def _best_r2(state, feats: list, act: np.ndarray, train: np.ndarray):
     return best
 
 
+def row_clusters(act: np.ndarray, groups: np.ndarray, rel_tol: float = 0.1) -> dict[int, int]:
+    """Group id -> output value 0, 1, ...: the distinct outputs, found among the group means from the
+    largest group down (a mean within ``rel_tol`` of the spread of the means joins a value), then each
+    group given the value most of its rows lie nearest to -- so a rare group whose rows the program
+    reads imperfectly (a mixture of two outputs) still takes a value, not a value of its own."""
+    uniq, inv = np.unique(groups, return_inverse=True)
+    counts = np.bincount(inv)
+    sums = np.zeros((len(uniq), act.shape[1]))
+    _add_rows(sums, inv, act)
+    means = sums / counts[:, None]
+    spread = np.sqrt(((means - means.mean(0)) ** 2).sum(1).mean()) if len(uniq) > 1 else 1.0
+    tol = rel_tol * max(spread, 1e-9)
+    centers: list[np.ndarray] = []
+    for g in np.argsort(-counts, kind="stable"):
+        if not centers or min(np.linalg.norm(means[g] - c) for c in centers) > tol:
+            centers.append(means[g])
+    C = np.stack(centers)  # [values, d]
+    d2 = (act ** 2).sum(1)[:, None] - 2 * act @ C.T + (C ** 2).sum(1)[None, :]  # [rows, values]
+    nearest = d2.argmin(1)
+    votes = np.zeros((len(uniq), len(centers)))
+    np.add.at(votes, (inv, nearest), 1.0)
+    value = votes.argmax(1)
+    used = {v: i for i, v in enumerate(sorted(set(value.tolist()), key=lambda v: int(np.flatnonzero(value == v)[0])))}
+    return {int(g): used[int(v)] for g, v in zip(uniq, value)}
+
+
 def _table(state, comp, combo: tuple, part: np.ndarray, rows: np.ndarray, fit: float, index: int):
     """One table of an MLP over ``combo``, valued by the clusters of its share ``part`` of the output."""
     layer = comp[1]
     groups = F.combine([f.codes for f in combo])
-    clusters = F.cluster_means(part[rows], groups[rows])
+    clusters = row_clusters(part[rows], groups[rows])
     reg = state.registry
     mapping: dict = {}
     seen = set()
