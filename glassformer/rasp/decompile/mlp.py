@@ -14,7 +14,9 @@ stream, ``[rows, d_model]``) is split by output dimension:
    R^2 -- if it explains at least 2% of that rest.
 
 Each table's values are the MLP's distinct outputs on its dimensions (clusters of its output vectors),
-numbered 0, 1, ...; a table that gives every input value its own output is the input re-encoded (the
+numbered 0, 1, ... -- or, for two integer inputs, named ``a * x + b * y`` where such a sum tells
+them apart exactly (``program.linear_relabel``: then it also answers for pairs never seen, such as the
+counts of longer inputs); a table that gives every input value its own output is the input re-encoded (the
 first such is kept as ``Map(lambda x: x, f)``, later ones add nothing).
 """
 
@@ -27,7 +29,7 @@ import numpy as np
 from glassformer.rasp import language as L
 from glassformer.rasp.decompile import core
 from glassformer.rasp.decompile import fit as F
-from glassformer.rasp.decompile.program import Table, table_or_affine
+from glassformer.rasp.decompile.program import Table, linear_relabel, table_or_affine
 
 EXACT = 0.99  # held-out R^2 of one output dimension that counts as explained exactly
 MIN_SHARE = 0.01  # a table must explain this share of the output's variance
@@ -178,7 +180,8 @@ def _table(state, comp, combo: tuple, part: np.ndarray, rows: np.ndarray, fit: f
     if len(combo) == 1:
         expr = L.Map(table_or_affine(name, mapping), combo[0].expr, name=sop)
     else:
-        expr = L.SequenceMap(Table(name, mapping, None, 2), combo[0].expr, combo[1].expr, name=sop)
+        fn = linear_relabel(mapping) or Table(name, mapping, None, 2)  # a sum where one tells the outputs apart
+        expr = L.SequenceMap(fn, combo[0].expr, combo[1].expr, name=sop)
     step = core.Step(expr, [comp], "map", round(fit, 4), f"table over ({', '.join(f.name for f in combo)}) "
                      f"with {len(set(mapping.values()))} distinct outputs")
     state.add_feature(expr, layer + 0.75, comp)
