@@ -49,10 +49,13 @@ def read_mlp(state, comp, arrays: dict[str, np.ndarray]) -> list:
     if total <= 0:
         return steps
     exact = _exact_dims(act, feats, train)
+    n_keys = {c: int(F.combine([feats[i].codes for i in c]).max()) + 1 for c in exact}
     taken = np.zeros(act.shape[1], bool)
     while exact:
         share = {combo: float(var[dims & ~taken].sum()) / total for combo, dims in exact.items()}
-        combo = max(share, key=lambda c: (share[c] - 0.001 * (len(c) - 1), -len(c)))
+        # the most variance; on a tie, the smaller table (fewer input combinations: a table over a
+        # 3-valued sign generalizes, one over the fractions it was read from meets unseen ones)
+        combo = max(share, key=lambda c: (round(share[c] - 0.001 * (len(c) - 1), 4), -len(c), -n_keys[c]))
         if share[combo] < MIN_SHARE:
             break
         dims = exact.pop(combo) & ~taken
