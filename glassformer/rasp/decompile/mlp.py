@@ -62,7 +62,7 @@ def read_mlp(state, comp, arrays: dict[str, np.ndarray]) -> list:
         taken |= dims
         part = np.where(dims[None, :], act, 0.0)
         rows = np.ones(state.n_rows, bool)
-        step = _table(state, comp, tuple(feats[i] for i in combo), part, rows, share[combo], len(steps))
+        step = _table(state, comp, tuple(feats[i] for i in combo), part, rows, share[combo], len(steps), exact=True)
         steps += [step] if step is not None else []
     rest = np.where(taken[None, :], 0.0, act)
     if float(var[~taken].sum()) > 0.05 * total:
@@ -154,11 +154,15 @@ def row_clusters(act: np.ndarray, groups: np.ndarray, rel_tol: float = 0.1) -> d
     return {int(g): used[int(v)] for g, v in zip(uniq, value)}
 
 
-def _table(state, comp, combo: tuple, part: np.ndarray, rows: np.ndarray, fit: float, index: int):
-    """One table of an MLP over ``combo``, valued by the clusters of its share ``part`` of the output."""
+def _table(state, comp, combo: tuple, part: np.ndarray, rows: np.ndarray, fit: float, index: int,
+           exact: bool = False):
+    """One table of an MLP over ``combo``, valued by the clusters of its share ``part`` of the output:
+    of its rows (:func:`row_clusters`) where ``combo`` explains that share exactly, else of its group
+    means (a group whose output also depends on a feature outside ``combo`` is a mixture, and that
+    mixture is information the read-out can still use)."""
     layer = comp[1]
     groups = F.combine([f.codes for f in combo])
-    clusters = row_clusters(part[rows], groups[rows])
+    clusters = (row_clusters if exact else F.cluster_means)(part[rows], groups[rows])
     reg = state.registry
     mapping: dict = {}
     seen = set()
