@@ -9,7 +9,10 @@
      ``Aggregate`` of 0..1 marks of ``v`` (a mean) that best explains its output vector (held-out R^2);
    * an MLP: a ``Map`` / ``SequenceMap`` table over the one or two features that best explain its output,
      whose values are the MLP's distinct outputs (clusters of its output vectors), numbered 0, 1, ...
-3. **Read out** the output: a table from one to three features to the model's own prediction.
+   A head that spreads its attention may instead read as the tuple of fractions of its values, or as
+   the fraction of its keys past a cut (``soft.py``).
+3. **Read out** the output: a table from one to three features to the model's own prediction, or a
+   linear arg-max / small decision tree over quantities (``readout.py``, ``numeric.py``).
 
 Faithfulness (match, IIA) is measured in :mod:`glassformer.rasp.decompile.faithful`.
 """
@@ -26,6 +29,8 @@ from glassformer.rasp import language as L
 from glassformer.rasp.decompile import extreme
 from glassformer.rasp.decompile import fit as F
 from glassformer.rasp.decompile import mlp as mlp_read
+from glassformer.rasp.decompile import soft
+from glassformer.rasp.decompile.readout import read_output  # noqa: F401  (step 3)
 from glassformer.rasp.decompile.probe import Component, Example, Probe
 from glassformer.rasp.decompile.program import KeySet, Pack, PairSet, Table, table_or_affine
 from glassformer.rasp.errors import RaspEvaluationError
@@ -38,7 +43,7 @@ class Step:
 
     expr: L.SOp
     components: list[Component]
-    kind: str  # "aggregate" | "width" | "mean" | "maximum" | "minimum" | "map" | "output"
+    kind: str  # "aggregate" | "width" | "mean" | "dist" | "maximum" | "minimum" | "map" | "output"
     fit: float  # held-out R^2 of the component's output (heads, MLPs) or accuracy (output)
     detail: str = ""
     iia: float | None = None
@@ -242,6 +247,7 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
                         continue
                     mean = _mean_of(sel_cells, cells, vf.codes, marks, state.n_rows)
                     candidates.append((r2(np.round(mean * 1e6).astype(np.int64)) - 0.004, "mean", sfit, vf, marks))
+                candidates += soft.candidates(sfit, y, feats, cells, act, rows, order, r2)  # fractions, cuts
                 candidates += extreme.candidates(state, y, arrays, feats, rows, r2)
     if not candidates:
         return None
@@ -254,6 +260,14 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
     elif kind == "width":
         expr = L.SelectorWidth(sel, name=f"width_{stem}")
         detail = "counts the selected keys"
+    elif kind == "above":
+        mark = L.Map(soft.Threshold(marks), vf.expr, encoding=L.NUMERICAL, name=f"marks_{stem}")
+        expr = L.Aggregate(sel, mark, encoding=L.NUMERICAL, name=f"mean_{stem}")
+        detail = f"the fraction of the selected keys whose {vf.name} exceeds {marks!r}"
+        kind = "mean"
+    elif kind == "dist":
+        expr = soft.dist_expr(sel, vf.expr, sorted((reg.values[c] for c in marks), key=repr), stem)
+        detail = f"the fraction of each value of {vf.name} among the selected keys"
     elif kind in ("maximum", "minimum"):
         codes, order = marks
         default = extreme.default_value(state, vf, codes, act, kind[:3], order)
@@ -326,48 +340,6 @@ def _mean_of(sel_cells, cells: F.Cells, codes: np.ndarray, marks: dict, n_rows: 
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def read_output(state: State) -> Step:
-    """The output SOp: a table from 1-3 features to the model's prediction at the scored positions."""
-    scored = np.concatenate([np.array(ex.scored, bool) for ex in state.examples])
-    rows = np.flatnonzero(scored)
-    target = [state.outputs[state.row_ex[r]][state.row_pos[r]] for r in rows]
-    train = state.cells.train[rows]
-    reg = state.registry
-    feats = state.features
-    values = {id(f): [reg.values[c] if c >= 0 else None for c in f.codes[rows]] for f in feats}
-    best = None
-
-    def consider(combo):
-        nonlocal best
-        table, default, acc = F.fit_table(target, [values[id(f)] for f in combo], train)
-        acc -= 0.001 * (len(combo) - 1)
-        closeness = max(f.layer for f in combo)  # on a tie, read the features nearest the unembedding
-        if best is None or (round(acc, 4), closeness) > (round(best[0], 4), best[4]):
-            best = (acc, combo, table, default, closeness)
-
-    for size in (1, 2):
-        for combo in itertools.combinations(feats, size):
-            consider(combo)
-    if best[0] < 0.999:  # a third feature, added to the best pair (greedy forward selection)
-        pair = best[1]
-        for f in feats:
-            if all(f is not p for p in pair) and len(pair) == 2:
-                consider(pair + (f,))
-    acc, combo, table, default, _ = best
-    # refit on every row for the final table
-    table, default, _ = F.fit_table(target, [values[id(f)] for f in combo], np.ones(len(rows), bool))
-    raw = table
-    name = state.table_name("out")
-    if len(combo) == 1:
-        expr = L.Map(table_or_affine(name, raw, default), combo[0].expr, name="output")
-    elif len(combo) == 2:
-        expr = L.SequenceMap(Table(name, raw, default, 2), combo[0].expr, combo[1].expr, name="output")
-    else:
-        pack = L.SequenceMap(Pack(), combo[0].expr, combo[1].expr, name="packed")
-        raw3 = {((k[0], k[1]), k[2]): v for k, v in raw.items()}
-        expr = L.SequenceMap(Table(name, raw3, default, 2), pack, combo[2].expr, name="output")
-    comps = [f.component for f in combo if f.component is not None]
-    return Step(expr, comps, "output", round(acc, 4), f"table over ({', '.join(f.name for f in combo)})")
 
 
 # -- pruning ----------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ def program_source(program: L.SOp, notes: dict[int, str], title: str, file: str 
         if isinstance(expr, L.Select):
             fns.append(expr.predicate.fn)
         for fn in fns:
-            if isinstance(fn, (Table, PairSet)):
+            if callable(getattr(fn, "definition", None)):  # a Table, PairSet or soft.LinearArgmax
                 lines.append(fn.definition())
         if expr.id in notes:
             lines.append(f"# {notes[expr.id]}")
