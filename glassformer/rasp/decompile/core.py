@@ -1,14 +1,16 @@
 """The decompiler: a model (and the inputs it reads) in, a RASP program out, step by step.
 
 1. **Prune** (:func:`prune`): mean-ablate each head and MLP; keep those whose ablation changes the
-   model's outputs, then check that ablating all the others at once keeps >= 99% of them.
+   model's outputs, then check that ablating all the others at once keeps >= 99% of them (averaged over
+   the output values, so a rare answer weighs as much as a common one).
 2. **Read each kept component, layer by layer**, over the features the program has so far (tokens,
    indices, and every earlier step's SOp, evaluated by the interpreter):
    * a head: its attention read as a selector (``fit.fit_selector``), and what it writes as the SOp among
-     ``Aggregate(select, v)`` (copy one value), ``SelectorWidth(select)`` (count) and a numerical
-     ``Aggregate`` of 0..1 marks of ``v`` (a mean) that best explains its output vector (held-out R^2);
-   * an MLP: a ``Map`` / ``SequenceMap`` table over the one or two features that best explain its output,
-     whose values are the MLP's distinct outputs (clusters of its output vectors), numbered 0, 1, ...
+     ``Aggregate(select, v)`` (copy one value), ``SelectorWidth(select)`` (count), a numerical
+     ``Aggregate`` of 0..1 marks of ``v`` (a mean) and ``Maximum`` / ``Minimum(select, v)`` (``extreme.py``)
+     that best explains its output vector (held-out R^2);
+   * an MLP: one or more ``Map`` / ``SequenceMap`` tables over one or two features each, split by the
+     output dimensions each explains (``mlp.py``), valued by the MLP's distinct outputs, numbered 0, 1, ...
    A head that spreads its attention may instead read as the tuple of fractions of its values, or as
    the fraction of its keys past a cut (``soft.py``).
 3. **Read out** the output: a table from one to three features to the model's own prediction, or a
@@ -19,7 +21,6 @@ Faithfulness (match, IIA) is measured in :mod:`glassformer.rasp.decompile.faithf
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,7 @@ from glassformer.rasp.decompile import mlp as mlp_read
 from glassformer.rasp.decompile import soft
 from glassformer.rasp.decompile.readout import read_output  # noqa: F401  (step 3)
 from glassformer.rasp.decompile.probe import Component, Example, Probe
-from glassformer.rasp.decompile.program import KeySet, Pack, PairSet, Table, table_or_affine
+from glassformer.rasp.decompile.program import KeySet, PairSet, Table, table_or_affine
 from glassformer.rasp.errors import RaspEvaluationError
 from glassformer.rasp.interpreter import Interpreter
 
