@@ -51,9 +51,12 @@ def care_mask(y: np.ndarray, cells: F.Cells, key_rank: np.ndarray, n_rows: int) 
     return cells.allowed & (y | (np.isfinite(key_rank) & (key_rank >= m[cells.q])))
 
 
-def candidates(state, y: np.ndarray, act: np.ndarray, feats: list, rows: np.ndarray, r2) -> list[tuple]:
-    """``(score, "maximum"|"minimum", selector fit, value feature, default code)`` for each value feature
-    whose values the head copies (``y``: the soft selection, winners and their ties)."""
+def candidates(state, y: np.ndarray, arrays: dict, feats: list, rows: np.ndarray, r2) -> list[tuple]:
+    """``(score, "maximum"|"minimum", selector fit, value feature, (wins, order))`` for each value
+    feature whose values the head copies (``y``: the soft selection, winners and their ties).  ``order``
+    is None where the values rank in Python's order, else ``{value: rank}``: the head's own order, read
+    from its scores (:func:`learned_ranks`; an MLP's output values are numbered arbitrarily, and values
+    the head does not tell apart share a rank).  ``wins`` [rows]: the winning rank (-3: none selected)."""
     from glassformer.rasp.decompile.core import _copied
 
     cells, n_rows = state.cells, state.n_rows
@@ -62,47 +65,94 @@ def candidates(state, y: np.ndarray, act: np.ndarray, feats: list, rows: np.ndar
     for vf in feats:
         if not 2 <= vf.n_values() <= 65:
             continue
-        copied = _copied(y, cells, vf.codes, n_rows)  # a Maximum copies one value: the winners'
-        if float((copied[rows] == -2).mean()) > 0.02 or r2(copied) < 0.9:
-            continue
-        rank = ranks(state.registry, vf)
-        if rank is None:
-            continue
-        for mode in MODES:
-            key_rank = np.where(vf.codes >= 0, rank[np.maximum(vf.codes, 0)], np.nan)[cells.k]
-            key_rank = np.where(np.isnan(key_rank), -np.inf, key_rank if mode == "max" else -key_rank)
-            care = care_mask(y, cells, key_rank, n_rows)
-            sfit = F.fit_selector(y, feats, cells, order, rows, care=care)
-            if sfit is None or sfit.score < 0.9:
+        options = []
+        python = ranks(state.registry, vf)
+        if python is not None:
+            options.append((python, None))
+        learned = learned_ranks(state, vf, arrays)
+        if learned is not None and (python is None or not _same_order(learned, python)):
+            options.append((learned, {state.registry.values[c]: int(r) for c, r in enumerate(learned)
+                                      if np.isfinite(r)}))
+        for rank, value_order in options:
+            row_rank = np.where(vf.codes >= 0, rank[np.maximum(vf.codes, 0)], np.nan)  # [rows]
+            rank_codes = np.where(np.isnan(row_rank), -1, row_rank).astype(np.int64)
+            copied = _copied(y, cells, rank_codes, n_rows)  # a Maximum copies one rank: the winners'
+            if float((copied[rows] == -2).mean()) > 0.02 or r2(copied) < 0.9:
                 continue
-            best = winner_rank(sfit.selected & cells.allowed, cells, key_rank, n_rows)
-            codes = code_of_rank(vf, rank, best if mode == "max" else -best)
-            out.append((r2(codes) - 0.003, "maximum" if mode == "max" else "minimum", sfit, vf, codes))
+            for mode in MODES:
+                key_rank = row_rank[cells.k]
+                key_rank = np.where(np.isnan(key_rank), -np.inf, key_rank if mode == "max" else -key_rank)
+                care = care_mask(y, cells, key_rank, n_rows)
+                sfit = F.fit_selector(y, feats, cells, order, rows, care=care)
+                if sfit is None or sfit.score < 0.9:
+                    continue
+                best = winner_rank(sfit.selected & cells.allowed, cells, key_rank, n_rows)
+                wins = np.where(np.isfinite(best), np.abs(best), -3).astype(np.int64)
+                penalty = 0.003 if value_order is None else 0.005
+                out.append((r2(wins) - penalty, "maximum" if mode == "max" else "minimum", sfit, vf,
+                            (wins, value_order)))
     return out
 
 
-def code_of_rank(vf: F.Feature, rank: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """The value code of each row's winning rank (-3 where nothing was selected: the default)."""
-    lut = {int(r): c for c, r in enumerate(rank) if np.isfinite(r)}
-    return np.array([lut[int(b)] if np.isfinite(b) else -3 for b in best], dtype=np.int64)
+def learned_ranks(state, vf: F.Feature, arrays: dict, tie: float = 1e-3) -> np.ndarray | None:
+    """The head's order of ``vf``'s values, from its scores: over the keys it scores above its sink (the
+    selected ones), ``score(q, k) = a(q) + r(v_k)`` fitted by alternating means; the values ranked by
+    ``r``, those within ``tie`` of the range of ``r`` of each other sharing a rank.  ``[n_codes]`` float
+    like :func:`ranks`; None without a sink, with too few selected keys, or where ``r`` is flat."""
+    if "score" not in arrays:
+        return None
+    cells = state.cells
+    score = arrays["score"].astype(np.float64)
+    kc = vf.codes[cells.k]
+    use = cells.allowed & (score > arrays["sink_score"][cells.q]) & (kc >= 0)
+    if use.sum() < 10:
+        return None
+    q, c, s = cells.q[use], kc[use], score[use]
+    n_rows, n_codes = state.n_rows, len(state.registry.values)
+    r = np.zeros(n_codes)
+    for _ in range(20):
+        a = np.bincount(q, weights=s - r[c], minlength=n_rows) / np.maximum(np.bincount(q, minlength=n_rows), 1)
+        r = np.bincount(c, weights=s - a[q], minlength=n_codes) / np.maximum(np.bincount(c, minlength=n_codes), 1)
+    seen = np.unique(c)
+    span = float(r[seen].max() - r[seen].min())
+    if span <= 1e-9:
+        return None
+    sorted_codes = seen[np.argsort(r[seen], kind="stable")]
+    out = np.full(n_codes, np.nan)
+    level = 0
+    for i, code in enumerate(sorted_codes):
+        if i and r[code] - r[sorted_codes[i - 1]] > tie * span:
+            level += 1
+        out[code] = level
+    return out
 
 
-def default_value(state, vf: F.Feature, codes: np.ndarray, act: np.ndarray, mode: str):
-    """The value the head writes where its selector is empty: a value of ``v`` whose output vector it
-    repeats (within a tenth of the spread between values), else a fresh one just beyond the values
-    (below the smallest for a Maximum) for numbers, or the string ``"default"``."""
-    empty = codes == -3
-    values = [state.registry.values[c] for c in np.unique(codes[codes >= 0])]
+def _same_order(a: np.ndarray, b: np.ndarray) -> bool:
+    both = np.isfinite(a) & np.isfinite(b)
+    return bool(np.array_equal(np.argsort(a[both], kind="stable"), np.argsort(b[both], kind="stable")))
+
+
+def default_value(state, vf: F.Feature, wins: np.ndarray, act: np.ndarray, mode: str, order: dict | None = None):
+    """The value the head writes where its selector is empty (``wins == -3``): a value it writes elsewhere
+    whose output vector it repeats (within a tenth of the spread between values), else a fresh one just
+    beyond the values (below the smallest for a Maximum) for numbers, or the string ``"default"``.  The
+    values are ``vf``'s (by Python rank) or, with ``order``, the ranks themselves."""
+    empty = wins == -3
     if not empty.any():
         return None
+    python = ranks(state.registry, vf) if order is None else None
+    by_rank = {} if python is None else {int(r): state.registry.values[c] for c, r in enumerate(python) if np.isfinite(r)}
+    value = (lambda w: int(w)) if order is not None else (lambda w: by_rank[int(w)])
+    present = np.unique(wins[wins >= 0])
     target = act[empty].mean(0)
-    means = {c: act[codes == c].mean(0) for c in np.unique(codes[codes >= 0])}
+    means = {w: act[wins == w].mean(0) for w in present}
     if means:
         centre = np.mean(list(means.values()), axis=0)
         spread = np.sqrt(np.mean([((m - centre) ** 2).sum() for m in means.values()]))
-        c, m = min(means.items(), key=lambda cm: np.linalg.norm(cm[1] - target))
+        w, m = min(means.items(), key=lambda wm: np.linalg.norm(wm[1] - target))
         if np.linalg.norm(m - target) <= 0.1 * max(spread, 1e-9):
-            return state.registry.values[c]
+            return value(w)
+    values = [value(w) for w in present]
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if numbers and len(numbers) == len(values):
         return min(numbers) - 1 if mode == "max" else max(numbers) + 1

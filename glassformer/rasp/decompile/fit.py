@@ -92,12 +92,13 @@ class Cells:
 
 @dataclass
 class SelectorFit:
-    kind: str  # "named" | "and" | "table" | "map_eq"
+    kind: str  # "named" | "and" | "table" | "map_eq" | "keyset"
     key: Feature
     query: Feature
     predicate: str | None = None  # a NAMED or "TRUE" (kind named)
     table: set = field(default_factory=set)  # (key value, query value) pairs selected (kind table)
     mapping: dict = field(default_factory=dict)  # query value -> key value (kind map_eq)
+    keyset: set = field(default_factory=set)  # key values selected whatever the query (kind keyset)
     second: "SelectorFit | None" = None  # the other atom of a conjunction
     score: float = 0.0  # held-out row exactness
     selected: np.ndarray | None = None  # [cells] bool, the predicate's selection
@@ -161,7 +162,7 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
     every = np.ones(n_rows, bool) if rows is None else rows
     held = ~cells.train & every
     best: SelectorFit | None = None
-    penalty = {"named": 0.0, "map_eq": 0.002, "and": 0.003, "table": 0.006}
+    penalty = {"named": 0.0, "keyset": 0.001, "map_eq": 0.002, "and": 0.003, "table": 0.006}
 
     def consider(fit: SelectorFit):
         nonlocal best
@@ -172,6 +173,10 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
     features = [f for f in features if f.n_values() <= max_values]  # a key or query of hundreds of values is no reading
     for kf in features:
         kc = kf.codes[cells.k]
+        keyset = _keyset_fit(y, kc, kf, features[0], cells, every, care)
+        if keyset is not None:
+            keyset.score = row_exact(y, keyset.selected, cells, held, care)
+            consider(keyset)
         for qf in features:
             qc = qf.codes[cells.q]
             for name in (("TRUE",) if kf is qf and kf is features[0] else ()) + NAMED:
@@ -197,7 +202,38 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
                 if score > best.score + penalty["and"]:
                     fit = SelectorFit("and", a.key, a.query, predicate=a.predicate, second=b, selected=sel, score=score)
                     consider(fit)
+        # a comparison and a set of key values: Select(indices, indices, LEQ) & Select(is_open, Full(True), EQ)
+        for a in atoms[:8]:
+            for kf in features:
+                b = _keyset_fit(y, kf.codes[cells.k], kf, features[0], cells, every, care, within=a.selected)
+                if b is None:
+                    continue
+                sel = a.selected & b.selected
+                score = row_exact(y, sel, cells, every, care)
+                if score > best.score + penalty["and"]:
+                    consider(SelectorFit("and", a.key, a.query, predicate=a.predicate, second=b, selected=sel,
+                                         score=score))
     return best
+
+
+def _keyset_fit(y, kc, kf, qf, cells: Cells, rows: np.ndarray, care: np.ndarray | None = None,
+                within: np.ndarray | None = None) -> SelectorFit | None:
+    """``key in S`` whatever the query: the key values selected on most of their (fitting) cells."""
+    valid = (kc >= 0) & cells.allowed
+    fit_cells = valid & cells.train[cells.q] & rows[cells.q]
+    for mask in (care, within):
+        if mask is not None:
+            fit_cells &= mask
+    if not fit_cells.any():
+        return None
+    n = int(kc.max()) + 1
+    ones = np.bincount(kc[fit_cells], weights=y[fit_cells], minlength=n)
+    total = np.bincount(kc[fit_cells], minlength=n)
+    chosen = (total > 0) & (ones * 2 > total)
+    if not chosen.any() or chosen[total > 0].all():
+        return None  # every key value: that is TRUE
+    sel = valid & chosen[np.maximum(kc, 0)]
+    return SelectorFit("keyset", kf, qf, keyset={int(c) for c in np.flatnonzero(chosen)}, selected=sel)
 
 
 def _table_fit(y, kc, qc, kf, qf, cells: Cells, max_table: int, rows: np.ndarray,
