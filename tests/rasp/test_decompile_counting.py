@@ -36,12 +36,12 @@ def decompiled_majority():
 
 
 def test_majority_decompiles_to_letter_fractions_and_an_argmax(decompiled_majority, tmp_path):
-    """Measured with 1 torch thread over seeds 0-4 and with 2 threads over seeds 0-1 (the box was at load
-    ~30; the other 2-thread seeds did not finish in the session): training stopped at 100% after 50-150
-    steps (2 threads, seed 1: 300 of the 600 allowed); the program matched the model on 0.990-1.000 of
-    400 fresh inputs (1 thread seed 1: 0.990, every other run >= 0.9975); the fractions step's IIA, mapped
-    to layer 0's four heads together, was 0.94-1.00 (fit 0.99).  The match threshold sits below the worst
-    run.  Time: 15-45 s a run (train + decompile) at load 20-30; not timed on an idle box."""
+    """Measured over seeds 0-4 with 1 and with 2 torch threads (10 runs): training stopped at 100% after
+    50-300 steps (300 twice with 2 threads; 600 allowed); the program matched the model on 0.990-1.000 of
+    400 fresh inputs (1 thread seed 1: 0.990, seed 2: 0.9975, every other run 1.000); the fractions step's
+    IIA, mapped to layer 0's four heads together, was 0.94-1.00 (fit 0.99).  The match threshold sits
+    below the worst run.  Time: 15-45 s a run (train + decompile) at load 20-30, 6-9 s at load ~15.
+    """
     model, task, summary, result = decompiled_majority
     assert summary["sequence_accuracy"] == 1.0, summary
     assert result.match_position >= 0.98, result.summary()
@@ -67,7 +67,7 @@ def test_majority_decompiles_to_letter_fractions_and_an_argmax(decompiled_majori
 def test_fraction_iia_is_low_against_a_wrong_component(decompiled_majority):
     """A wrong mapping scores low: the fractions step swapped against a head that pruning dropped (a head
     of the model, just not one that does this job) predicts moves the model does not make.  Measured in the
-    same 7 runs (a layer-1 head in every one): 0.000-0.015, against 0.94-1.00 for the searched mapping."""
+    same 10 runs (a layer-1 head in every one): 0.000-0.015, against 0.94-1.00 for the searched mapping."""
     model, task, _, result = decompiled_majority
     probe = make_probe(model, task)
     step = next(s for s in result.steps if s.kind == "dist")
