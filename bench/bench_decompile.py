@@ -38,6 +38,8 @@ GENERATED = {  # task: options (the README's learning-test settings)
     "modular-addition": {"p": 31, "train_fraction": 0.9},
 }
 
+STEPS = {"task:induction": 4000}  # varied repeat lengths: 1,900-3,000 steps measured (tests/train/test_learning.py)
+
 
 def program_size(program) -> dict:
     """Operations in the program and entries in its lookup tables."""
@@ -109,6 +111,11 @@ def train_or_load(key: str, name: str, options: dict, cache: Path, steps: int):
         task = rasp.task(name, max_len=6)
         arch_sizes = dict(d_model=64, n_layers=2, n_heads=4)
     folder = cache / key.replace(":", "_")
+    version = getattr(task, "format_version", 1)
+    if (folder / "checkpoint" / "task.json").exists() and \
+            json.loads((folder / "checkpoint" / "task.json").read_text()).get("format", 1) != version:
+        folder = cache / f"{key.replace(':', '_')}_f{version}"  # the task changed its format: a model of its own
+    steps = STEPS.get(key, steps)
     summary_file = folder / "summary.json"
     if not summary_file.exists():
         torch.manual_seed(0)
@@ -148,8 +155,21 @@ def bench_trained(args, results: dict | None = None) -> list[dict]:
               f"iia {row['iia_mean'] if iias else float('nan'):.3f} ops {row['ops']} "
               f"{row['decompile_seconds']}s", flush=True)
         if results is not None:
-            write({**results, "trained": rows}, Path(args.results_dir))
-    return rows
+            write({**results, "trained": merged(rows, "trained", args)}, Path(args.results_dir))
+    return merged(rows, "trained", args)
+
+
+def merged(rows: list[dict], part: str, args) -> list[dict]:
+    """With ``--only``, the new rows in place of the same models' old ones in the results file (the
+    others kept, in their order); without it, the new rows alone."""
+    path = Path(args.results_dir) / "decompile.json"
+    if not args.only or not path.exists():
+        return rows
+    field = "model" if part == "trained" else "program"
+    new = {r[field]: r for r in rows}
+    old = json.loads(path.read_text()).get(part, [])
+    out = [new.pop(r[field], r) for r in old]  # an old row keeps its "stale" mark until it is re-run
+    return out + list(new.values())
 
 
 def write(results: dict, out: Path) -> None:
@@ -177,18 +197,23 @@ def write(results: dict, out: Path) -> None:
         rows = [r for r in old["trained"] if "error" not in r]
         learned = [r for r in rows if (r["learned"] or 0) >= 0.99]
         good = [r for r in learned if r["match_position"] >= 0.99]
-        lines += ["## Trained models (2 layers, default recipe)", "",
-                  "| model | learned (seq. acc.) | steps | match / position | match / input | mean IIA | min IIA | "
+        lines += ["## Trained models (2 layers, default recipe)", ""]
+        if old.get("trained_note"):
+            lines += [old["trained_note"], ""]
+        lines += ["| model | learned (seq. acc.) | steps | match / position | match / input | mean IIA | min IIA | "
                   "kept | ops | table entries | decompile s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in old["trained"]:
             if "error" in r:
                 lines.append(f"| {r['model']} | error: {r['error'][:80]} ||||||||||")
                 continue
-            lines.append(f"| {r['model']} | {r['learned']:.3f} | {r['train_steps']} | {r['match_position']:.4f} | "
+            mark = " †" if r.get("stale") else ""
+            lines.append(f"| {r['model']}{mark} | {r['learned']:.3f} | {r['train_steps']} | {r['match_position']:.4f} | "
                          f"{r['match_sequence']:.4f} | {_f(r['iia_mean'])} | {_f(r['iia_min'])} | {len(r['kept'])} | "
                          f"{r['ops']} | {r['table_entries']} | {r['decompile_seconds']} |")
         lines += ["", f"Learned (>= 99% sequence accuracy): {len(learned)} of {len(old['trained'])}; of those, match "
                       f">= 0.99 per position: {len(good)} ({len(good) / max(len(learned), 1):.0%}).", ""]
+        if any(r.get("stale") for r in old["trained"]):
+            lines += ["† not re-run with the current decompiler (a row of an earlier sweep, kept for comparison).", ""]
     (out / "decompile.md").write_text("\n".join(lines) + "\n")
     figure(old, out / "decompile.png")
 
@@ -248,7 +273,7 @@ def main() -> None:
     results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                           f"{args.threads} thread(s)"}
     if args.part in ("compiled", "all"):
-        results["compiled"] = bench_compiled(args)
+        results["compiled"] = merged(bench_compiled(args), "compiled", args)
         write(results, Path(args.results_dir))
     if args.part in ("trained", "all"):
         results["trained"] = bench_trained(args, results)

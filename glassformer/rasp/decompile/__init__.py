@@ -73,9 +73,27 @@ class Decompiled:
                 "detail": s.detail,
             } for s in self.steps],
             "kept_components": [component_name(c) for c in self.kept],
+            "opaque_components": self.opaque(),
             "ablation_effect": {component_name(c): round(e, 4) for c, e in self.effects.items()},
             "seconds": round(self.seconds, 2),
         }
+
+    def opaque(self, bar: float = 0.9) -> list[dict]:
+        """The parts the program does not explain: each step whose reading fits its component (held-out
+        R^2) or predicts its interventions (IIA) below ``bar`` -- left as the best table or mean found --
+        and each component pruning kept that no step reads or is mapped to (IIA >= ``bar``)."""
+        out = []
+        for s in self.steps:
+            if s.kind == "output":
+                continue
+            if s.fit < bar or (s.iia is not None and s.iia < bar):
+                out.append({"component": "+".join(component_name(c) for c in s.components), "step": s.expr.name,
+                            "kind": s.kind, "fit": s.fit, "iia": s.iia})
+        read = {c for s in self.steps for c in s.components}
+        read |= {c for s in self.steps if s.best_component and (s.iia or 0) >= bar for c in s.best_component}
+        out += [{"component": component_name(c), "step": None, "kind": "unread", "fit": None, "iia": None}
+                for c in self.kept if c not in read]
+        return out
 
     def summary(self) -> str:
         lines = [f"{self.description}: match {self.match_position:.4f} per position, {self.match_sequence:.4f} per "
@@ -84,6 +102,10 @@ class Decompiled:
             where = ", ".join(component_name(c) for c in s.components) or "unembed"
             iia = "" if s.iia is None else f", iia {s.iia:.3f} vs {component_name(s.best_component)}"
             lines.append(f"  {s.expr.name:18s} {s.kind:9s} <- {where:14s} fit {s.fit:.3f}{iia}")
+        opaque = self.opaque()
+        if opaque:
+            lines.append("  opaque (fit or IIA < 0.9, or kept but not read): " + ", ".join(
+                f"{o['component']}" + (f" as {o['step']}" if o["step"] else " (unread)") for o in opaque))
         return "\n".join(lines)
 
 
@@ -128,6 +150,8 @@ def decompile(model, task=None, *, n_inputs: int = 1000, n_match: int = 1000, n_
     bar.set_postfix_str(f"reading {len(kept)} components")
     steps, _ = core.read_program(probe, examples, kept)
     program = steps[-1].expr
+    used = {e.id for e in L.walk(program)}
+    steps = [s for s in steps if s.expr.id in used]  # a step the output never reads is no part of the program
     bar.update()
     bar.set_postfix_str("match")
     fresh = probe.sample(n_match, seed + 1)

@@ -1,31 +1,39 @@
 """The decompiler: a model (and the inputs it reads) in, a RASP program out, step by step.
 
 1. **Prune** (:func:`prune`): mean-ablate each head and MLP; keep those whose ablation changes the
-   model's outputs, then check that ablating all the others at once keeps >= 99% of them.
+   model's outputs, then check that ablating all the others at once keeps >= 99% of them (averaged over
+   the output values, so a rare answer weighs as much as a common one).
 2. **Read each kept component, layer by layer**, over the features the program has so far (tokens,
    indices, and every earlier step's SOp, evaluated by the interpreter):
    * a head: its attention read as a selector (``fit.fit_selector``), and what it writes as the SOp among
-     ``Aggregate(select, v)`` (copy one value), ``SelectorWidth(select)`` (count) and a numerical
-     ``Aggregate`` of 0..1 marks of ``v`` (a mean) that best explains its output vector (held-out R^2);
-   * an MLP: a ``Map`` / ``SequenceMap`` table over the one or two features that best explain its output,
-     whose values are the MLP's distinct outputs (clusters of its output vectors), numbered 0, 1, ...
-3. **Read out** the output: a table from one to three features to the model's own prediction.
+     ``Aggregate(select, v)`` (copy one value), ``SelectorWidth(select)`` (count), a numerical
+     ``Aggregate`` of 0..1 marks of ``v`` (a mean) and ``Maximum`` / ``Minimum(select, v)`` (``extreme.py``)
+     that best explains its output vector (held-out R^2);
+   * an MLP: one or more ``Map`` / ``SequenceMap`` tables over one or two features each, split by the
+     output dimensions each explains (``mlp.py``), valued by the MLP's distinct outputs, numbered 0, 1, ...
+   A head that spreads its attention may instead read as the tuple of fractions of its values, or as
+   the fraction of its keys past a cut (``soft.py``).
+3. **Read out** the output: a table from one to three features to the model's own prediction, or a
+   linear arg-max / small decision tree over quantities (``readout.py``, ``numeric.py``).
 
 Faithfulness (match, IIA) is measured in :mod:`glassformer.rasp.decompile.faithful`.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from glassformer.rasp import language as L
+from glassformer.rasp.decompile import extreme
 from glassformer.rasp.decompile import fit as F
+from glassformer.rasp.decompile import mlp as mlp_read
+from glassformer.rasp.decompile import soft
+from glassformer.rasp.decompile.readout import read_output  # noqa: F401  (step 3)
 from glassformer.rasp.decompile.probe import Component, Example, Probe
-from glassformer.rasp.decompile.program import Pack, PairSet, Table, table_or_affine
+from glassformer.rasp.decompile.program import KeySet, PairSet, Table, table_or_affine
 from glassformer.rasp.errors import RaspEvaluationError
 from glassformer.rasp.interpreter import Interpreter
 
@@ -36,7 +44,7 @@ class Step:
 
     expr: L.SOp
     components: list[Component]
-    kind: str  # "aggregate" | "width" | "mean" | "map" | "output"
+    kind: str  # "aggregate" | "width" | "mean" | "dist" | "maximum" | "minimum" | "map" | "output"
     fit: float  # held-out R^2 of the component's output (heads, MLPs) or accuracy (output)
     detail: str = ""
     iia: float | None = None
@@ -118,11 +126,15 @@ def build_state(probe: Probe, examples: list[Example], outputs: list[list]) -> S
 
 def component_arrays(state: State, components: list[Component]) -> dict[Component, dict[str, np.ndarray]]:
     """For each component: ``out`` [rows, d_model] (what it adds to the residual stream), and for heads
-    ``att`` [cells] (attention weight) and ``sink`` [rows] (weight on positions before the program's)."""
+    ``att`` [cells] (attention weight) and ``sink`` [rows] (weight on positions before the program's); where
+    there are such positions (BOS), also ``score`` [cells] and ``sink_score`` [rows], the scores before
+    the softmax (``extreme.learned_ranks`` reads a Maximum's order from them)."""
     probe, model = state.probe, state.probe.model
     wanted = set()
     for c in components:
         wanted |= {f"blocks.{c[1]}.attn.z", f"blocks.{c[1]}.attn.pattern"} if c[0] == "head" else {f"blocks.{c[1]}.mlp_out"}
+        if c[0] == "head" and probe.offset > 0:
+            wanted.add(f"blocks.{c[1]}.attn.scores")
     _, caches = probe.run(state.examples, names=lambda n: n in wanted)
     d = model.config.d_model
     out = {c: {"out": np.zeros((state.n_rows, d), dtype=np.float32)} for c in components}
@@ -148,6 +160,12 @@ def component_arrays(state: State, components: list[Component]) -> dict[Componen
             pattern = cache[f"blocks.{layer}.attn.pattern"][:, h]  # [batch, q_pos, k_pos]
             out[c]["att"][cells] = pattern[:, off : off + n, off : off + n].reshape(-1).numpy()
             out[c]["sink"][rows] = pattern[:, off : off + n, :off].sum(-1).reshape(-1).numpy()
+            if off > 0:
+                scores = cache[f"blocks.{layer}.attn.scores"][:, h]  # [batch, q_pos, k_pos]
+                out[c].setdefault("score", np.zeros(len(state.cells.q), dtype=np.float32))[cells] = \
+                    scores[:, off : off + n, off : off + n].reshape(-1).numpy()
+                out[c].setdefault("sink_score", np.zeros(state.n_rows, dtype=np.float32))[rows] = \
+                    scores[:, off : off + n, :off].amax(-1).reshape(-1).numpy()
     return out
 
 
@@ -160,26 +178,33 @@ def _cell_starts(state: State) -> np.ndarray:
 
 
 def _selector_expr(state: State, fit: F.SelectorFit, stem: str) -> L.Selector:
-    reg = state.registry
-    key, query = fit.key.expr, fit.query.expr
-    if fit.kind == "named":
-        sel: L.Selector = Select(key, query, L.COMPARISONS[fit.predicate], f"select_{stem}")
-    elif fit.kind == "and":
-        a = Select(key, query, L.COMPARISONS[fit.predicate], f"select_{stem}_a")
-        b = Select(fit.second.key.expr, fit.second.query.expr, L.COMPARISONS[fit.second.predicate], f"select_{stem}_b")
-        sel = L.SelectorAnd(a, b, name=f"select_{stem}")
-    elif fit.kind == "map_eq":
-        mapping = {reg.values[q]: reg.values[k] for q, k in fit.mapping.items()}
-        fn = table_or_affine(state.table_name(f"{stem}_query"), mapping)
-        target = L.Map(fn, query, name=f"query_{stem}")
-        sel = Select(key, target, L.EQ, f"select_{stem}")
+    if fit.kind == "and":
+        a = _atom_expr(state, F.SelectorFit("named", fit.key, fit.query, predicate=fit.predicate), f"{stem}_a")
+        b = _atom_expr(state, fit.second, f"{stem}_b")
+        sel: L.Selector = L.SelectorAnd(a, b, name=f"select_{stem}")
     else:
-        pairs = {(reg.values[k], reg.values[q]) for k, q in fit.table}
-        sel = Select(key, query, PairSet(f"S_{stem}", pairs), f"select_{stem}")
+        sel = _atom_expr(state, fit, stem)
     if state.probe.causal and not (fit.key.expr is L.indices and fit.query.expr is L.indices and fit.kind != "and"):
         causal = Select(L.indices, L.indices, L.LEQ, f"causal_{stem}")
         sel = L.SelectorAnd(causal, sel, name=f"attend_{stem}")
     return sel
+
+
+def _atom_expr(state: State, fit: F.SelectorFit, stem: str) -> L.Select:
+    """One Select: a named comparison, a set of key values, a query Map compared with EQ, or a table."""
+    reg = state.registry
+    key, query = fit.key.expr, fit.query.expr
+    if fit.kind == "named":
+        return Select(key, query, L.COMPARISONS[fit.predicate], f"select_{stem}")
+    if fit.kind == "keyset":
+        return Select(key, query, KeySet(f"S_{stem}", {reg.values[k] for k in fit.keyset}), f"select_{stem}")
+    if fit.kind == "map_eq":
+        mapping = {reg.values[q]: reg.values[k] for q, k in fit.mapping.items()}
+        fn = table_or_affine(state.table_name(f"{stem}_query"), mapping)
+        target = L.Map(fn, query, name=f"query_{stem}")
+        return Select(key, target, L.EQ, f"select_{stem}")
+    pairs = {(reg.values[k], reg.values[q]) for k, q in fit.table}
+    return Select(key, query, PairSet(f"S_{stem}", pairs), f"select_{stem}")
 
 
 def Select(keys, queries, predicate, name):
@@ -223,6 +248,8 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
                         continue
                     mean = _mean_of(sel_cells, cells, vf.codes, marks, state.n_rows)
                     candidates.append((r2(np.round(mean * 1e6).astype(np.int64)) - 0.004, "mean", sfit, vf, marks))
+                candidates += soft.candidates(sfit, y, feats, cells, act, rows, order, r2)  # fractions, cuts
+                candidates += extreme.candidates(state, y, arrays, feats, rows, r2)
     if not candidates:
         return None
     score, kind, sfit, vf, marks = max(candidates, key=lambda c: c[0])
@@ -234,6 +261,23 @@ def read_head(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> S
     elif kind == "width":
         expr = L.SelectorWidth(sel, name=f"width_{stem}")
         detail = "counts the selected keys"
+    elif kind == "above":
+        mark = L.Map(soft.Threshold(marks), vf.expr, encoding=L.NUMERICAL, name=f"marks_{stem}")
+        expr = L.Aggregate(sel, mark, encoding=L.NUMERICAL, name=f"mean_{stem}")
+        detail = f"the fraction of the selected keys whose {vf.name} exceeds {marks!r}"
+        kind = "mean"
+    elif kind == "dist":
+        expr = soft.dist_expr(sel, vf.expr, sorted((reg.values[c] for c in marks), key=repr), stem)
+        detail = f"the fraction of each value of {vf.name} among the selected keys"
+    elif kind in ("maximum", "minimum"):
+        codes, order = marks
+        default = extreme.default_value(state, vf, codes, act, kind[:3], order)
+        op = L.Maximum if kind == "maximum" else L.Minimum
+        value = vf.expr
+        if order is not None:  # the head's own order of the values, not Python's
+            value = L.Map(Table(state.table_name(f"{stem}_rank"), order, None), vf.expr, name=f"rank_{stem}")
+        expr = op(sel, value, default=default, name=f"{kind[:3]}_{stem}")
+        detail = f"takes the {'largest' if kind == 'maximum' else 'smallest'} {vf.name} among the selected keys"
     else:
         table = {reg.values[c]: m for c, m in marks.items()}
         mark = L.Map(Table(state.table_name(f"{stem}_marks"), table, 0), vf.expr, encoding=L.NUMERICAL,
@@ -297,107 +341,24 @@ def _mean_of(sel_cells, cells: F.Cells, codes: np.ndarray, marks: dict, n_rows: 
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def read_mlp(state: State, comp: Component, arrays: dict[str, np.ndarray]) -> Step:
-    """A kept MLP as a table over the one or two features that best explain its output."""
-    _, layer, _ = comp
-    feats = _available(state, layer + 0.75)
-    act, train = arrays["out"], state.cells.train
-    scored = state.scored
-    row_sets = [np.ones(state.n_rows, bool)] + ([scored] if not scored.all() else [])
-    best = None
-    for rows in row_sets:  # every position, and (for a task) only the positions the task scores
-        for size in (1, 2):
-            for combo in itertools.combinations(feats, size):
-                groups = F.combine([f.codes for f in combo])
-                if groups.max() >= 512:  # a table of more than 512 rows reads nothing
-                    continue
-                r2 = F.grouped_r2(act[rows], groups[rows], train[rows]) - 0.02 * (size - 1)
-                if best is None or r2 > best[0] + 1e-9:
-                    best = (r2, combo, rows)
-    r2, combo, rows = best
-    groups = F.combine([f.codes for f in combo])
-    clusters = F.cluster_means(act[rows], groups[rows])
-    reg = state.registry
-    mapping: dict = {}
-    seen = set()
-    for row in np.flatnonzero(rows):
-        g = int(groups[row])
-        if g in seen:
-            continue
-        seen.add(g)
-        key = tuple(reg.values[f.codes[row]] if f.codes[row] >= 0 else None for f in combo)
-        if any(k is None for k in key):
-            continue
-        mapping[key[0] if len(combo) == 1 else key] = clusters[g]
-    if len(combo) == 1 and len(set(mapping.values())) == len(mapping):
-        mapping = {k: k for k in mapping}  # one distinct output per input value: the MLP re-encodes its input
-    name = state.table_name(f"mlp{layer}")
-    if len(combo) == 1:
-        expr = L.Map(table_or_affine(name, mapping), combo[0].expr, name=f"mlp_l{layer}")
-    else:
-        expr = L.SequenceMap(Table(name, mapping, None, 2), combo[0].expr, combo[1].expr, name=f"mlp_l{layer}")
-    n_values = len(set(mapping.values()))
-    step = Step(expr, [comp], "map", round(r2, 4),
-                f"table over ({', '.join(f.name for f in combo)}) with {n_values} distinct outputs")
-    state.add_feature(expr, layer + 0.75, comp)
-    return step
-
-
-def read_output(state: State) -> Step:
-    """The output SOp: a table from 1-3 features to the model's prediction at the scored positions."""
-    scored = np.concatenate([np.array(ex.scored, bool) for ex in state.examples])
-    rows = np.flatnonzero(scored)
-    target = [state.outputs[state.row_ex[r]][state.row_pos[r]] for r in rows]
-    train = state.cells.train[rows]
-    reg = state.registry
-    feats = state.features
-    values = {id(f): [reg.values[c] if c >= 0 else None for c in f.codes[rows]] for f in feats}
-    best = None
-
-    def consider(combo):
-        nonlocal best
-        table, default, acc = F.fit_table(target, [values[id(f)] for f in combo], train)
-        acc -= 0.001 * (len(combo) - 1)
-        closeness = max(f.layer for f in combo)  # on a tie, read the features nearest the unembedding
-        if best is None or (round(acc, 4), closeness) > (round(best[0], 4), best[4]):
-            best = (acc, combo, table, default, closeness)
-
-    for size in (1, 2):
-        for combo in itertools.combinations(feats, size):
-            consider(combo)
-    if best[0] < 0.999:  # a third feature, added to the best pair (greedy forward selection)
-        pair = best[1]
-        for f in feats:
-            if all(f is not p for p in pair) and len(pair) == 2:
-                consider(pair + (f,))
-    acc, combo, table, default, _ = best
-    # refit on every row for the final table
-    table, default, _ = F.fit_table(target, [values[id(f)] for f in combo], np.ones(len(rows), bool))
-    raw = table
-    name = state.table_name("out")
-    if len(combo) == 1:
-        expr = L.Map(table_or_affine(name, raw, default), combo[0].expr, name="output")
-    elif len(combo) == 2:
-        expr = L.SequenceMap(Table(name, raw, default, 2), combo[0].expr, combo[1].expr, name="output")
-    else:
-        pack = L.SequenceMap(Pack(), combo[0].expr, combo[1].expr, name="packed")
-        raw3 = {((k[0], k[1]), k[2]): v for k, v in raw.items()}
-        expr = L.SequenceMap(Table(name, raw3, default, 2), pack, combo[2].expr, name="output")
-    comps = [f.component for f in combo if f.component is not None]
-    return Step(expr, comps, "output", round(acc, 4), f"table over ({', '.join(f.name for f in combo)})")
 
 
 # -- pruning ----------------------------------------------------------------------------------------
 
 
 def agreement(a: list[list], b: list[list], examples: list[Example]) -> float:
-    hits = total = 0
+    """How much of the model's behaviour ``b`` the outputs ``a`` keep: the agreement at the scored
+    positions, averaged over the values ``b`` outputs (each output value weighs the same, so a rare
+    answer -- "balanced" among random bracket strings -- cannot be dropped as 1% noise)."""
+    hits: dict = {}
+    total: dict = {}
     for x, y, ex in zip(a, b, examples):
         for p, s in enumerate(ex.scored):
             if s:
-                total += 1
-                hits += F.vkey(x[p]) == F.vkey(y[p])
-    return hits / max(total, 1)
+                k = F.vkey(y[p])
+                total[k] = total.get(k, 0) + 1
+                hits[k] = hits.get(k, 0) + (F.vkey(x[p]) == k)
+    return sum(hits[k] / total[k] for k in total) / max(len(total), 1)
 
 
 def prune(probe: Probe, examples: list[Example], base: list[list], threshold: float = 0.005,
@@ -430,8 +391,10 @@ def read_program(probe: Probe, examples: list[Example], components: list[Compone
     arrays = component_arrays(state, components) if components else {}
     steps = []
     for comp in components:
-        step = read_head(state, comp, arrays[comp]) if comp[0] == "head" else read_mlp(state, comp, arrays[comp])
-        if step is not None:
-            steps.append(step)
+        if comp[0] == "head":
+            step = read_head(state, comp, arrays[comp])
+            steps += [step] if step is not None else []
+        else:
+            steps += mlp_read.read_mlp(state, comp, arrays[comp])
     steps.append(read_output(state))
     return steps, state

@@ -92,12 +92,13 @@ class Cells:
 
 @dataclass
 class SelectorFit:
-    kind: str  # "named" | "and" | "table" | "map_eq"
+    kind: str  # "named" | "and" | "table" | "map_eq" | "keyset"
     key: Feature
     query: Feature
     predicate: str | None = None  # a NAMED or "TRUE" (kind named)
     table: set = field(default_factory=set)  # (key value, query value) pairs selected (kind table)
     mapping: dict = field(default_factory=dict)  # query value -> key value (kind map_eq)
+    keyset: set = field(default_factory=set)  # key values selected whatever the query (kind keyset)
     second: "SelectorFit | None" = None  # the other atom of a conjunction
     score: float = 0.0  # held-out row exactness
     selected: np.ndarray | None = None  # [cells] bool, the predicate's selection
@@ -117,9 +118,14 @@ def cell_selection(att: np.ndarray, sink: np.ndarray, cells: Cells, hard: bool) 
     return cells.allowed & (a >= 0.5 * top[cells.q])
 
 
-def row_exact(y: np.ndarray, pred: np.ndarray, cells: Cells, rows_mask: np.ndarray) -> float:
-    """The fraction of query rows (``rows_mask``) whose selected set ``pred`` reproduces exactly."""
-    err = ((y != pred) & cells.allowed).astype(np.int64)
+def row_exact(y: np.ndarray, pred: np.ndarray, cells: Cells, rows_mask: np.ndarray,
+              care: np.ndarray | None = None) -> float:
+    """The fraction of query rows (``rows_mask``) whose selected set ``pred`` reproduces exactly (on the
+    ``care`` cells only, where given: the others may go either way)."""
+    err = (y != pred) & cells.allowed
+    if care is not None:
+        err &= care
+    err = err.astype(np.int64)
     n_rows = len(rows_mask)
     errs = np.bincount(cells.q, weights=err, minlength=n_rows)
     has_cells = np.bincount(cells.q, weights=cells.allowed, minlength=n_rows) > 0
@@ -147,14 +153,16 @@ def named_selection(name: str, kc: np.ndarray, qc: np.ndarray, order: np.ndarray
 
 
 def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np.ndarray,
-                 rows: np.ndarray | None = None, max_table: int = 4096, max_values: int = 64) -> SelectorFit | None:
+                 rows: np.ndarray | None = None, max_table: int = 4096, max_values: int = 64,
+                 care: np.ndarray | None = None) -> SelectorFit | None:
     """The best predicate over every (key feature, query feature) pair, scored on the query ``rows``
-    (default: all); see the module docstring."""
+    (default: all); see the module docstring.  ``care`` [cells] bool: only these cells must match ``y``
+    (a Maximum's selector is free on the keys its winner beats anyway)."""
     n_rows = len(cells.train)
     every = np.ones(n_rows, bool) if rows is None else rows
     held = ~cells.train & every
     best: SelectorFit | None = None
-    penalty = {"named": 0.0, "map_eq": 0.002, "and": 0.003, "table": 0.006}
+    penalty = {"named": 0.0, "keyset": 0.001, "map_eq": 0.002, "and": 0.003, "table": 0.006}
 
     def consider(fit: SelectorFit):
         nonlocal best
@@ -165,6 +173,10 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
     features = [f for f in features if f.n_values() <= max_values]  # a key or query of hundreds of values is no reading
     for kf in features:
         kc = kf.codes[cells.k]
+        keyset = _keyset_fit(y, kc, kf, features[0], cells, every, care)
+        if keyset is not None:
+            keyset.score = row_exact(y, keyset.selected, cells, held, care)
+            consider(keyset)
         for qf in features:
             qc = qf.codes[cells.q]
             for name in (("TRUE",) if kf is qf and kf is features[0] else ()) + NAMED:
@@ -172,13 +184,13 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
                 if sel is None:
                     continue
                 fit = SelectorFit("named", kf, qf, predicate=name, selected=sel)
-                fit.score = row_exact(y, sel, cells, every)
+                fit.score = row_exact(y, sel, cells, every, care)
                 consider(fit)
                 if name != "TRUE" and not (sel < y)[cells.allowed].any():  # selects all the head does
                     atoms.append(fit)
-            table = _table_fit(y, kc, qc, kf, qf, cells, max_table, every)
+            table = _table_fit(y, kc, qc, kf, qf, cells, max_table, every, care)
             if table is not None:
-                table.score = row_exact(y, table.selected, cells, held)
+                table.score = row_exact(y, table.selected, cells, held, care)
                 consider(table)
     if best is not None and best.score < 0.999 and atoms:
         atoms.sort(key=lambda a: int((a.selected & cells.allowed).sum()))
@@ -186,16 +198,50 @@ def fit_selector(y: np.ndarray, features: list[Feature], cells: Cells, order: np
         for i, a in enumerate(atoms):
             for b in atoms[i + 1:]:
                 sel = a.selected & b.selected
-                score = row_exact(y, sel, cells, every)
+                score = row_exact(y, sel, cells, every, care)
                 if score > best.score + penalty["and"]:
                     fit = SelectorFit("and", a.key, a.query, predicate=a.predicate, second=b, selected=sel, score=score)
                     consider(fit)
+        # a comparison and a set of key values: Select(indices, indices, LEQ) & Select(is_open, Full(True), EQ)
+        for a in atoms[:8]:
+            for kf in features:
+                b = _keyset_fit(y, kf.codes[cells.k], kf, features[0], cells, every, care, within=a.selected)
+                if b is None:
+                    continue
+                sel = a.selected & b.selected
+                score = row_exact(y, sel, cells, every, care)
+                if score > best.score + penalty["and"]:
+                    consider(SelectorFit("and", a.key, a.query, predicate=a.predicate, second=b, selected=sel,
+                                         score=score))
     return best
 
 
-def _table_fit(y, kc, qc, kf, qf, cells: Cells, max_table: int, rows: np.ndarray) -> SelectorFit | None:
+def _keyset_fit(y, kc, kf, qf, cells: Cells, rows: np.ndarray, care: np.ndarray | None = None,
+                within: np.ndarray | None = None) -> SelectorFit | None:
+    """``key in S`` whatever the query: the key values selected on most of their (fitting) cells."""
+    valid = (kc >= 0) & cells.allowed
+    fit_cells = valid & cells.train[cells.q] & rows[cells.q]
+    for mask in (care, within):
+        if mask is not None:
+            fit_cells &= mask
+    if not fit_cells.any():
+        return None
+    n = int(kc.max()) + 1
+    ones = np.bincount(kc[fit_cells], weights=y[fit_cells], minlength=n)
+    total = np.bincount(kc[fit_cells], minlength=n)
+    chosen = (total > 0) & (ones * 2 > total)
+    if not chosen.any() or chosen[total > 0].all():
+        return None  # every key value: that is TRUE
+    sel = valid & chosen[np.maximum(kc, 0)]
+    return SelectorFit("keyset", kf, qf, keyset={int(c) for c in np.flatnonzero(chosen)}, selected=sel)
+
+
+def _table_fit(y, kc, qc, kf, qf, cells: Cells, max_table: int, rows: np.ndarray,
+               care: np.ndarray | None = None) -> SelectorFit | None:
     valid = (kc >= 0) & (qc >= 0) & cells.allowed
     fit_cells = valid & cells.train[cells.q] & rows[cells.q]
+    if care is not None:
+        fit_cells &= care
     pairs = kc.astype(np.int64) * (1 << 31) + np.maximum(qc, 0)
     uniq, inv = np.unique(pairs[valid], return_inverse=True)
     if len(uniq) > max_table:

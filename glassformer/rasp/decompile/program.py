@@ -56,6 +56,47 @@ class Affine:
         return f"lambda x: {self.a!r} * x + {self.b!r}"
 
 
+class Linear2:
+    """``f(x, y) = a * x + b * y``: a two-input table whose distinct outputs are exactly the distinct values
+    of this sum (it then answers for pairs the table never saw, such as the counts of longer inputs)."""
+
+    arity = 2
+
+    def __init__(self, a: int, b: int):
+        self.a, self.b = a, b
+
+    def __call__(self, x, y):
+        return self.a * x + self.b * y
+
+    @property
+    def source(self) -> str:
+        term = lambda c, v: v if c == 1 else (f"-{v}" if c == -1 else f"{c} * {v}")
+        text = " + ".join(term(c, v) for c, v in ((self.a, "x"), (self.b, "y")) if c)
+        return f"lambda x, y: {text.replace('+ -', '- ')}"
+
+
+def linear_relabel(mapping: dict, max_coef: int = 3) -> Linear2 | None:
+    """A :class:`Linear2` whose sums tell the table's outputs apart exactly as the table does (one sum per
+    output, a different sum for each), over integer inputs; None if no small coefficients do."""
+    keys = list(mapping)
+    if len(keys) < 3 or not all(isinstance(k, tuple) and len(k) == 2 and all(type(v) is int for v in k) for k in keys):
+        return None
+    coefs = sorted(((a, b) for a in range(-max_coef, max_coef + 1) for b in range(-max_coef, max_coef + 1)
+                    if a or b), key=lambda ab: (abs(ab[0]) + abs(ab[1]), ab[0] < 0 or ab[1] < 0, ab))
+    for a, b in coefs:
+        out_of: dict = {}
+        sum_of: dict = {}
+        ok = True
+        for (x, y), v in mapping.items():
+            s = a * x + b * y
+            if out_of.setdefault(s, v) != v or sum_of.setdefault(v, s) != s:
+                ok = False
+                break
+        if ok:
+            return Linear2(a, b)
+    return None
+
+
 class PairSet:
     """A predicate ``(key, query) in S``: the table of a selector that no named comparison fits."""
 
@@ -72,6 +113,21 @@ class PairSet:
 
     def definition(self) -> str:
         return f"{self.name} = {{{', '.join(repr(p) for p in sorted(self.pairs, key=repr))}}}"
+
+
+class KeySet(PairSet):
+    """A predicate ``key in S`` that ignores the query: a head whose keys are the positions holding one of
+    some values (compiled from a comparison with a constant, such as ``Select(is_open, Full(True), EQ)``)."""
+
+    def __init__(self, name: str, keys: set):
+        super().__init__(name, set(keys))
+
+    def __call__(self, key, query):
+        return key in self.pairs
+
+    @property
+    def source(self) -> str:
+        return f"lambda k, q: k in {self.name}"
 
 
 class Pack:
@@ -126,8 +182,8 @@ Decompiled by glassformer (`glassformer decompile`); run it with
 Every step names the model component it reads and its interchange-intervention accuracy (IIA).
 """
 
-from glassformer.rasp import (EQ, GEQ, GT, LEQ, LT, NE, TRUE, Aggregate, Full, Map, Select, SelectorWidth,
-                              SequenceMap, indices, tokens)
+from glassformer.rasp import (EQ, GEQ, GT, LEQ, LT, NE, TRUE, Aggregate, Full, Map, Maximum, Minimum, Select,
+                              SelectorWidth, SequenceMap, indices, tokens)
 '''
 
 
@@ -152,7 +208,7 @@ def program_source(program: L.SOp, notes: dict[int, str], title: str, file: str 
         if isinstance(expr, L.Select):
             fns.append(expr.predicate.fn)
         for fn in fns:
-            if isinstance(fn, (Table, PairSet)):
+            if callable(getattr(fn, "definition", None)):  # a Table, PairSet or soft.LinearArgmax
                 lines.append(fn.definition())
         if expr.id in notes:
             lines.append(f"# {notes[expr.id]}")
