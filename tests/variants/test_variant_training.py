@@ -26,23 +26,27 @@ ENCODER_VARIANTS = {
 }
 
 
-def train(task, arch: str, variant: dict, steps: int = 80) -> tuple[dict, list[float]]:
-    torch.manual_seed(0)
+def train(task, arch: str, variant: dict, seed: int, steps: int = 80) -> tuple[dict, list[float]]:
+    torch.manual_seed(seed)
     model = model_for_task(task, arch, d_model=32, n_heads=4, n_layers=2, **variant)
-    config = TrainConfig(steps=steps, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=0, quiet=True, device="cpu")
+    config = TrainConfig(steps=steps, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=0, quiet=True, device="cpu", seed=seed)
     trainer = Trainer(model, task, config)
     return trainer.train(), trainer.losses
 
 
 @pytest.mark.parametrize("name", list(DECODER_VARIANTS))
-def test_decoder_variant_learns_to_copy(name):
-    summary, losses = train(get_task("copy", length=6, vocab_size=6), "decoder", DECODER_VARIANTS[name])
+def test_decoder_variant_learns_to_copy(name, seed, record_property):
+    summary, losses = train(get_task("copy", length=6, vocab_size=6), "decoder", DECODER_VARIANTS[name], seed)
+    record_property("token_accuracy", summary["token_accuracy"])
+    record_property("loss_ratio", sum(losses[-10:]) / 10 / losses[0])
     assert summary["token_accuracy"] > 0.4  # chance: 1/6
     assert sum(losses[-10:]) / 10 < 0.75 * losses[0]
 
 
 @pytest.mark.parametrize("name", list(ENCODER_VARIANTS))
-def test_encoder_variant_learns_the_majority_letter(name):
-    summary, losses = train(get_task("majority", length=8, vocab_size=3), "encoder", ENCODER_VARIANTS[name])
+def test_encoder_variant_learns_the_majority_letter(name, seed, record_property):
+    summary, losses = train(get_task("majority", length=8, vocab_size=3), "encoder", ENCODER_VARIANTS[name], seed)
+    record_property("token_accuracy", summary["token_accuracy"])
+    record_property("loss_ratio", sum(losses[-10:]) / 10 / losses[0])
     assert summary["token_accuracy"] > 0.6  # chance: about 1/3
     assert sum(losses[-10:]) / 10 < 0.75 * losses[0]
