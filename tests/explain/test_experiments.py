@@ -31,7 +31,10 @@ def test_the_eight_questions_are_registered():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_pre_ln_trains_and_the_finding_follows_the_numbers(tmp_path, seed, record_property):
+def test_post_ln_needs_warm_up_and_the_finding_follows_the_numbers(tmp_path, seed, record_property):
+    """12 layers, lr 1e-2, 300 steps (100 of warm-up), one torch thread inside the experiment. Measured at seeds 0-1:
+    Post-LN without warm-up 0.145 / 0.175 token accuracy (chance ~0.17), with warm-up 1.0 / 1.0; Pre-LN without
+    warm-up 1.0 (seed 0). At 6 layers (the old size) Post-LN trained without warm-up, so the effect did not show."""
     result = run("post-ln-vs-pre-ln", tmp_path, seed, record_property)
     m = result.metrics
     acc = m["token_accuracy"]
@@ -40,6 +43,7 @@ def test_pre_ln_trains_and_the_finding_follows_the_numbers(tmp_path, seed, recor
     assert max(pre) / min(pre) < 1.5  # Pre-LN's gradients are even across layers at initialisation
     # the finding claims Xiong et al.'s result exactly when the numbers show it
     shown = acc["post|no warm-up|0.01"] < 0.9 <= acc["post|warm-up|0.01"]
+    assert shown  # sized so that it shows (docstring)
     assert (m["post_ln_needed_warmup_at"] == [0.01]) == shown
     assert ("reproduced here" in result.finding) == shown and ("does not show that Post-LN needs" in result.finding) != shown
 
@@ -63,8 +67,10 @@ def test_positions_encoder_is_blind_to_order_and_decoder_is_not(tmp_path, seed, 
     assert acc["decoder, no positions"] > 0.7  # the causal mask leaks order
 
 
-@pytest.mark.parametrize("seed", [0])  # at seed 1 the --quick run does not show the effect (measured): see the closing note
+@pytest.mark.parametrize("seed", SEEDS)
 def test_tied_queries_and_keys_cannot_express_a_cyclic_relation(tmp_path, seed, record_property):
+    """lr 3e-3, 500 steps. Measured with the separate and tied heads alone (seeds 0-4): separate 100% at every
+    letter for seeds 1, 3, 4 (at the old lr 1e-2 seed 4 stalled at 53%; at 300 steps seed 1 had a letter at 72%)."""
     m = run("queries-keys", tmp_path, seed, record_property).metrics
     acc = m["token_accuracy"]
     assert acc["separate"] > 0.95 and acc["merged"] > 0.95
@@ -80,13 +86,16 @@ def test_concatenating_positions_trains_like_adding(tmp_path, seed, record_prope
     assert 0 <= m["wpos_in_we_subspace"]["reverse"]["learned"] < 0.5
 
 
-@pytest.mark.parametrize("seed", [0])  # at seed 1 the --quick run does not show the effect (measured): see the closing note
+@pytest.mark.parametrize("seed", SEEDS)
 def test_separate_heads_look_at_both_positions_and_w_o_speeds_learning(tmp_path, seed, record_property):
+    """--quick compares 1 head, 4 heads and 4 heads with W_O frozen (400 steps). Measured, seeds 0-2: 4 heads 68-99%
+    with coverage 0.27-0.47 on each position, 1 head's 0.12-0.26, frozen W_O 57-61%. With 2 heads (the old
+    --quick) coverage stayed at 0.16-0.29 and fell below one head's at seeds 1 and 2."""
     m = run("heads-and-wo", tmp_path, seed, record_property).metrics
     acc, cover = m["token_accuracy"], m["coverage"]
     assert all(a > 1 / 7 + 0.2 for a in acc.values())  # every variant learns, W_O or not
-    assert min(cover["2 heads"].values()) > max(cover["1 head"].values())  # two heads: sharper on each position
-    assert acc["2 heads, no W_O"] < acc["2 heads"]  # frozen W_O = identity learns slower
+    assert min(cover["4 heads"].values()) > max(cover["1 head"].values())  # four heads: sharper on each position
+    assert acc["4 heads, no W_O"] < acc["4 heads"]  # frozen W_O = identity learns slower
 
 
 @pytest.mark.parametrize("seed", SEEDS)
