@@ -1,5 +1,5 @@
 """Every variant trains with the core trainer: a short run on a generated task takes accuracy far above
-chance. (Short on purpose: the budget is seconds; each variant gets 80 steps.)"""
+chance. (Short on purpose: the budget is seconds; each variant gets 80 steps, the slower learners 160: SLOW.)"""
 
 import pytest
 import torch
@@ -19,6 +19,9 @@ DECODER_VARIANTS = {
     "linear": dict(attention="linear", positional="rope"),
     "transformer-xl": dict(memory_len=8, positional="rope"),
 }
+# Variants that learn copy more slowly get 160 steps: at 80, over seeds 0-1 (1 thread), sparse strided reached 0.37
+# token accuracy at seed 1 (failing > 0.4) with a loss ratio of 0.81 (failing < 0.75), and t5 0.42 / 0.71.
+SLOW = {"t5": 160, "sparse strided": 160, "sparse fixed": 160, "linear": 160}
 ENCODER_VARIANTS = {
     "linformer": dict(attention="linformer", linformer_k=4),
     "sliding": dict(attention="sliding", window=3),
@@ -36,7 +39,8 @@ def train(task, arch: str, variant: dict, seed: int, steps: int = 80) -> tuple[d
 
 @pytest.mark.parametrize("name", list(DECODER_VARIANTS))
 def test_decoder_variant_learns_to_copy(name, seed, record_property):
-    summary, losses = train(get_task("copy", length=6, vocab_size=6), "decoder", DECODER_VARIANTS[name], seed)
+    summary, losses = train(get_task("copy", length=6, vocab_size=6), "decoder", DECODER_VARIANTS[name], seed,
+                            steps=SLOW.get(name, 80))
     record_property("token_accuracy", summary["token_accuracy"])
     record_property("loss_ratio", sum(losses[-10:]) / 10 / losses[0])
     assert summary["token_accuracy"] > 0.4  # chance: 1/6
