@@ -144,10 +144,9 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, full: bool = False) ->
         finding += f"Seeds that trained at lr {lr:g}: {counts}. "
     top = lrs[-1]
     finding += (
-        f"At the largest rate, {top:g}, Pre-LN " + (f"with warm-up reached {100 * mean[('pre', 'warm-up', top)]:.0f}% and "
-                                                   if ("pre", "warm-up") in cells else "")
-        + f"without {100 * mean[('pre', 'no warm-up', top)]:.0f}%, Post-LN with warm-up {100 * mean[('post', 'warm-up', top)]:.0f}% "
-        f"and without {100 * mean[('post', 'no warm-up', top)]:.0f}%."
+        f"At the largest rate, {top:g}, Pre-LN reached {100 * mean[('pre', 'no warm-up', top)]:.0f}% without warm-up"
+        + (f" and {100 * mean[('pre', 'warm-up', top)]:.0f}% with it" if ("pre", "warm-up") in cells else "")
+        + f", Post-LN {100 * mean[('post', 'no warm-up', top)]:.0f}% without and {100 * mean[('post', 'warm-up', top)]:.0f}% with."
     )
     best = {pos: max([lr for w in warmups for lr in trained_at(pos, w)], default=None) for pos in ("post", "pre")}
     if best["pre"] and best["post"] and best["pre"] > best["post"]:
