@@ -71,7 +71,7 @@ def test_positions_encoder_is_blind_to_order_and_decoder_is_not(tmp_path, seed, 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_tied_queries_and_keys_cannot_express_a_cyclic_relation(tmp_path, seed, record_property):
     """lr 3e-3, 500 steps, one torch thread inside the experiment. Measured over seeds 0-4: separate W_Q, W_K 100%
-    at every letter; tied 79-93%, its worst letter 43-62% right. (The old --quick, lr 1e-2 for 300 steps: separate
+    at every letter, merged W_QK likewise; tied 79-93%, its worst letter 43-62% right. (The old --quick, lr 1e-2 for 300 steps: separate
     had a letter at 72% at seed 1 and stalled at 36% at seed 4, 53% even after 500 steps.)"""
     m = run("queries-keys", tmp_path, seed, record_property).metrics
     acc = m["token_accuracy"]
