@@ -58,7 +58,7 @@ def test_a_trained_tuned_lens_is_closer_to_the_final_prediction(seed, record_pro
     record_property("kl_ratio", (tuned_kl[:2] / plain_kl[:2]).tolist())
     # Entering layer 1 the stream does not yet hold the induction answer (layer 1 computes it), so no affine
     # map can reach the final prediction; the tuned lens still gets strictly closer at both block inputs.
-    # measured over seeds 0-3 (1 thread): tuned / plain KL 0.74-0.80 at the first input, 0.48-0.86 at the second
+    # measured over seeds 0-4 (1 thread): tuned / plain KL 0.71-0.80 at the first input, 0.48-0.86 at the second
     assert (tuned_kl[:2] < 0.95 * plain_kl[:2]).all()
     assert tuned_kl[-1] == pytest.approx(0.0, abs=1e-5)
     assert len(lens.losses) == 150 and lens.losses[-1] < lens.losses[0]

@@ -35,7 +35,7 @@ def test_tasks_lists_every_task(capsys):
 
 
 def test_demo_learns_reverse_and_shows_it(capsys, tmp_path, seed, record_property):
-    """Measured over seeds 0-3 (1 thread): the demo stops at 50 steps with sequence accuracy 1.0 every time."""
+    """Measured over seeds 0-4 (1 thread): the demo stops at 50 steps with sequence accuracy 1.0 every time."""
     code, out, _ = run(capsys, "demo", "--out", tmp_path, "--quiet", "--seed", seed)
     assert code == 0, out
     summary = json.loads((tmp_path / "summary.json").read_text())

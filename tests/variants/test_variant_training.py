@@ -24,8 +24,8 @@ DECODER_VARIANTS = {
 # (ratio 0.67-0.71), sparse fixed 0.45-0.59, linear 0.45-0.51. At 160 steps (seeds 0-4, 1 thread): T5 0.57-0.67
 # (ratio <= 0.53), sparse strided 0.48-1.0 (<= 0.58; the most seed-dependent: copying 7 positions back takes it
 # two hops through its stride-4 pattern), sparse fixed 0.92-0.98 (<= 0.19), linear 0.80-0.87 (<= 0.34). So these
-# four get 160 steps. The others at 80 steps: decoders >= 0.77 (sliding; qk_norm, relu2, GLU, XL >= 0.93),
-# ratio <= 0.27 except sliding; encoders: linformer 0.74-1.0, sliding 0.68-0.74 (ratio <= 0.68), linear 1.0.
+# four get 160 steps. The others at 80 steps (seeds 0-4): decoders >= 0.77 (sliding, relu2; qk_norm, GLU, XL
+# >= 0.88), ratio <= 0.43; encoders: linformer 0.72-1.0 (ratio <= 0.66), sliding 0.68-0.74 (<= 0.68), linear 1.0.
 SLOW = {"t5": 160, "sparse strided": 160, "sparse fixed": 160, "linear": 160}
 ENCODER_VARIANTS = {
     "linformer": dict(attention="linformer", linformer_k=4),

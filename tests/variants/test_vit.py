@@ -82,4 +82,4 @@ def test_vit_learns_the_digits(seed, record_property):
     with torch.no_grad():
         accuracy = (model.classify(test.images).argmax(-1) == test.labels).float().mean().item()
     record_property("accuracy", accuracy)
-    assert accuracy >= 0.9  # chance is 0.1; measured 0.947-0.967 over seeds 0-3 (1 thread)
+    assert accuracy >= 0.9  # chance is 0.1; measured 0.927-0.967 over seeds 0-4 (1 thread)
