@@ -8,8 +8,10 @@ forward. Three ways to see it, all in one run:
    replaced by a bare ``lambda self, x: x`` (hook points that cannot do anything). Overhead =
    median(as is) / median(bypassed) - 1. On a noisy machine this difference is below the noise, so:
 2. **Counted**: the number of hook-point calls in one forward times the measured cost of one call
-   (a tight loop of a million calls), divided by the forward's median time. This is the overhead the
-   A/B measures, without its noise.
+   (a tight loop of a million calls), plus the optional hook points (``attn.result``, ``attn.q_input`` /
+   ``k_input`` / ``v_input``: computed only while hooked, so idle they cost one test of ``point.fns`` each,
+   timed the same way), divided by the forward's median time. This is the overhead the A/B measures,
+   without its noise.
 3. **No modules at all**: a hand-written functional forward of the same equations with the same
    weights (``bare_forward``, checked to give the same logits). Its gap to the model is the price of
    the readable module structure as a whole, hooks included.
@@ -104,6 +106,23 @@ def hook_call_seconds(n: int = 1_000_000) -> float:
     return sorted(per_call)[2]
 
 
+def optional_check_seconds(n: int = 1_000_000) -> float:
+    """Seconds per idle test of an optional hook point (``if point.fns:``), minus an empty loop's (median of 5)."""
+    point = HookPoint(optional=True)
+    per_check = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            if point.fns:
+                pass
+        t1 = time.perf_counter()
+        for _ in range(n):
+            pass
+        t2 = time.perf_counter()
+        per_check.append(((t1 - t0) - (t2 - t1)) / n)
+    return max(0.0, sorted(per_check)[2])
+
+
 @torch.no_grad()
 def bare_forward(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
     """The GPT-shaped (pre-LN, learned positions, tanh-GELU, tied) forward as plain functions, no modules:
@@ -157,7 +176,7 @@ def case_fns(kind: str, shape: Shape):
     return model, run, None, None
 
 
-def bench_case(kind: str, shape: Shape, *, repeats: int, warmup: int, per_call_s: float) -> dict:
+def bench_case(kind: str, shape: Shape, *, repeats: int, warmup: int, per_call_s: float, per_check_s: float) -> dict:
     model, run, bare, agree = case_fns(kind, shape)
     inner = 50 if kind == "decode-step" else 1
     as_is = repeat(run, inner)
@@ -171,16 +190,18 @@ def bench_case(kind: str, shape: Shape, *, repeats: int, warmup: int, per_call_s
         candidates["bare_functional"] = bare
     timings = interleaved(candidates, warmup=warmup, repeats=repeats)
     n_calls = count_hook_calls(model, run)
+    n_optional = len(model.hook_names(optional=True)) - len(model.hook_names())  # idle: one `if point.fns` each
     forward_s = timings["as_is"].median / inner
     result = {
         "kind": kind,
         "shape": shape.__dict__,
         "hook_points": len(model.hook_names()),
         "hook_calls_per_forward": n_calls,
+        "optional_points": n_optional,
         "forward_median_s": forward_s,
         "timings": {name: t.summary() for name, t in timings.items()},
         "overhead_ab": ratio(timings["as_is"], timings["hooks_bypassed"]) - 1,
-        "overhead_counted": n_calls * per_call_s / forward_s,
+        "overhead_counted": (n_calls * per_call_s + n_optional * per_check_s) / forward_s,
         "noise": max(t.spread for t in timings.values()),
     }
     if bare is not None:
@@ -195,23 +216,26 @@ def to_markdown(results: dict) -> str:
         s = Shape(**r["shape"])
         rows.append([
             r["kind"], s.describe(), f"{r['forward_median_s'] * 1e3:,.1f} ms", r["hook_calls_per_forward"],
+            r.get("optional_points", "-"),
             f"{r['overhead_ab']:+.2%}", f"{r['overhead_counted']:.3%}", f"{r['noise']:.1%}",
             f"{r['module_structure_overhead']:+.1%}" if "module_structure_overhead" in r else "-",
         ])
     return "\n".join([
         "# Hook points with nothing attached",
         "",
-        f"{machine_line(results['machine'])} One idle hook-point call costs {results['hook_call_ns']:.0f} ns. "
+        f"{machine_line(results['machine'])} One idle hook-point call costs {results['hook_call_ns']:.0f} ns; "
+        f"one idle optional hook point (a test of ``point.fns``) {results.get('optional_check_ns', float('nan')):.0f} ns. "
         "Bar: < 3% of the forward.",
         "",
         markdown_table(
-            ["case", "shape", "forward", "hook calls", "overhead A/B (median)", "overhead counted", "noise (IQR/median)",
+            ["case", "shape", "forward", "hook calls", "optional points", "overhead A/B (median)", "overhead counted",
+             "noise (IQR/median)",
              "model vs bare functional"],
             rows,
         ),
         "",
-        "A/B = as is vs HookPoint.__call__ replaced by an identity, interleaved; counted = calls x cost per call / "
-        "forward time; bare functional = the same equations as plain torch calls with the same weights (all module, "
+        "A/B = as is vs HookPoint.__call__ replaced by an identity, interleaved; counted = (calls x cost per call + "
+        "optional points x cost per test) / forward time; bare functional = the same equations as plain torch calls with the same weights (all module, "
         "hook and readability overhead together; max |logit difference| to the model: "
         + ", ".join(f"{r['bare_max_logit_difference']:.1e}" for r in results["cases"] if "bare_max_logit_difference" in r) + ").",
     ])
@@ -224,9 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_options(bench_options(parser, "hooks", repeats=(21, 9)), argv)
     settings = timing_settings(args, full=21, quick=9, smoke=3, warmup=3)
     per_call_s = hook_call_seconds(20_000 if args.smoke else 1_000_000)
-    results = {"machine": machine_info(), "settings": settings, "hook_call_ns": per_call_s * 1e9, "cases": []}
+    per_check_s = optional_check_seconds(20_000 if args.smoke else 1_000_000)
+    results = {"machine": machine_info(), "settings": settings, "hook_call_ns": per_call_s * 1e9,
+               "optional_check_ns": per_check_s * 1e9, "cases": []}
     for kind, shape in SMOKE_CASES if args.smoke else CASES:
-        r = bench_case(kind, shape, **settings, per_call_s=per_call_s)
+        r = bench_case(kind, shape, **settings, per_call_s=per_call_s, per_check_s=per_check_s)
         results["cases"].append(r)
         print(f"{kind} {shape.describe()}: A/B {r['overhead_ab']:+.2%}, counted {r['overhead_counted']:.3%} "
               f"({r['hook_calls_per_forward']} calls), noise {r['noise']:.1%}", flush=True)

@@ -71,12 +71,20 @@ class PatchResult:
         )
 
 
-def logit_diff_metric(answer, wrong, *, pos: int = -1) -> Metric:
-    """m(logits) = mean_batch (logits[:, pos, answer] - logits[:, pos, wrong]); ids or [batch] ids."""
+def logit_diff_metric(answer, wrong, *, pos: int | None = None) -> Metric:
+    """m(logits) = mean_batch (logits[:, pos, answer] - logits[:, pos, wrong]); ids or [batch] ids; ``pos``
+    defaults to the last position. A vision model's class logits [batch, n_classes] have no position axis:
+    m = mean_batch (logits[:, answer] - logits[:, wrong]) over classes, and giving ``pos`` is an error."""
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(logits.shape[0])
-        return (logits[rows, pos, torch.as_tensor(answer)] - logits[rows, pos, torch.as_tensor(wrong)]).mean()
+        if logits.dim() == 2:  # [batch, n_classes]: a vision model's class logits
+            if pos is not None:
+                raise InputError(f"these logits are class logits [batch, n_classes] = {list(logits.shape)} (a vision "
+                                 f"model): they have no position, so pos={pos!r} does not apply; leave it out")
+            return (logits[rows, torch.as_tensor(answer)] - logits[rows, torch.as_tensor(wrong)]).mean()
+        at = -1 if pos is None else pos
+        return (logits[rows, at, torch.as_tensor(answer)] - logits[rows, at, torch.as_tensor(wrong)]).mean()
 
     return metric
 
@@ -183,7 +191,7 @@ def patch_layers_positions(
     mlp_out, mlp.post, ...) at one position at a time: values [layers, positions]."""
     p = stack_prefix(model, stack)
     names = [f"{p}blocks.{l}.{hook}" for l in range(n_blocks(model, p))]
-    n_pos = _n_positions(clean, p)
+    n_pos = _n_positions(model, clean, p)
     cells = [(name, (pos,)) for name in names for pos in range(n_pos)]
     values, clean_value, corrupted_value = patch_cells(model, clean, corrupted, metric, cells, cells_per_forward=cells_per_forward)
     labels = position_labels if position_labels is not None else [str(i) for i in range(n_pos)]
@@ -216,7 +224,7 @@ def patch_heads_positions(
     """Patch every (layer, position, head) of ``what`` on its own: values [layers, positions, heads]
     (for ``pattern`` / ``scores`` the position is the query's)."""
     names, n_heads = _head_hooks(model, what, stack, cross)
-    n_pos = _n_positions(clean, stack_prefix(model, stack))
+    n_pos = _n_positions(model, clean, stack_prefix(model, stack))
     cells = [(name, _head_index(what, h, pos)) for name in names for pos in range(n_pos) for h in range(n_heads)]
     values, clean_value, corrupted_value = _patch_heads(model, clean, corrupted, metric, cells, what, stack, cross, cells_per_forward)
     labels = position_labels if position_labels is not None else [str(i) for i in range(n_pos)]
@@ -262,8 +270,11 @@ def _head_index(what: str, head: int, pos) -> tuple:
     return (head, pos) if what in HEAD_FIRST else (pos, head)
 
 
-def _n_positions(inputs: ModelInput, prefix: str) -> int:
-    """How many positions the stack reads: the tokens' (an encoder-decoder's encoder: the source's)."""
+def _n_positions(model: nn.Module, inputs: ModelInput, prefix: str) -> int:
+    """How many positions the stack reads: the tokens' (an encoder-decoder's encoder: the source's; a vision
+    model: the class token and the patches)."""
+    if model.config.input == "patches":
+        return model.config.n_patches + 1
     args, kwargs = call_args(inputs)
     tokens = kwargs.get("src") if prefix == "encoder." else args[0]
     if not isinstance(tokens, torch.Tensor):

@@ -17,7 +17,7 @@ from glassformer.lens.attribution import direct_logit_attribution
 from glassformer.lens.cache import ModelInput, call_args, run_with_cache, tokens_of
 from glassformer.lens.detectors import detect_heads
 from glassformer.lens.induction import induction_scores
-from glassformer.lens.logit_lens import logit_lens, require_unembedding
+from glassformer.lens.logit_lens import logit_lens
 from glassformer.viz import html as H
 from glassformer.viz.lens_plots import plot_attribution, plot_head_scores, plot_logit_lens, show_token
 from glassformer.viz.patterns import plot_layer, plot_token_attention
@@ -87,7 +87,7 @@ def build_report(model: nn.Module, inputs: ModelInput, *, tokenizer=None, answer
         sections.append(("Head detectors", _detector_section(scores, summary)))
         sections.append(("Token by token", _token_view(model, cache, text, scores)))
     sections.append(("Logit lens", _lens_section(model, inputs, text, tokenizer)))
-    sections.append(("Direct logit attribution", _attribution_section(model, cache, predicted, answer, tokenizer, summary)))
+    sections.append(("Direct logit attribution", _attribution_section(model, cache, predicted, answer, name, summary)))
     cfg = model.config
     subtitle = f"{cfg.arch}, {cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}; made by glassformer inspect"
     return H.page(title or "glassformer inspect", sections, subtitle=subtitle), summary
@@ -222,16 +222,15 @@ def _lens_section(model, inputs, text, tokenizer) -> str:
     return note + H.img(fig, "logit lens", dpi=96)
 
 
-def _attribution_section(model, cache, predicted, answer, tokenizer, summary) -> str:
+def _attribution_section(model, cache, predicted, answer, name, summary) -> str:
+    """DLA of the top prediction against the runner-up: at the last position, or a vision model's class logits."""
     try:
-        require_unembedding(model)
         answer_id = predicted[0][0] if answer is None else int(answer)
         wrong_id = next((i for i, _ in predicted if i != answer_id), None)
-        attribution = direct_logit_attribution(model, cache, answer_id, wrong_id, pos=-1)
+        attribution = direct_logit_attribution(model, cache, answer_id, wrong_id)
     except InputError as e:
         return f'<p class="note">Not available for this model: {H.esc(e)}</p>'
-    a_text = token_strings(tokenizer, [answer_id])[0]
-    what = f"logit({a_text!r})" + (f" - logit({token_strings(tokenizer, [wrong_id])[0]!r})" if wrong_id is not None else "")
+    what = f"logit({name(answer_id)!r})" + (f" - logit({name(wrong_id)!r})" if wrong_id is not None else "")
     fig = plot_attribution(attribution.values[:, 0], attribution.labels, title=f"direct effect on {what}")
     total = float(attribution.total[0])
     summary["attribution"] = {"target": what, "total": round(total, 4), "top": [(n, round(v, 4)) for n, v in attribution.top(5)]}

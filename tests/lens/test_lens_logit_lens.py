@@ -47,16 +47,18 @@ def test_an_untrained_tuned_lens_is_the_logit_lens():
         logit_lens(model, tokens, tuned=TunedLens(model), incl_mid=True)
 
 
-def test_a_trained_tuned_lens_is_closer_to_the_final_prediction():
-    model, _ = train_induction_model(steps=1000, d_model=32, n_heads=2, n_ctx=24, max_len=8, lr=3e-3)  # shared with the experiments
+def test_a_trained_tuned_lens_is_closer_to_the_final_prediction(seed, record_property):
+    model, _ = train_induction_model(steps=1000, seed=seed, d_model=32, n_heads=2, n_ctx=24, max_len=8, lr=3e-3)  # shared with the experiments
     before = {n: p.clone() for n, p in model.named_parameters()}
-    lens = train_tuned_lens(model, RepeatedSegments(n_ctx=24, max_len=8), steps=150, batch_size=16, lr=3e-3)
+    lens = train_tuned_lens(model, RepeatedSegments(n_ctx=24, max_len=8), steps=150, batch_size=16, lr=3e-3, seed=seed)
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # the model stays frozen
     tokens = repeated_random_tokens(32, 8, 32, generator=torch.Generator().manual_seed(5))
     plain_kl = logit_lens(model, tokens).kl_to_final().mean((1, 2))  # [layers]
     tuned_kl = logit_lens(model, tokens, tuned=lens).kl_to_final().mean((1, 2))
+    record_property("kl_ratio", (tuned_kl[:2] / plain_kl[:2]).tolist())
     # Entering layer 1 the stream does not yet hold the induction answer (layer 1 computes it), so no affine
     # map can reach the final prediction; the tuned lens still gets strictly closer at both block inputs.
+    # measured over seeds 0-4 (1 thread): tuned / plain KL 0.71-0.80 at the first input, 0.48-0.86 at the second
     assert (tuned_kl[:2] < 0.95 * plain_kl[:2]).all()
     assert tuned_kl[-1] == pytest.approx(0.0, abs=1e-5)
     assert len(lens.losses) == 150 and lens.losses[-1] < lens.losses[0]

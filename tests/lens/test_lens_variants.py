@@ -1,11 +1,12 @@
-"""Every lens tool of this folder (head detectors, logit lens, HTML report) on every variant of the model: it
-works, or refuses with an InputError whose message gives the reason (never a deep traceback)."""
+"""Every lens tool of this folder (head detectors, logit lens, direct logit attribution, patching with the logit
+difference, HTML report) on every variant of the model: it works, or refuses with an InputError whose message
+gives the reason (never a deep traceback)."""
 
 import pytest
 import torch
 
 from glassformer import InputError, ModelConfig, Transformer
-from glassformer.lens import detect_heads, logit_lens
+from glassformer.lens import detect_heads, direct_logit_attribution, logit_diff_metric, logit_lens, patch_heads
 from glassformer.lens.report import build_report
 
 VARIANTS = {
@@ -33,13 +34,17 @@ def model_and_inputs(name: str):
 
 REPORTED = ("sparse", "linformer", "vit")  # the report (seconds each) where a variant changes what it can show;
 # the others take the same paths as sparse (a dense pattern over positions), and a Transformer-XL is reported below
-CASES = [(name, tool) for name in VARIANTS for tool in ("detect_heads", "logit_lens")] + [(name, "report") for name in REPORTED]
+TOOLS = ("detect_heads", "logit_lens", "dla", "patch_heads")
+CASES = [(name, tool) for name in VARIANTS for tool in TOOLS] + [(name, "report") for name in REPORTED]
 
 
 @pytest.mark.parametrize("name,tool", CASES)
 def test_every_lens_tool_works_or_says_why_not(name, tool):
     model, inputs = model_and_inputs(name)
+    corrupted = inputs.flip(0)  # the other row: a different answer
     run = {"detect_heads": lambda: detect_heads(model, inputs), "logit_lens": lambda: logit_lens(model, inputs),
+           "dla": lambda: direct_logit_attribution(model, inputs, 1, 2),  # a ViT: class 1 minus class 2
+           "patch_heads": lambda: patch_heads(model, inputs, corrupted, logit_diff_metric(1, 2), normalize=False),
            "report": lambda: build_report(model, inputs)}[tool]
     reason = REFUSED.get((name, tool))
     if reason is not None:
@@ -50,6 +55,13 @@ def test_every_lens_tool_works_or_says_why_not(name, tool):
     if tool == "detect_heads":  # previous-token and first-token apply to every variant; token detectors to token models
         assert result["previous_token"].shape == (2, 2) and torch.isfinite(result["previous_token"]).all()
         assert ("induction" in result) == (name != "vit")
+    elif tool == "dla":  # the components sum to the model's logit difference (a ViT's: of its class logits)
+        logits = model(inputs)
+        want = logits[:, 1] - logits[:, 2] if name == "vit" else logits[:, -1, 1] - logits[:, -1, 2]
+        torch.testing.assert_close(result.total, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(result.values.sum(0), result.total, atol=1e-5, rtol=0)
+    elif tool == "patch_heads":  # one finite value per head: [layers, heads]
+        assert result.values.shape == (2, 2) and torch.isfinite(result.values).all()
     elif tool == "report":
         page, summary = result
         assert summary["prediction"] and page.count("<img") >= 3

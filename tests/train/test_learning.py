@@ -39,20 +39,28 @@ CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,options,arch,sizes,overrides,steps", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
-def test_task_is_learned(name, options, arch, sizes, overrides, steps):
-    torch.manual_seed(0)
+def test_task_is_learned(name, options, arch, sizes, overrides, steps, seed, record_property):
+    """Measured over seeds 0-1 with 1 torch thread (steps where training stopped; fresh accuracy): copy and reverse
+    50, 1.0; reverse encoder-decoder 150-250, 0.999-1.0; sort 1,200 (full schedule), 0.999-1.0; histogram
+    1,700-2,000, 0.998-0.999 (seed 0 used the whole budget and still scored 0.999); addition 1,600-1,800,
+    0.998-1.0; dyck decoder 100, 1.0; dyck encoder 400-550, 1.0; contains-ab 100, 1.0; majority encoder 200-350,
+    1.0; majority decoder 150, 1.0. (Seeds 2-4 and the 2-thread runs did not finish: the shared box was at load
+    ~30 and each sweep run took over 25 min.)"""
+    torch.manual_seed(seed)
     task = get_task(name, **options)
     model = model_for_task(task, arch, **sizes)
     config = dict(steps=steps, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=50, eval_batches=8,
-                  stop_at_accuracy=1.0, quiet=True)
+                  stop_at_accuracy=1.0, quiet=True, seed=seed)
     trainer = Trainer(model, task, TrainConfig(**{**config, **overrides}))
     summary = trainer.train()
     fresh = trainer.evaluate(n_batches=16, seed=12345)  # 1024 examples the stopping rule never saw
+    record_property("steps", summary["steps"])
+    record_property("fresh", fresh["sequence_accuracy"])
     assert fresh["sequence_accuracy"] >= 0.99, (summary, fresh)
 
 
 @pytest.mark.slow
-def test_induction_is_learned_at_every_repeat_length():
+def test_induction_is_learned_at_every_repeat_length(seed, record_property):
     """The induction task varies the repeat length (5..8) and where the repeat starts, so no fixed look-back
     distance answers it: the model must find the earlier copy. Then each repeat length is scored alone.
 
@@ -61,40 +69,48 @@ def test_induction_is_learned_at_every_repeat_length():
     seed 0 with 2 threads stopped at 2,600 steps, 99.6% fresh, 100% at every length.
     (RoPE was slower: 2 of 3 seeds had not converged at 3,000.) The budget of 4,000 leaves room above the
     slowest seed; the per-length threshold sits below the worst measured length."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     task = get_task("induction")
     model = model_for_task(task, "decoder", **SMALL)
     config = TrainConfig(steps=4000, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=100, eval_batches=8,
-                         stop_at_accuracy=1.0, quiet=True)
+                         stop_at_accuracy=1.0, quiet=True, seed=seed)
     trainer = Trainer(model, task, config)
     summary = trainer.train()
     fresh = trainer.evaluate(n_batches=16, seed=12345)
+    per_length = {n: Trainer(model, task.with_repeat_length(n), config).evaluate(n_batches=4, seed=999)["sequence_accuracy"]
+                  for n in range(task.min_length, task.length + 1)}
+    record_property("steps", summary["steps"])
+    record_property("fresh", fresh["sequence_accuracy"])
+    record_property("worst_length", min(per_length.values()))
     assert fresh["sequence_accuracy"] >= 0.99, (summary, fresh)
-    for n in range(task.min_length, task.length + 1):
-        alone = Trainer(model, task.with_repeat_length(n), config).evaluate(n_batches=4, seed=999)
-        assert alone["sequence_accuracy"] >= 0.98, (n, alone)
+    for n, accuracy in per_length.items():
+        assert accuracy >= 0.98, (n, accuracy)
 
 
 @pytest.mark.slow
-def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance():
+def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance(seed, record_property):
     """The grokking set-up, shrunk to p = 31 with 90% of the pairs for training: the model fits the
     training pairs, and already answers far more held-out pairs than chance (1/31) would. Full
     generalisation comes much later (grokking) and is an experiment, not a test.
 
     Both splits are scored whole (865 training pairs, 96 held out), so the check has no sampling noise.
-    Measured at 1,500 steps (seeds 0-3, one thread): training pairs 0.985-1.0, held out 0.927-1.0; on
-    another machine two runs scored 0.989 and 0.984 on sampled training batches, which failed the old
-    0.99 threshold. The thresholds keep a margin below the worst of these."""
-    torch.manual_seed(0)
+    Measured at 1,500 steps (seeds 0-3, one thread, last session): training pairs 0.985-1.0, held out 0.927-1.0;
+    this session (seeds 0-1, one thread, after the fused-QKV forward changed the float trajectory): training pairs
+    0.966-0.983, held out 0.958-0.969; on another machine two runs scored 0.989 and 0.984 on sampled training
+    batches, which failed the old 0.99 threshold. The thresholds keep a margin below the worst of these."""
+    torch.manual_seed(seed)
     task = get_task("modular-addition", p=31, train_fraction=0.9)
     model = model_for_task(task, "decoder", d_model=128, n_layers=1, n_heads=4)
     config = TrainConfig(steps=1500, batch_size=128, lr=1e-2, weight_decay=1.0, warmup_steps=50, eval_every=50,
-                         eval_batches=8, stop_at_accuracy=1.0, quiet=True)
+                         eval_batches=8, stop_at_accuracy=1.0, quiet=True, seed=seed)
     trainer = Trainer(model, task, config, eval_task=task)  # stop once the training pairs are all right
-    trainer.train()
+    summary = trainer.train()
     train_split = _whole_split_accuracy(model, task)
     held_out = _whole_split_accuracy(model, task.with_split("val"))
-    assert train_split >= 0.95, train_split
+    record_property("steps", summary["steps"])
+    record_property("train_split", train_split)
+    record_property("held_out", held_out)
+    assert train_split >= 0.93, train_split
     assert held_out >= 0.5, held_out
 
 
@@ -108,16 +124,19 @@ def _whole_split_accuracy(model, task) -> float:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not TINY.is_file(), reason="shared/data/shakespeare/tiny.txt is not beside the repository")
-def test_character_level_language_model_learns_shakespeare(tmp_path, monkeypatch):
+def test_character_level_language_model_learns_shakespeare(tmp_path, monkeypatch, seed, record_property):
     monkeypatch.setenv("GLASSFORMER_CACHE", str(tmp_path))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     task = TextTask(TINY, block_size=64)
     model = model_for_task(task, "decoder", d_model=64, n_layers=2, n_heads=4)
     trainer = Trainer(model, task, TrainConfig(steps=300, batch_size=32, lr=6e-3, warmup_steps=30, eval_every=0,
-                                               eval_batches=8, quiet=True))
+                                               eval_batches=8, quiet=True, seed=seed))
     before = trainer.evaluate()
     summary = trainer.train()
+    record_property("loss", summary["loss"])
+    # Measured over seeds 0-4 with 1 thread: held-out loss 2.233-2.296 (2 threads: see below); threshold 2.4 keeps
+    # a margin and stays below the bigram model's 2.49.
     assert before["loss"] > 4.0  # ~ ln(65): a uniform guess over the characters
     # On the held-out split a unigram model scores 3.39 nats and a bigram model 2.49: this one uses
     # more context than the previous character.
-    assert summary["loss"] < 2.35, summary
+    assert summary["loss"] < 2.4, summary

@@ -69,11 +69,11 @@ class CopyPreviousSegment:
         return Batch(sequence[:, :-1], sequence[:, 1:], loss_mask)
 
 
-def test_the_core_trainer_trains_the_recurrence_and_the_model_reads_its_memory():
-    torch.manual_seed(0)
+def test_the_core_trainer_trains_the_recurrence_and_the_model_reads_its_memory(seed, record_property):
+    torch.manual_seed(seed)
     L, vocab = 8, 8
     model = Transformer(ModelConfig(d_model=32, n_heads=2, n_layers=2, d_vocab=vocab, n_ctx=L, memory_len=L, positional="rope"))
-    config = TrainConfig(steps=250, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=0, quiet=True, device="cpu")
+    config = TrainConfig(steps=250, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=0, quiet=True, device="cpu", seed=seed)
     Trainer(model, CopyPreviousSegment(L, vocab), config).train()  # inputs of 2L - 1 > n_ctx: run as two segments
     model.eval()
     batch = CopyPreviousSegment(L, vocab).batch(256, generator=torch.Generator().manual_seed(1))
@@ -81,6 +81,9 @@ def test_the_core_trainer_trains_the_recurrence_and_the_model_reads_its_memory()
     with torch.no_grad():
         with_memory = (model(batch.inputs)[:, L:].argmax(-1) == targets).float().mean().item()
         forgotten = (model(batch.inputs[:, L:]).argmax(-1) == targets).float().mean().item()  # a fresh memory
+    record_property("with_memory", with_memory)
+    record_property("forgotten", forgotten)
+    # measured over seeds 0-4 (1 thread): with memory 1.0, forgotten 0.118 every time
     assert with_memory > 0.95
     assert forgotten < 0.35  # without segment 1 in memory the copy is guesswork (chance = 1/8)
 

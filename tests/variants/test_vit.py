@@ -72,13 +72,14 @@ class Digits:
         return Batch(self.images[rows], self.labels[rows], None)  # classification: targets [batch]
 
 
-def test_vit_learns_the_digits():
+def test_vit_learns_the_digits(seed, record_property):
     pytest.importorskip("sklearn")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = Transformer(ModelConfig(**VIT))
-    config = TrainConfig(steps=250, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=0, quiet=True, device="cpu")
+    config = TrainConfig(steps=250, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=0, quiet=True, device="cpu", seed=seed)
     Trainer(model, Digits("train"), config).train()
     test = Digits("test")  # 397 images the model never saw
     with torch.no_grad():
         accuracy = (model.classify(test.images).argmax(-1) == test.labels).float().mean().item()
-    assert accuracy >= 0.9  # chance is 0.1; this setting reaches about 0.96
+    record_property("accuracy", accuracy)
+    assert accuracy >= 0.9  # chance is 0.1; measured 0.927-0.967 over seeds 0-4 (1 thread)

@@ -76,9 +76,8 @@ def run(out: Path, *, quick: bool = False, seed: int = 0) -> ExperimentResult:
     steps = 400 if quick else 600
     seeds = [seed] if quick else [seed, seed + 1]
     variants = {"1 head": (1, True), "2 heads": (2, True), "4 heads": (4, True), "4 heads, no W_O": (4, False)}
-    if quick:
-        variants = {k: v for k, v in variants.items() if k in ("1 head", "2 heads", "2 heads, no W_O")}
-        variants["2 heads, no W_O"] = (2, False)
+    if quick:  # 4 heads, not 2: with 2 heads at 400 steps the heads stayed blurred at some seeds (measured)
+        variants = {k: v for k, v in variants.items() if k in ("1 head", "4 heads", "4 heads, no W_O")}
     acc, curves, cover = {}, {}, {}
     with one_thread():
         for label, (n_heads, with_W_O) in variants.items():
