@@ -2,7 +2,7 @@
 
     python bench/bench_circuits.py [--quick | --smoke] [--threads N] [--results-dir DIR] [--suite DIR]
 
-Builds the default suite (``--quick``: the 22-model subset; ``--smoke``: 4 models), scores every method
+Builds the default suite (``--quick``: the 24-model subset; ``--smoke``: 4 models), scores every method
 (``glassformer circuits score``) and writes, in the results folder:
 
     circuits_scores.json     the scores.json of ``circuits score`` plus build / score wall time
@@ -82,24 +82,30 @@ def main(argv: list[str] | None = None) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="circuits-"))
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if args.suite:
             suite = Path(args.suite)
         else:
             suite = work / "suite"
             entries = default_entries(quick=args.quick or args.smoke)
             build_suite(suite, entries[:4] if args.smoke else entries)
-        built = time.perf_counter() - start
+        built, built_cpu = time.perf_counter() - start, time.process_time() - cpu
         models = load_suite(suite)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         summary = score_suite(models, work / "scores")
-        scored = time.perf_counter() - start
+        scored, scored_cpu = time.perf_counter() - start, time.process_time() - cpu
         index = json.loads((suite / "index.json").read_text())
         summary["build_seconds"] = round(built, 1)
         summary["score_seconds"] = round(scored, 1)
+        summary["build_cpu_seconds"] = round(built_cpu, 1)  # this process's CPU time: what a quiet machine would take
+        summary["score_cpu_seconds"] = round(scored_cpu, 1)
+        summary["load_average_1m"] = round(__import__("os").getloadavg()[0], 1)
         summary["threads"] = args.threads
         summary["rejected_trained"] = index.get("rejected", [])
         summary["kinds"] = {k: sum(1 for r in index["models"] if r.get("kind") == k) for k in ("compiled", "trained")}
+        summary["sources"] = {k: sum(1 for r in index["models"] if r.get("source") == k)
+                              for k in ("library", "random", "tracr", "trained")}
+        summary["decoders"] = sum(1 for r in index["models"] if r.get("causal"))
         summary["with_distractor"] = sum(1 for r in index["models"] if r.get("distractor_seed") is not None
                                          or r.get("distractor_program") is not None)
         summary["ground_truth"] = {k: sum(r[k] for r in index["models"]) for k in

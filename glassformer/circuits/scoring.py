@@ -126,6 +126,7 @@ def table(rows: list[dict]) -> str:
     """Markdown: one line per method and model kind (all / compiled / with distractor / trained)."""
     groups = {"all": lambda r: True, "compiled, alone": lambda r: r["kind"] == "compiled" and not r["distractor"],
               "compiled + distractor": lambda r: r["kind"] == "compiled" and r["distractor"],
+              "Tracr library ports": lambda r: r["source"] == "tracr",
               "compiled-then-trained": lambda r: r["kind"] == "trained"}
     lines = ["| method | level | models | precision | recall | recall (varying edges) | AUROC | AUROC < 0.5 | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
