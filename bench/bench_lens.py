@@ -296,6 +296,8 @@ def to_markdown(r: dict) -> str:
                         "the same, MALLOC_MMAP_THRESHOLD_=65536"], rows),
         "",
     ]
+    if r.get("memory_note"):
+        lines += [f"Peak memory: {r['memory_note']}.", ""]
     g = r["glassformer_cache"]
     lines.append(f"glassformer's full cache: {g['activations']} activations, {g['mb']:.0f} MB.")
     if r["transformer_lens"]:
