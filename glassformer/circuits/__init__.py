@@ -8,7 +8,8 @@ every circuit-finding method against them (docs/circuits.md).
     scores = circuits.run_method("eap_ig", ctx)         # one score per edge
 
 Modules, bottom up: graph (senders, receivers, a patchable forward), inputs, truth, programs (random
-programs), merge (distractors), methods, scoring, trained (compiled-then-trained), suite, cli.
+programs), tracr_ports (Tracr's library), merge (distractors), decompiler (rasp.decompile as a method),
+methods, scoring, trained (compiled-then-trained), suite, cli.
 """
 
 from glassformer.circuits.errors import CircuitsError

@@ -23,16 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Compile library and random RASP programs (some with a distractor program beside "
                        "them, some compiled-then-trained), derive and check each ground truth, save them under --out.")
     b.add_argument("--out", required=True, help="the suite folder to write")
-    b.add_argument("--quick", action="store_true", help="the 22-model subset (tests, CI)")
-    b.add_argument("--trained", type=int, default=8,
-                   help="compiled-then-trained candidates in the full suite, kept if IIA >= 0.99 (default 8)")
+    b.add_argument("--quick", action="store_true", help="the 24-model subset (tests, CI)")
+    b.add_argument("--trained", type=int, default=None,
+                   help="compiled-then-trained candidates in the full suite, kept if IIA >= 0.99 (default: all 11)")
     b.set_defaults(func=run_build)
     s = sub.add_parser("score", help="score every circuit method on the suite",
                        description="Run every method on every model of the suite and write scores.json "
                        "(precision, recall, AUROC, seconds per method) and per-model rows.")
     s.add_argument("--suite", help="a suite folder from 'circuits build' (default: build one into OUT/suite)")
     s.add_argument("--out", required=True, help="where to write scores.json and the per-model rows")
-    s.add_argument("--quick", action="store_true", help="without --suite: build and score the 22-model subset")
+    s.add_argument("--quick", action="store_true", help="without --suite: build and score the 24-model subset")
     s.add_argument("--methods", help="comma-separated method names (default: all)")
     s.add_argument("--pairs", type=int, default=16, help="clean/corrupt input pairs per model (default 16)")
     s.set_defaults(func=run_score)
@@ -52,14 +52,13 @@ def run_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from glassformer.circuits.errors import CircuitsError
-    from glassformer.circuits.methods import METHODS, _register_decompiler
+    from glassformer.circuits.methods import METHODS
     from glassformer.circuits.scoring import score_suite
     from glassformer.circuits.suite import build_suite, default_entries, load_suite, one_thread
 
     one_thread()
     if args.pairs < 1:
         raise CircuitsError(f"--pairs must be at least 1, got {args.pairs}")
-    _register_decompiler()
     methods = None
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -20,10 +20,11 @@ the direction in which corrupting the input moves the output (zero at BOS and pa
     direct_logit_attribution    a node's output read by the unembedding, along d
     head_detectors              the lens's previous-token / first-token / duplicate / induction
                                 detectors; a head's score is its best match (heads only)
-    decompiler                  not yet: ``_register_decompiler`` is where it plugs in
+    decompiler                  ``rasp.decompile`` (capped: decompiler.py): the heads and MLPs its
+                                program's steps are read from; ranked by its own ablation effects
 
 A method returns ``Scores``; what it *claims* (for precision / recall) is ``claimed`` if it says so
-(ACDC), else every candidate scoring above 1% of its best (``head_detectors``: >= 0.5).
+(ACDC, the decompiler), else every candidate scoring above 1% of its best (``head_detectors``: >= 0.5).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from glassformer.circuits.decompiler import decompiler_method
 from glassformer.circuits.errors import CircuitsError
 from glassformer.circuits.graph import CircuitGraph, Run
 from glassformer.circuits.inputs import clean_corrupt_pairs
@@ -51,6 +53,7 @@ class Scores:
     scores: np.ndarray  # one per candidate, higher = more in the circuit
     claimed: set | None = None  # the method's own circuit (None: thresholded scores)
     seconds: float = 0.0
+    note: str = ""  # what the method says about this model (the decompiler: its match, or why it refused)
 
     def circuit(self) -> set:
         if self.claimed is not None:
@@ -203,28 +206,13 @@ METHODS: dict[str, Callable[[Context], Scores]] = {
     "acdc": acdc,
     "direct_logit_attribution": direct_logit_attribution,
     "head_detectors": head_detectors,
+    "decompiler": decompiler_method,
 }
 
 
 def register_method(name: str, fn: Callable[[Context], Scores]) -> None:
-    """Add a method (e.g. the decompiler, once it lands) to every scoring run."""
+    """Add a method to every scoring run."""
     METHODS[name] = fn
-
-
-def _register_decompiler() -> None:
-    """The decompiler's registration point. ``rasp.decompile`` (another issue) had not landed on main when
-    this was written; once it has, an adapter module ``glassformer/circuits/decompiler.py`` defining
-    ``decompiler_method(ctx: Context) -> Scores`` (the heads / MLPs it attributes to the program, scored
-    1, the rest 0) is picked up here and scored with every other method."""
-    if "decompiler" in METHODS:
-        return
-    try:
-        from glassformer.circuits.decompiler import decompiler_method
-    except ModuleNotFoundError as e:
-        if e.name != "glassformer.circuits.decompiler":
-            raise
-        return
-    register_method("decompiler", decompiler_method)
 
 
 def run_method(name: str, ctx: Context) -> Scores:

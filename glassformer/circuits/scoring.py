@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from glassformer.circuits.methods import METHODS, Context, _register_decompiler, run_method
+from glassformer.circuits.methods import METHODS, Context, run_method
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -74,6 +74,8 @@ def score_model(row: dict, compiled, truth, methods: list[str], n_pairs: int = 1
             "auroc": _nan_none(auroc(np.asarray(s.scores, dtype=float), labels)),
             "seconds": round(s.seconds, 4),
         }
+        if s.note:
+            out["note"] = s.note
         if out["auroc"] is not None and out["auroc"] < 0.5:
             ranked = sorted(zip(s.scores, s.candidates, labels), key=lambda t: t[0])
             out["lowest_true"] = [str(c) for sc, c, lab in ranked if lab][:5]
@@ -106,7 +108,6 @@ def _mean(xs) -> float | None:
 def score_suite(models, out: str | Path, *, methods: list[str] | None = None, n_pairs: int = 16,
                 progress: bool = True) -> dict:
     """Score ``models`` ([(row, compiled, truth)], e.g. from ``load_suite``); write the files above."""
-    _register_decompiler()
     methods = list(METHODS) if methods is None else methods
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,7 @@ def table(rows: list[dict]) -> str:
     """Markdown: one line per method and model kind (all / compiled / with distractor / trained)."""
     groups = {"all": lambda r: True, "compiled, alone": lambda r: r["kind"] == "compiled" and not r["distractor"],
               "compiled + distractor": lambda r: r["kind"] == "compiled" and r["distractor"],
+              "Tracr library ports": lambda r: r["source"] == "tracr",
               "compiled-then-trained": lambda r: r["kind"] == "trained"}
     lines = ["| method | level | models | precision | recall | recall (varying edges) | AUROC | AUROC < 0.5 | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -15,9 +15,11 @@ Sources (``default_entries``):
   them with a distractor;
 * decoders: every library program whose selectors only look back, compiled with ``causal=True``, at
   max_len 4, 6, 8, and at 6 beside another causal program as a distractor;
+* Tracr's own library programs (``tracr_ports.py``: ported with Tracr's API, compiled through
+  ``compile_rasp_to_model``; the causal ones into decoders) at max_len 4, 6, 8;
 * compiled-then-trained models (``trained.py``): dense, retrained, kept only at IIA >= 0.99.
 
-``quick=True`` is a 22-model subset (used by tests and CI), two of them decoders.
+``quick=True`` is a 24-model subset (used by tests and CI): two decoders and two Tracr ports among them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from glassformer import rasp
 from glassformer.circuits.errors import CircuitsError
 from glassformer.circuits.merge import merge
 from glassformer.circuits.programs import random_program
+from glassformer.circuits.tracr_ports import TRACR_PROGRAMS, compile_tracr_port
 from glassformer.circuits.truth import GroundTruth, ground_truth
 from glassformer.rasp import library
 from glassformer.rasp.compiler.compiled import CompiledModel
@@ -53,7 +56,7 @@ class Entry:
     """One model of the suite: how to rebuild it, and what it is."""
 
     id: str
-    source: str  # "library" | "random" | "trained"
+    source: str  # "library" | "random" | "tracr" | "trained"
     program: str  # library name, or random_<seed>
     vocab: list
     max_len: int
@@ -67,6 +70,8 @@ class Entry:
         vocab = self.vocab
         if self.source == "library":
             compiled = rasp.compile(library.get(self.program), vocab=vocab, max_len=self.max_len, causal=self.causal)
+        elif self.source == "tracr":
+            compiled = compile_tracr_port(self.program, self.max_len, vocab, self.causal)
         elif self.source in ("random", "trained"):
             base = self.program.split("@")[0]
             if base.startswith("random_"):
@@ -89,7 +94,7 @@ def _vocab_id(vocab) -> str:
     return "".join(str(v) for v in vocab)
 
 
-def default_entries(quick: bool = False, trained: int = 8) -> list[Entry]:
+def default_entries(quick: bool = False, trained: int | None = None) -> list[Entry]:
     """The default suite (see the module docstring); ``quick``: its 22-model subset."""
     entries = []
     names = QUICK_LIBRARY if quick else library.names()
@@ -111,6 +116,7 @@ def default_entries(quick: bool = False, trained: int = 8) -> list[Entry]:
                           distractor_program="running_max")]
     else:
         entries += decoder_entries()
+    entries += tracr_entries(quick)
     n_random = 4 if quick else 54
     for i in range(n_random):
         vocab, n = list(RANDOM_VOCABS[i % 3]), RANDOM_LENGTHS[(i // 3) % 3]
@@ -120,7 +126,7 @@ def default_entries(quick: bool = False, trained: int = 8) -> list[Entry]:
     if not quick:
         from glassformer.circuits.trained import TRAINED_PROGRAMS
 
-        for i, (name, vocab, n) in enumerate(TRAINED_PROGRAMS[:trained]):
+        for i, (name, vocab, n) in enumerate(TRAINED_PROGRAMS[:trained]):  # None: all
             entries.append(Entry(f"{name}-{n}-{_vocab_id(vocab)}-trained", "trained", f"{name}@trained", list(vocab), n,
                                  seed=i))
     return entries
@@ -144,6 +150,20 @@ def decoder_entries() -> list[Entry]:
             entries.append(Entry(f"{name}-{n}-{_vocab_id(vocab)}-decoder", "library", name, vocab, n, causal=True))
         entries.append(Entry(f"{name}-6-{_vocab_id(vocab)}-decoder+{other}", "library", name, vocab, 6,
                              causal=True, distractor_program=other))
+    return entries
+
+
+QUICK_TRACR = ("sort_unique", "frac_prevs")
+
+
+def tracr_entries(quick: bool = False) -> list[Entry]:
+    """Each ported Tracr library program at max_len 4, 6, 8 over its Tracr vocabulary (``quick``: two at 4)."""
+    entries = []
+    for name in QUICK_TRACR if quick else TRACR_PROGRAMS:
+        _, vocab, causal = TRACR_PROGRAMS[name]
+        for n in (4,) if quick else LENGTHS:
+            entries.append(Entry(f"tracr_{name}-{n}-{_vocab_id(vocab)}" + ("-decoder" if causal else ""), "tracr", name,
+                                 list(vocab), n, causal=causal))
     return entries
 
 

@@ -282,16 +282,29 @@ class Attention(nn.Module):
         return self._fused(q, k, v, bias, mask, plain_causal)
 
     def _explicit(self, q, k, v, bias, mask) -> torch.Tensor:
-        """The equations one by one, with hooks on scores and pattern."""
-        scores = self.cap(torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale)  # [batch, heads, q_pos, k_pos]
+        """The equations one by one, head by head, with hooks on scores and pattern.
+
+        q[:, :, h], k[:, :, h], v[:, :, h] are strided views of the projection, and each head's product is
+        written into its slice of one result, so no [batch, heads, pos, d_head] copy of q, k or v is made
+        and scale, bias and mask act in place: a ``run_with_cache`` of every hook keeps only what it stores
+        (an einsum would copy q, k and v into head-major order and leave freed blocks between the cached
+        tensors; bench/results/lens_cache.md)."""
+        batch, q_pos, heads, d_head = q.shape
+        scores = q.new_empty(batch, heads, q_pos, k.shape[1])  # [batch, heads, q_pos, k_pos]
+        for h in range(heads):
+            scores[:, h] = q[:, :, h] @ k[:, :, h].transpose(1, 2)  # q_h k_h^T  [batch, q_pos, k_pos]
+        scores = self.cap(scores.mul_(self.scale))  # soft-capped (Gemma 2): c tanh(. / c), a fresh tensor
         if bias is not None:
-            scores = scores + bias
+            scores.add_(bias)
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores.masked_fill_(~mask, float("-inf"))
         scores = self.scores(scores)
         pattern = self.pattern(torch.softmax(scores, dim=-1))  # [batch, heads, q_pos, k_pos]
         pattern = F.dropout(pattern, self.dropout, self.training)
-        return torch.einsum("bhqk,bkhe->bqhe", pattern, v)  # [batch, q_pos, heads, d_head]
+        z = q.new_empty(batch, q_pos, heads, d_head)  # [batch, q_pos, heads, d_head]
+        for h in range(heads):
+            z[:, :, h] = pattern[:, h] @ v[:, :, h]  # z_h = pattern_h v_h  [batch, q_pos, d_head]
+        return z
 
     def _fused(self, q, k, v, bias, mask, plain_causal: bool) -> torch.Tensor:
         """The same computation as ``_explicit`` in one kernel (flash / memory-efficient attention).

@@ -32,10 +32,16 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.scale.active or self.output.active):  # fused kernel when nothing is watching
             return nn.functional.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
-        x = x - x.mean(-1, keepdim=True)  # [batch, pos, d_model]
-        scale = self.scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
-        out = x / scale * self.w
-        return self.output(out + self.b if self.b is not None else out)
+        if self.scale.active:
+            var, mean = torch.var_mean(x, -1, keepdim=True, correction=0)  # [batch, pos, 1]
+            sigma = (var + self.eps).sqrt()  # [batch, pos, 1]
+            scale = self.scale(sigma)
+            if scale is not sigma or scale.requires_grad:  # a hook replaced it, or a gradient flows through it
+                out = (x - mean) / scale * self.w  # [batch, pos, d_model]
+                return self.output(out + self.b if self.b is not None else out)
+        # only read: the fused kernel makes the same numbers as one tensor, where the equation above leaves
+        # four freed temporaries of x's size behind (heap growth in run_with_cache: bench/results/lens_cache.md)
+        return self.output(nn.functional.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps))
 
     def describe(self) -> Description:
         return Description(

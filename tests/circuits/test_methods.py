@@ -77,3 +77,28 @@ def test_eap_is_the_first_order_term_of_patching():
 def test_unknown_method_is_an_error(sort_with_distractor):
     with pytest.raises(CircuitsError, match="no circuit method"):
         run_method("telepathy", Context(sort_with_distractor[0], n_pairs=2))
+
+
+def test_the_decompiler_claims_the_heads_and_mlps_its_program_reads(sort_with_distractor):
+    """On sort beside a distractor program, the decompiled program's steps name exactly the true nodes; the
+    claimed nodes rank above every other (score 1 + ablation effect)."""
+    compiled, truth = sort_with_distractor
+    row = score_model({"id": "sort"}, compiled, truth, ["decompiler"])[0]
+    assert row["level"] == "nodes" and row["claimed"] == len(truth.nodes)
+    assert row["precision"] == 1.0 and row["recall"] == 1.0 and row["auroc"] == 1.0
+    assert row["note"].startswith("match 1.000")
+
+
+def test_a_decompiler_refusal_claims_nothing_and_says_why(monkeypatch):
+    """A model the decompiler cannot read is a result (nothing claimed), with the reason in the row."""
+    from glassformer import rasp as rasp_module
+    from glassformer.rasp.errors import RaspProgramError
+
+    def refuse(*args, **kwargs):
+        raise RaspProgramError("no head reads as a selector")
+
+    monkeypatch.setattr(rasp_module, "decompile", refuse)
+    compiled = rasp.compile(rasp.library.length(), vocab="abc", max_len=4)
+    scores = run_method("decompiler", Context(compiled, n_pairs=4))
+    assert scores.circuit() == set() and not scores.scores.any()
+    assert scores.note == "decompile refused: no head reads as a selector"

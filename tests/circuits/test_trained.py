@@ -37,8 +37,8 @@ def test_iia_catches_a_model_that_computes_the_output_another_way():
 
 
 def test_shift_by_survives_compile_then_train(seed, record_property):
-    """Measured: shift_by (abc, max_len 5), 100 steps, seeds 0-4, 1 and 2 torch threads: IIA 1.0 and
-    accuracy 1.0 every time (running_max likewise; detect_pattern 0.91-0.95, SelectorWidth programs lower)."""
+    """Measured with the current defaults (sharpened unembedding, IIT): shift_by (abc, max_len 5), 100 steps,
+    seeds 0-4, 1 thread: IIA 1.0 and accuracy 1.0 every time (with the old defaults also at 2 threads)."""
     compiled = rasp.compile(rasp.library.shift_by(), vocab="abc", max_len=5)
     trained, info = compile_then_train(compiled, seed=seed, steps=100)
     record_property("iia", info["iia"])
@@ -52,3 +52,12 @@ def test_shift_by_survives_compile_then_train(seed, record_property):
     assert bool(((got == want) | (mask[:, 1:] == 0)).all())
     diff = (trained.model.blocks[0].attn.W_O - compiled.model.blocks[0].attn.W_O.float()).abs().max()
     assert diff > 1e-3  # the weights really moved
+
+
+def test_a_selector_width_program_survives_compile_then_train():
+    """histogram's width head leaves 1/(w+1) on BOS for an MLP to decode on gaps of ~1/(N+1)^2: with plain
+    cross-entropy on the compiled model's soft logits (margin 0.5-1) training bent it (IIA 0.93-0.95 at 300
+    steps). Sharpened unembedding + IIT, 100 steps, seeds 0-4: IIA 1.0 and accuracy 1.0 at 1 thread and 2."""
+    compiled = rasp.compile(rasp.library.histogram(), vocab="abcd", max_len=4)
+    trained, info = compile_then_train(compiled, seed=0, steps=100)
+    assert info["iia"] >= 0.99 and info["accuracy"] == 1.0 and info["logit_scale"] > 1

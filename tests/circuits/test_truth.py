@@ -62,3 +62,18 @@ def test_random_programs_are_reproducible_and_exact():
             assert got == rasp.evaluate(p1, list(xs))
         except rasp.RaspEvaluationError:
             pass
+
+
+def test_tracr_library_ports_are_suite_members_with_a_checked_truth():
+    """Tracr's own programs, built with Tracr's API and compiled through ``compile_rasp_to_model``: their
+    ground truth is read from the weights and every node of it matters causally (nothing else does)."""
+    from glassformer.circuits.suite import tracr_entries
+
+    entries = {e.program: e for e in tracr_entries() if e.max_len == 4}
+    assert len(entries) == 14 and entries["shift_by"].causal and not entries["sort"].causal
+    for name in ("sort", "shift_by"):
+        compiled = entries[name].build()
+        assert compiled.model.config.arch == ("decoder" if entries[name].causal else "encoder")
+        truth = ground_truth(compiled)
+        assert truth.causal["true_nodes_changing_output"] == len(truth.nodes) > 0
+        assert truth.causal["other_nodes_changing_output"] == 0 and truth.causal["other_edges_changing_output"] == 0
