@@ -318,10 +318,46 @@ class _Column:
             self.arrow("", GAP * 0.6)
             self.y = self.norm_box(norm_name, norm, "trunk")
 
+    def parallel(self, block, b: str) -> float:
+        """GPT-J / GPT-NeoX's parallel block, x + Attn(Norm1(x)) + MLP(Norm2(x)): both branches read the same x
+        and side by side (attention on the outer side, where its positional side boxes go), the trunk runs
+        straight down between them, and one ⊕ sums the three. Returns the half-width the block's frame needs."""
+        d, cx = self.d, self.cx
+        off = BOX_W / 2 + 16  # each branch's centre, this far from the trunk
+        split = self.y + 8
+        d.line([(cx, self.y), (cx, split)], arrow=False)
+        d.dot(cx, split)
+        ends = []
+        branches = ((self.outer, f"{b}.ln1", lambda: self.attention_box(f"{b}.attn", block.attn, cross=False)),
+                    (-self.outer, f"{b}.ln2", lambda: self.mlp_box(f"{b}.mlp", block.mlp)))
+        for side, norm_name, body in branches:
+            self.cx, self.y = cx + side * off, split
+            d.line([(cx, split), (self.cx, split)], arrow=False)
+            norm = getattr(block, norm_name.rsplit(".", 1)[-1])
+            if not isinstance(norm, NoNorm):
+                self.arrow("")
+                self.y = self.norm_box(norm_name, norm, "branch")
+            self.arrow(self.resid())
+            body()
+            ends.append((self.cx, self.y))
+        self.cx = cx
+        add = max(y for _, y in ends) + GAP * 0.8 + 9
+        for x, y in ends:
+            d.line([(x, y), (x, add), (cx + (9 if x > cx else -9), add)])
+        d.line([(cx, split), (cx, add - 9)], role="skip")  # the identity path: x itself
+        d.plus(cx, add)
+        self.y = add + 9
+        return off + BOX_W / 2 + 14
+
     def block(self, i: int, label: str):
         start = self.y
         self.y += 10
         block, b = self.stack.blocks[i], f"{self.prefix}blocks.{i}"
+        if getattr(block, "parallel", False):
+            half = self.parallel(block, b)
+            self.y += 10
+            self.d.frame(self.cx - half, start, self.cx + half, self.y, label, "left" if self.skip < 0 else "right")
+            return
         self.sublayer(block, f"{b}.ln1", lambda: self.attention_box(f"{b}.attn", block.attn, cross=False))
         if block.cross_attn is not None:
             self.arrow(self.resid())

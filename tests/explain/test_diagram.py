@@ -158,3 +158,28 @@ def test_a_compiled_models_residual_names_are_listed():
     assert "tokens = a, b" in svg and "indices = 0, 1" in svg and "frac_prevs" in svg
     with pytest.raises(ValueError, match="d_model = 16"):
         diagram(cfg(d_model=16, n_heads=2), residual_labels=names[:3])
+
+
+def box_x(group) -> float:
+    rect = group.find(f"{SVG}rect")
+    return float(rect.get("x")) + float(rect.get("width")) / 2
+
+
+def test_parallel_block_draws_its_branches_side_by_side_into_one_sum():
+    """GPT-NeoX / Pythia: x + Attn(LN1 x) + MLP(LN2 x). Both branches read the block's input, so they are drawn
+    beside each other (not one after the other) and one ⊕ per block adds both to the trunk."""
+    sequential = cfg(positional="rope", n_layers=2)
+    parallel = cfg(positional="rope", n_layers=2, parallel_residual=True)
+    _, seq_boxes = parse(diagram(sequential, expanded=True))
+    _, par_boxes = parse(diagram(parallel, expanded=True))
+    assert len(role(par_boxes, "add")) == len(role(seq_boxes, "add")) - 2  # one ⊕ per block instead of two
+    for i in range(2):
+        attn = next(b for b in role(par_boxes, "W_O") if b.get("data-name") == f"blocks.{i}.attn")
+        w_in = next(b for b in role(par_boxes, "W_in") if b.get("data-name") == f"blocks.{i}.mlp")
+        ln1, ln2 = (next(b for b in role(par_boxes, "norm") if b.get("data-name") == f"blocks.{i}.{n}") for n in ("ln1", "ln2"))
+        assert box_x(attn) != box_x(w_in) and box_x(ln1) == box_x(attn) and box_x(ln2) == box_x(w_in)
+        assert box_y(ln1) == box_y(ln2)  # both norms read the same x, at the same height
+    seq_ln2 = next(b for b in role(seq_boxes, "norm") if b.get("data-name") == "blocks.0.ln2")
+    assert box_y(seq_ln2) != box_y(next(b for b in role(seq_boxes, "norm") if b.get("data-name") == "blocks.0.ln1"))
+    compact = diagram(parallel)
+    assert "× 2" in compact and len(role(parse(compact)[1], "add")) == len(role(parse(diagram(sequential))[1], "add")) - 1
