@@ -372,7 +372,8 @@ class _Column:
 
     def blocks(self):
         n = len(self.stack.blocks)
-        every = self.expanded or self.model.config.per_layer  # blocks of different sizes are drawn one by one
+        cfg = self.model.config  # blocks that differ (per-layer sizes, Gemma's local / global layers) are drawn one by one
+        every = self.expanded or cfg.per_layer or getattr(cfg, "global_every", None) is not None
         for i in range(n if every else 1):
             self.arrow(self.resid())
             self.block(i, f"block {i}" if every else f"× {n}")

@@ -183,3 +183,14 @@ def test_parallel_block_draws_its_branches_side_by_side_into_one_sum():
     assert box_y(seq_ln2) != box_y(next(b for b in role(seq_boxes, "norm") if b.get("data-name") == "blocks.0.ln1"))
     compact = diagram(parallel)
     assert "× 2" in compact and len(role(parse(compact)[1], "add")) == len(role(parse(diagram(sequential))[1], "add")) - 1
+
+
+def test_compact_view_draws_alternating_local_and_global_layers_one_by_one():
+    """Gemma 2 / 3: sliding-window layers with a global one every ``global_every``: one block cannot stand for
+    all, so even the compact view draws each block (the global one says 'full')."""
+    c = cfg(n_layers=4, attention="sliding", window=8, global_every=2)
+    svg = diagram(c)
+    _, boxes = parse(svg)
+    assert "× 4" not in svg and len(role(boxes, "attn")) == 4
+    titles = [b.find(f"{SVG}text").text for b in role(boxes, "attn")]
+    assert len(set(titles)) == 2  # sliding and global attention look different
