@@ -1,7 +1,8 @@
 """The decompiler as a circuit method: ``rasp.decompile`` reads the model back as a RASP program, and the
 heads and MLPs its steps are read from are the circuit it claims (nodes; it names no edges).
 
-    claimed     = every component some step of the decompiled program names (``step.components``)
+    claimed     = every component some step of the decompiled program names (``step.components``), and every
+                  component its causal pruning kept (``result.kept``: needed, whether read or left opaque)
     score(node) = 1 + e(node)  if claimed,  e(node)  otherwise
 
 where e is the decompiler's own mean-ablation effect of the node (the share of outputs that change when it
@@ -51,6 +52,8 @@ def decompiler_method(ctx: Context) -> Scores:
     except GlassformerError as e:  # the decompiler's own refusal: nothing claimed
         return Scores("nodes", nodes, np.zeros(len(nodes)), claimed=set(), note=f"decompile refused: {e}")
     claimed = {node_name(c) for step in result.steps for c in _flatten(step.components)}
+    claimed |= {node_name(c) for c in result.kept}  # kept by its causal pruning, read or left opaque (e.g. a
+    # SelectorWidth's MLP, which the width step reads through the head's output)
     effect = {node_name(c): float(e) for c, e in result.effects.items()}
     scores = np.array([effect.get(n, 0.0) + (1.0 if n in claimed else 0.0) for n in nodes])
     note = f"match {result.match_position:.3f} per position, {len(result.steps)} steps"
