@@ -197,7 +197,7 @@ def _plot_phase_change(snaps: dict, change: int | None, path: Path) -> None:
     right.set_ylim(0, 1.05)
     right.set_ylabel("head score")
     if change is not None:
-        ax.axvline(change, color="#27ae60", alpha=0.3)
+        ax.axvline(change, color="#27ae60", alpha=0.3, label=f"induction score passes 0.5 (step {change})")
     lines = ax.get_lines() + right.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], fontsize=7, loc="center right")
     ax.set_title("the phase change: repeat loss and head scores over training", fontsize=9)
