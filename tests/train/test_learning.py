@@ -28,7 +28,7 @@ CASES = [
     ("reverse", {}, "encoder-decoder", SMALL, {}, 600),
     ("sort", {}, "decoder", SMALL, {"stop_at_accuracy": None}, 1200),  # the full schedule: a margin above 99%
     ("histogram", {}, "decoder", SMALL, {}, 2000),  # stops at ~1,800
-    ("addition", {"reverse_answer": True}, "decoder", SMALL, {}, 2500),
+    ("addition", {"reverse_answer": True}, "decoder", SMALL, {}, 5000),  # stops at 1,350-2,800
     ("dyck", {}, "decoder", SMALL, {}, 1200),
     ("dyck", {}, "encoder", SMALL, {"lr": 1e-3}, 1200),  # stops at ~350-850
     ("contains-ab", {}, "encoder", SMALL, {}, 400),
@@ -40,12 +40,16 @@ CASES = [
 @pytest.mark.slow
 @pytest.mark.parametrize("name,options,arch,sizes,overrides,steps", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_task_is_learned(name, options, arch, sizes, overrides, steps, seed, record_property):
-    """Measured over seeds 0-1 with 1 torch thread (steps where training stopped; fresh accuracy): copy and reverse
-    50, 1.0; reverse encoder-decoder 150-250, 0.999-1.0; sort 1,200 (full schedule), 0.999-1.0; histogram
-    1,700-2,000, 0.998-0.999 (seed 0 used the whole budget and still scored 0.999); addition 1,600-1,800,
-    0.998-1.0; dyck decoder 100, 1.0; dyck encoder 400-550, 1.0; contains-ab 100, 1.0; majority encoder 200-350,
-    1.0; majority decoder 150, 1.0. (Seeds 2-4 and the 2-thread runs did not finish: the shared box was at load
-    ~30 and each sweep run took over 25 min.)"""
+    """Measured with sweep.py over 8 runs: seeds 0-4 with 1 torch thread and seeds 0-2 with 2 threads (seeds 3-4
+    with 2 threads not run). Steps where training stopped; fresh sequence accuracy (threshold 0.99): copy and
+    reverse 50, 1.0; reverse encoder-decoder 150-350, 0.998-1.0; sort 1,200 (full schedule), 0.999-1.0;
+    histogram 1,450-2,000, 0.998-1.0; dyck decoder 100-350, 0.997-1.0; dyck encoder 400-700, 0.998-1.0;
+    contains-ab 50-100, 0.999-1.0; majority encoder 50-350, 0.998-1.0; majority decoder 50-150, 0.996-1.0.
+    Every other case passed in all 8 runs. addition, with the old 2,500-step budget: 6 runs stopped at
+    1,500-1,850 with 0.995-1.0, but 2 of 8 sat on a plateau for the whole budget and failed (seed 4 / 1 thread:
+    fresh 0.028; seed 2 / 2 threads: fresh 0.10). With 5,000 steps (a longer schedule; measured by a script running
+    this case's code, seeds 0, 1, 3, 4 with 1 thread and 0-2 with 2 threads; seed 2 / 1 thread not run) all 7
+    runs stopped at 1,350-2,800 steps with fresh 0.995-1.0, both former failures included."""
     torch.manual_seed(seed)
     task = get_task(name, **options)
     model = model_for_task(task, arch, **sizes)
@@ -67,7 +71,9 @@ def test_induction_is_learned_at_every_repeat_length(seed, record_property):
     Measured (learned positions, lr 3e-3, batch 64, 1 thread): seeds 0, 1, 2 reached 100% on the stopping
     evaluation at 1,900, 2,800 and 3,000 steps, then 99.4-99.9% on fresh examples and >= 99.2% at every length;
     seed 0 with 2 threads stopped at 2,600 steps, 99.6% fresh, 100% at every length.
-    (RoPE was slower: 2 of 3 seeds had not converged at 3,000.) The budget of 4,000 leaves room above the
+    (RoPE was slower: 2 of 3 seeds had not converged at 3,000.) Re-measured after the fused-QKV change, seed 0
+    with 2 threads: 2,600 steps, fresh 0.997, worst length 0.992 (2 threads seeds 1-4 and 1 thread seeds 3-4 not
+    run). The budget of 4,000 leaves room above the
     slowest seed; the per-length threshold sits below the worst measured length."""
     torch.manual_seed(seed)
     task = get_task("induction")
@@ -97,7 +103,10 @@ def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance(
     Measured at 1,500 steps (seeds 0-3, one thread, last session): training pairs 0.985-1.0, held out 0.927-1.0;
     this session (seeds 0-1, one thread, after the fused-QKV forward changed the float trajectory): training pairs
     0.966-0.983, held out 0.958-0.969; on another machine two runs scored 0.989 and 0.984 on sampled training
-    batches, which failed the old 0.99 threshold. The thresholds keep a margin below the worst of these."""
+    batches, which failed the old 0.99 threshold. Swept over seeds 0-4 with 1 thread and seeds 0-2 with 2 threads
+    (8 runs, stopping at 1,250-1,500 steps): training pairs 0.942-1.0 (worst: seed 1, 2 threads), held out
+    0.906-1.0. The old 0.93 left 0.012 below the worst run, so the training threshold is 0.90; held out >= 0.5
+    keeps a wide margin."""
     torch.manual_seed(seed)
     task = get_task("modular-addition", p=31, train_fraction=0.9)
     model = model_for_task(task, "decoder", d_model=128, n_layers=1, n_heads=4)
@@ -110,7 +119,7 @@ def test_modular_addition_fits_its_training_pairs_and_generalises_beyond_chance(
     record_property("steps", summary["steps"])
     record_property("train_split", train_split)
     record_property("held_out", held_out)
-    assert train_split >= 0.93, train_split
+    assert train_split >= 0.90, train_split
     assert held_out >= 0.5, held_out
 
 
