@@ -81,7 +81,7 @@ def test_text_smoke_both_recipes_learn(tmp_path):
     model, task, config = bench_text.default_recipe(bench_text.SHAKESPEARE_DIR / "tiny.txt", None)
     c = model.config
     assert (c.d_model, c.n_layers, c.n_heads, c.n_ctx, config.batch_size, config.steps) == (128, 4, 4, 64, 12, 1650)
-    assert (c.positional, c.act, c.d_mlp, c.norm, c.bias, config.lr) == ("rope", "swiglu", 344, "rmsnorm", False, 3e-3)
+    assert (c.positional, c.act, c.d_mlp, c.norm, c.bias, config.lr) == ("rope", "swiglu", 344, "layernorm", False, 3e-3)
 
 
 def test_gpu_bench_code_path_and_graph_report(tmp_path):
