@@ -71,22 +71,16 @@ def read_output(state: State) -> Step:
     acc, combo, kind, _ = best
     name = state.table_name("out")
     where = f"({', '.join(f.name for f in combo)})"
-    if kind == "linear":  # refit on every row for the final weights
+    if kind in ("linear", "tree"):  # refit on every row for the final weights / splits
         X = numeric.numeric_matrix([values[id(f)] for f in combo])
-        weights, _ = numeric.fit_linear(X, target, np.ones(len(rows), bool))
-        fn = numeric.LinearArgmax(name, weights, len(combo))
+        fit, model, what = ((numeric.fit_linear, numeric.LinearArgmax, "linear arg-max") if kind == "linear" else
+                            (numeric.fit_tree, numeric.Tree, "decision tree"))
+        params, _ = fit(X, target, np.ones(len(rows), bool))
+        fn = model(name, params, len(combo))
         expr = L.Map(fn, combo[0].expr, name="output") if len(combo) == 1 else \
             L.SequenceMap(fn, combo[0].expr, combo[1].expr, name="output")
         comps = [f.component for f in combo if f.component is not None]
-        return Step(expr, comps, "output", round(acc, 4), f"linear arg-max over {where}")
-    if kind == "tree":
-        X = numeric.numeric_matrix([values[id(f)] for f in combo])
-        root, _ = numeric.fit_tree(X, target, np.ones(len(rows), bool))
-        fn = numeric.Tree(name, root, len(combo))
-        expr = L.Map(fn, combo[0].expr, name="output") if len(combo) == 1 else \
-            L.SequenceMap(fn, combo[0].expr, combo[1].expr, name="output")
-        comps = [f.component for f in combo if f.component is not None]
-        return Step(expr, comps, "output", round(acc, 4), f"decision tree over {where}")
+        return Step(expr, comps, "output", round(acc, 4), f"{what} over {where}")
     # refit on every row for the final table
     table, default, _ = F.fit_table(target, [values[id(f)] for f in combo], np.ones(len(rows), bool))
     raw = table
